@@ -1,0 +1,92 @@
+# Wallet mesh — every entry point a developer or CI needs.
+#   make run    start PostgreSQL, Redis, the services and Envoy on localhost:8080
+#   make test   run every test (unit, integration, end-to-end); sets up what it needs
+#   make lint   ruff, mypy, buf lint, and a check that gen/ is up to date
+#   make gen    regenerate gen/ from protos/
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TOOLS := $(CURDIR)/.tools
+OPENAPI_PLUGIN := $(TOOLS)/protoc-gen-openapi
+GNOSTIC_VERSION := v0.7.1
+
+.PHONY: help
+help:
+	@sed -n 's/^#   //p' Makefile
+
+# --- set-up -----------------------------------------------------------------
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	# Generated code lives in gen/python; put it on the virtualenv's path.
+	echo "$(CURDIR)/gen/python" > $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/wallet-gen.pth
+	touch $@
+
+.PHONY: venv
+venv: $(STAMP)
+
+.PHONY: system-deps
+system-deps:
+	@scripts/ensure-system-deps.sh
+
+$(OPENAPI_PLUGIN):
+	GOBIN=$(TOOLS) go install github.com/google/gnostic/cmd/protoc-gen-openapi@$(GNOSTIC_VERSION)
+
+# --- contracts --------------------------------------------------------------
+.PHONY: gen
+gen: $(STAMP) $(OPENAPI_PLUGIN)
+	PATH=$(CURDIR)/$(BIN):$$PATH scripts/gen.sh $(OPENAPI_PLUGIN)
+
+.PHONY: lint
+lint: $(STAMP)
+	$(BIN)/ruff check services tests
+	$(BIN)/ruff format --check services tests
+	$(BIN)/mypy
+	PATH=$(CURDIR)/$(BIN):$$PATH scripts/buf.sh lint
+	$(MAKE) --no-print-directory gen
+	@git diff --exit-code --stat -- gen || { echo "gen/ is stale: run 'make gen' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- gen)" || { git status --porcelain -- gen; echo "gen/ has files make gen does not produce"; exit 1; }
+
+.PHONY: fmt
+fmt: $(STAMP)
+	$(BIN)/ruff format services tests
+	$(BIN)/ruff check --fix services tests
+
+# --- running ----------------------------------------------------------------
+.PHONY: run
+run: $(STAMP) system-deps
+	$(BIN)/python -m services.localmesh run
+
+.PHONY: admin
+admin: $(STAMP)
+	@test -n "$(EMAIL)" || { echo "usage: make admin EMAIL=person@example.com"; exit 2; }
+	$(BIN)/python -m services.localmesh grant-admin "$(EMAIL)"
+
+# --- tests ------------------------------------------------------------------
+PYTEST := $(BIN)/python -m pytest
+
+.PHONY: test
+test: $(STAMP) system-deps
+	$(PYTEST) tests
+
+.PHONY: test-unit
+test-unit: $(STAMP)
+	$(PYTEST) tests/unit
+
+.PHONY: test-integration
+test-integration: $(STAMP) system-deps
+	$(PYTEST) tests/integration
+
+.PHONY: test-e2e
+test-e2e: $(STAMP) system-deps
+	$(PYTEST) tests/e2e
+
+.PHONY: clean
+clean:
+	rm -rf .run .pytest_cache .mypy_cache .ruff_cache

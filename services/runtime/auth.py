@@ -1,0 +1,174 @@
+"""Who is calling: access-token verification shared by every service.
+
+Envoy verifies tokens at the edge; every service verifies them again (defense
+in depth) because nothing forces a caller to come through the edge. A verified
+token becomes a `Caller`, kept in a context variable for the length of one RPC.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+from collections.abc import Awaitable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from services.runtime.errors import PermissionDenied, Unauthenticated, Unavailable
+
+log = logging.getLogger(__name__)
+
+ADMIN_ROLE = "admin"
+# The only algorithm accepted: pinning it is what makes `alg: none` and
+# algorithm-confusion tokens fail.
+ACCESS_TOKEN_ALGORITHM = "EdDSA"  # noqa: S105 (an algorithm name, not a secret)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated user behind the current RPC."""
+
+    user_id: str
+    roles: frozenset[str]
+    token_id: str  # the access token's `jti`
+    token_expires_at: int  # the access token's `exp`, seconds since the epoch
+
+    @property
+    def is_admin(self) -> bool:
+        return ADMIN_ROLE in self.roles
+
+    def require_admin(self) -> None:
+        if not self.is_admin:
+            raise PermissionDenied("this operation needs the admin role", reason="ADMIN_ONLY")
+
+
+_current_caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar(
+    "current_caller", default=None
+)
+
+
+def current_caller() -> Caller:
+    """The caller of the RPC being handled; public RPCs have none."""
+    caller = _current_caller.get()
+    if caller is None:
+        raise Unauthenticated("this call needs an access token", reason="TOKEN_MISSING")
+    return caller
+
+
+def set_current_caller(caller: Caller | None) -> contextvars.Token[Caller | None]:
+    return _current_caller.set(caller)
+
+
+class PublicKeys(Protocol):
+    """Finds the public key a token names in its `kid` header."""
+
+    def key_for(self, kid: str) -> Awaitable[Ed25519PublicKey | None]: ...
+
+
+class RevocationCheck(Protocol):
+    def is_revoked(self, token_id: str) -> Awaitable[bool]: ...
+
+
+class RevokedTokens:
+    """Access tokens revoked before they expire (logout), by `jti`, in Redis.
+
+    Each entry lives exactly as long as the token it revokes would have. If
+    Redis is unreachable the check fails open: access tokens live minutes, and
+    the services keep working without Redis (DESIGN.md, Caching). It is logged.
+    """
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    @staticmethod
+    def _key(token_id: str) -> str:
+        return f"auth:revoked-jti:{token_id}"
+
+    async def revoke(self, token_id: str, expires_at: int) -> None:
+        ttl = expires_at - int(time.time())
+        if ttl <= 0:
+            return
+        try:
+            await self._redis.set(self._key(token_id), b"1", ex=ttl)
+        except (RedisError, OSError) as error:
+            # Saying "logged out" while the token still works would be a lie.
+            raise Unavailable("could not revoke the access token; try again") from error
+
+    async def is_revoked(self, token_id: str) -> bool:
+        try:
+            return bool(await self._redis.exists(self._key(token_id)))
+        except (RedisError, OSError) as error:
+            log.warning("revocation list unreachable, accepting token", extra={"error": str(error)})
+            return False
+
+
+class TokenVerifier:
+    """Checks an access token's signature, issuer, audience, lifetime and
+    revocation, and returns the caller it names."""
+
+    def __init__(
+        self,
+        keys: PublicKeys,
+        revoked: RevocationCheck,
+        *,
+        issuer: str,
+        audience: str,
+        leeway_seconds: int = 5,
+    ) -> None:
+        self._keys = keys
+        self._revoked = revoked
+        self._issuer = issuer
+        self._audience = audience
+        self._leeway = leeway_seconds
+
+    async def verify(self, token: str) -> Caller:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as error:
+            raise Unauthenticated("malformed access token", reason="TOKEN_INVALID") from error
+        if header.get("alg") != ACCESS_TOKEN_ALGORITHM:
+            raise Unauthenticated("access token algorithm not accepted", reason="TOKEN_INVALID")
+        kid = header.get("kid")
+        key = await self._keys.key_for(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise Unauthenticated("access token signed by an unknown key", reason="TOKEN_INVALID")
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[ACCESS_TOKEN_ALGORITHM],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": ["exp", "iat", "sub", "jti"]},
+            )
+        except jwt.ExpiredSignatureError as error:
+            raise Unauthenticated("access token expired", reason="TOKEN_EXPIRED") from error
+        except jwt.PyJWTError as error:
+            raise Unauthenticated("access token not valid", reason="TOKEN_INVALID") from error
+        if await self._revoked.is_revoked(claims["jti"]):
+            raise Unauthenticated("access token revoked", reason="TOKEN_REVOKED")
+        roles = claims.get("roles", [])
+        return Caller(
+            user_id=str(claims["sub"]),
+            roles=frozenset(str(role) for role in roles)
+            if isinstance(roles, list)
+            else frozenset(),
+            token_id=str(claims["jti"]),
+            token_expires_at=int(claims["exp"]),
+        )
+
+
+def bearer_token(metadata: Iterable[tuple[str, str | bytes]]) -> str | None:
+    """The token of an `authorization: Bearer <token>` header, if any."""
+    for key, value in metadata:
+        if key == "authorization" and isinstance(value, str):
+            scheme, _, token = value.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+    return None

@@ -1,0 +1,113 @@
+"""Redis: the client every service uses, and a cache-aside helper that never
+lets a Redis outage fail a request (DESIGN.md, Caching)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+
+def create_redis(redis_url: str) -> Redis:
+    # Short timeouts and no client retries: a slow cache is worse than none.
+    return Redis.from_url(
+        redis_url,
+        socket_timeout=0.5,
+        socket_connect_timeout=0.5,
+        retry_on_timeout=False,
+    )
+
+
+@dataclass
+class CacheStats:
+    """Counters read by tests and, later, exported as metrics."""
+
+    hits: int = 0
+    misses: int = 0
+    errors: int = 0
+    bypassed: int = 0
+
+
+class JsonCache:
+    """Cache-aside storage of JSON documents under one key namespace.
+
+    Every method swallows Redis failures (counted in `stats`, logged) so the
+    caller falls back to PostgreSQL. After a failure Redis is left alone for
+    `cooldown` seconds, so an outage costs one timeout, not one per request.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        namespace: str,
+        *,
+        ttl_seconds: int,
+        cooldown: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._redis = redis
+        self._namespace = namespace
+        self._ttl = ttl_seconds
+        self._cooldown = cooldown
+        self._clock = clock
+        self._down_until = 0.0
+        self.stats = CacheStats()
+
+    def _key(self, key: str) -> str:
+        return f"{self._namespace}:{key}"
+
+    def _available(self) -> bool:
+        if self._clock() < self._down_until:
+            self.stats.bypassed += 1
+            return False
+        return True
+
+    def _failed(self, operation: str, error: Exception) -> None:
+        self.stats.errors += 1
+        self._down_until = self._clock() + self._cooldown
+        log.warning(
+            "cache unavailable, using the database",
+            extra={"operation": operation, "namespace": self._namespace, "error": str(error)},
+        )
+
+    async def get(self, key: str) -> Any | None:
+        if not self._available():
+            return None
+        try:
+            raw = await self._redis.get(self._key(key))
+        except (RedisError, OSError) as error:
+            self._failed("get", error)
+            return None
+        if raw is None:
+            self.stats.misses += 1
+            return None
+        self.stats.hits += 1
+        return json.loads(raw)
+
+    async def put(self, key: str, value: Any) -> None:
+        if not self._available():
+            return
+        try:
+            await self._redis.set(self._key(key), json.dumps(value), ex=self._ttl)
+        except (RedisError, OSError) as error:
+            self._failed("put", error)
+
+    async def invalidate(self, *keys: str) -> None:
+        """Deletes entries after a write commits, before the caller is answered.
+
+        Not skipped during a cooldown: a stale entry outliving an outage would
+        break read-your-writes, so every invalidation is attempted. The TTL
+        bounds the damage when Redis is reachable again but missed a delete.
+        """
+        try:
+            await self._redis.delete(*(self._key(key) for key in keys))
+        except (RedisError, OSError) as error:
+            self._failed("invalidate", error)

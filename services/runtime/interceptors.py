@@ -1,0 +1,132 @@
+"""The boundary every RPC crosses: authentication, then the handler, then the
+mapping of domain errors to gRPC statuses — once, for every service."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from services.runtime.auth import TokenVerifier, bearer_token, set_current_caller
+from services.runtime.errors import DomainError, ErrorKind, InvalidArgument, Unauthenticated
+
+log = logging.getLogger(__name__)
+
+ERROR_DOMAIN = "wallet-mesh"
+
+_CODES: dict[ErrorKind, int] = {
+    ErrorKind.INVALID_ARGUMENT: code_pb2.INVALID_ARGUMENT,
+    ErrorKind.NOT_FOUND: code_pb2.NOT_FOUND,
+    ErrorKind.ALREADY_EXISTS: code_pb2.ALREADY_EXISTS,
+    ErrorKind.PERMISSION_DENIED: code_pb2.PERMISSION_DENIED,
+    ErrorKind.UNAUTHENTICATED: code_pb2.UNAUTHENTICATED,
+    ErrorKind.FAILED_PRECONDITION: code_pb2.FAILED_PRECONDITION,
+    ErrorKind.ABORTED: code_pb2.ABORTED,
+    ErrorKind.RESOURCE_EXHAUSTED: code_pb2.RESOURCE_EXHAUSTED,
+    ErrorKind.UNAVAILABLE: code_pb2.UNAVAILABLE,
+}
+
+Context = grpc.aio.ServicerContext[Any, Any]
+Behavior = Callable[[Any, Context], Awaitable[Any]]
+
+
+def status_for(error: DomainError) -> status_pb2.Status:
+    """A `google.rpc.Status` for a domain error, with BadRequest field
+    violations and an ErrorInfo reason where the error has them."""
+    status = status_pb2.Status(code=_CODES[error.kind], message=error.message)
+    if isinstance(error, InvalidArgument):
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=violation.field, description=violation.description
+                )
+                for violation in error.violations
+            ]
+        )
+        status.details.append(_pack(bad_request))
+    if error.reason:
+        status.details.append(
+            _pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN))
+        )
+    return status
+
+
+def _pack(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+class ServiceBoundary(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Authenticates every non-public RPC of the service and turns what the
+    handler raises into a status.
+
+    `public_methods` are full gRPC method paths ("/pkg.Service/Method") that
+    need no token. Only the service's own methods are guarded: health and
+    reflection stay open, as probes and grpcurl need them.
+    """
+
+    def __init__(
+        self,
+        verifier: TokenVerifier,
+        *,
+        guarded_prefixes: tuple[str, ...],
+        public_methods: frozenset[str],
+    ) -> None:
+        self._verifier = verifier
+        self._guarded_prefixes = guarded_prefixes
+        self._public_methods = public_methods
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None or handler.unary_unary is None:
+            return handler
+        if not method.startswith(self._guarded_prefixes):
+            return handler
+        needs_token = method not in self._public_methods
+        return grpc.unary_unary_rpc_method_handler(
+            # grpc-stubs types aio handlers as sync ones; they are coroutines here.
+            self._wrap(handler.unary_unary, method, needs_token),  # type: ignore[arg-type]
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _wrap(self, behavior: Behavior, method: str, needs_token: bool) -> Behavior:
+        verifier = self._verifier
+
+        async def guarded(request: Any, context: Context) -> Any:
+            reset = None
+            try:
+                if needs_token:
+                    token = bearer_token(tuple(context.invocation_metadata() or ()))
+                    if token is None:
+                        raise Unauthenticated(
+                            "this call needs an access token", reason="TOKEN_MISSING"
+                        )
+                    reset = set_current_caller(await verifier.verify(token))
+                return await behavior(request, context)
+            except DomainError as error:
+                status = rpc_status.to_status(status_for(error))
+                await context.abort(status.code, status.details, status.trailing_metadata)
+            except grpc.aio.AbortError:
+                raise
+            except Exception:
+                log.exception("unhandled error in %s", method)
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            finally:
+                if reset is not None:
+                    reset.var.reset(reset)
+
+        return guarded

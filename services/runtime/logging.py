@@ -1,0 +1,77 @@
+"""JSON log lines, one per event, with the service and instance on each, and
+secrets redacted at the logger — not left to each caller's care."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from typing import Any
+
+from pythonjsonlogger.json import JsonFormatter
+
+# Attribute names whose values are never written.
+_SECRET_KEYS = re.compile(r"pass(word)?|secret|token|authorization|api[_-]?key|card", re.I)
+# A JWT (three base64url parts, the first starting with `{"`) anywhere in text.
+_JWT = re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]*")
+REDACTED = "[redacted]"
+
+
+def redact(value: Any) -> Any:
+    """Replaces secrets inside a value that is about to be logged."""
+    if isinstance(value, str):
+        return _JWT.sub(REDACTED, value)
+    if isinstance(value, dict):
+        return {
+            key: REDACTED if _SECRET_KEYS.search(str(key)) else redact(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [redact(item) for item in value]
+    return value
+
+
+class RedactingFilter(logging.Filter):
+    """Redacts secret-named extras and tokens found in messages and extras."""
+
+    _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.getMessage())
+        record.args = None
+        for key, value in list(record.__dict__.items()):
+            if key in self._STANDARD:
+                continue
+            record.__dict__[key] = REDACTED if _SECRET_KEYS.search(key) else redact(value)
+        return True
+
+
+class _ContextFilter(logging.Filter):
+    def __init__(self, service: str, instance: str) -> None:
+        super().__init__()
+        self._service = service
+        self._instance = instance
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.service = self._service
+        record.instance = self._instance
+        return True
+
+
+def configure_logging(service: str, instance: str) -> None:
+    """Sends JSON lines to stderr at LOG_LEVEL (default INFO)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter(
+            "{asctime}{levelname}{name}{message}{service}{instance}",
+            style="{",
+            rename_fields={"asctime": "timestamp", "levelname": "level", "name": "logger"},
+            timestamp=False,
+        )
+    )
+    handler.addFilter(_ContextFilter(service, instance))
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())

@@ -1,0 +1,128 @@
+"""One way to run a gRPC service: grpc.aio server, standard health service,
+server reflection, readiness tied to the database, graceful shutdown.
+
+Nothing happens at import time; a service builds a `GrpcApp` in its wiring
+module and hands it to `serve`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 1024 * 1024
+
+
+@dataclass
+class GrpcApp:
+    """What a service contributes to a server process."""
+
+    name: str
+    # Fully qualified gRPC service names, for health and reflection.
+    service_names: tuple[str, ...]
+    register: Callable[[grpc.aio.Server], None]
+    interceptors: Sequence[grpc.aio.ServerInterceptor]  # type: ignore[type-arg]
+    # Raises while the service cannot serve (e.g. the database does not answer).
+    readiness_check: Callable[[], Awaitable[None]]
+    on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
+class RunningServer:
+    """A started server: its bound port, and the way to stop it gracefully."""
+
+    def __init__(self, server: grpc.aio.Server, health_servicer: health.HealthServicer, port: int):
+        self.server = server
+        self.health = health_servicer
+        self.port = port
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def stop(self, grace: float) -> None:
+        # NOT_SERVING first, so the edge stops sending new calls, then drain.
+        self.health.enter_graceful_shutdown()
+        for task in self._tasks:
+            task.cancel()
+        await self.server.stop(grace)
+
+
+async def start(app: GrpcApp, address: str, *, probe_interval: float = 2.0) -> RunningServer:
+    """Starts serving on `address` ("host:port"; port 0 picks a free one).
+
+    Health starts NOT_SERVING and turns SERVING once the readiness check
+    passes; it is re-checked every `probe_interval` seconds after that.
+    """
+    server = grpc.aio.server(
+        interceptors=app.interceptors,
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    app.register(server)
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*app.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(address)
+    await server.start()
+    running = RunningServer(server, health_servicer, port)
+    _set_health(health_servicer, app.service_names, serving=False)
+    running._tasks.append(
+        asyncio.create_task(_watch_readiness(app, health_servicer, probe_interval))
+    )
+    log.info("listening", extra={"address": address, "port": port, "service": app.name})
+    return running
+
+
+def _set_health(servicer: health.HealthServicer, names: tuple[str, ...], *, serving: bool) -> None:
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    for name in ("", *names):
+        servicer.set(name, status)
+
+
+async def _watch_readiness(app: GrpcApp, servicer: health.HealthServicer, interval: float) -> None:
+    serving: bool | None = None
+    while True:
+        try:
+            await asyncio.wait_for(app.readiness_check(), timeout=max(interval, 1.0))
+            ready = True
+        except Exception as error:
+            ready = False
+            if serving is not False:
+                log.warning("not ready", extra={"error": repr(error)})
+        if ready != serving:
+            _set_health(servicer, app.service_names, serving=ready)
+            log.info("health changed", extra={"serving": ready})
+            serving = ready
+        # Poll fast until first ready, then at the steady interval.
+        await asyncio.sleep(interval if serving else min(interval, 0.2))
+
+
+async def serve(app: GrpcApp, address: str, *, grace: float = 5.0) -> None:
+    """Runs until SIGTERM or SIGINT, then shuts down gracefully."""
+    running = await start(app, address)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down", extra={"grace_seconds": grace})
+    await running.stop(grace)
+    for callback in app.on_shutdown:
+        with contextlib.suppress(Exception):
+            await callback()

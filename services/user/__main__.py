@@ -1,0 +1,69 @@
+"""The user service's commands:
+
+python -m services.user serve              run one instance (env: USER_*)
+python -m services.user migrate            apply database migrations
+python -m services.user grant-admin EMAIL  give a registered user the admin role
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+import uvloop
+
+from services.runtime import migrations
+from services.runtime.config import env
+from services.runtime.logging import configure_logging
+from services.runtime.server import serve
+from services.user.server import ENV_PREFIX, MIGRATIONS, UserSettings, build_app
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m services.user", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="run one instance of the user service")
+    commands.add_parser("migrate", help="apply database migrations")
+    grant = commands.add_parser("grant-admin", help="give a user the admin role")
+    grant.add_argument("email")
+    args = parser.parse_args(argv)
+
+    if args.command == "migrate":
+        migrations.upgrade_to_head(MIGRATIONS, env(ENV_PREFIX, "DATABASE_URL"))
+        return 0
+    if args.command == "grant-admin":
+        return asyncio.run(_grant_admin(args.email))
+    settings = UserSettings.from_env()
+    configure_logging("user", settings.runtime.instance_id)
+    app, _ = build_app(settings)
+    uvloop.run(serve(app, settings.runtime.grpc_address))
+    return 0
+
+
+async def _grant_admin(email: str) -> int:
+    # Imported here: only this command needs a bare repository.
+    from services.runtime import db
+    from services.runtime.cache import JsonCache, create_redis
+    from services.user.adapters.repository import SqlUserRepository
+    from services.user.domain.model import Role
+
+    engine = db.create_engine(env(ENV_PREFIX, "DATABASE_URL"), pool_size=1)
+    try:
+        repository = SqlUserRepository(engine)
+        credentials = await repository.credentials_by_email(email)
+        if credentials is None or not await repository.grant_role(email, Role.ADMIN):
+            print(f"no user with email {email}", file=sys.stderr)
+            return 1
+    finally:
+        await engine.dispose()
+    redis = create_redis(env(ENV_PREFIX, "REDIS_URL"))
+    # The cached profile would show the old roles until it expires.
+    await JsonCache(redis, "user:profile:v1", ttl_seconds=1).invalidate(credentials.user.id)
+    await redis.aclose()
+    print(f"{email} is now an admin (effective from their next login or token refresh)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""gRPC handlers of wallet.user.v1.UserService: protobuf in, domain call,
+protobuf out. No rules here, and no SQL; errors are mapped by the runtime's
+ServiceBoundary interceptor."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from google.protobuf import timestamp_pb2
+from google.protobuf.message import DecodeError
+
+from services.runtime.auth import current_caller
+from services.runtime.errors import InvalidArgument
+from services.runtime.interceptors import Context
+from services.user.domain.accounts import Accounts, ProfileUpdate, Registration
+from services.user.domain.model import Role, Session, User, UserCursor
+from wallet.type.v1 import page_pb2
+from wallet.user.v1 import user_service_pb2 as pb
+from wallet.user.v1 import user_service_pb2_grpc
+
+_ROLES = {Role.USER: pb.ROLE_USER, Role.ADMIN: pb.ROLE_ADMIN}
+
+
+def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def user_message(user: User) -> pb.User:
+    return pb.User(
+        user_id=user.id,
+        email=user.email,
+        display_name=user.display_name,
+        phone=user.phone or "",
+        roles=sorted(_ROLES[role] for role in user.roles),
+        create_time=_timestamp(user.created_at),
+        update_time=_timestamp(user.updated_at),
+    )
+
+
+def encode_page_token(cursor: UserCursor | None) -> str:
+    if cursor is None:
+        return ""
+    micros = int(cursor.created_at.timestamp() * 1_000_000)
+    raw = page_pb2.PageCursor(after_sort_key=micros, after_id=cursor.user_id).SerializeToString()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page_token(token: str) -> UserCursor | None:
+    if not token:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        cursor = page_pb2.PageCursor.FromString(raw)
+        if not cursor.after_id:
+            raise ValueError("empty cursor")
+        created_at = datetime.fromtimestamp(cursor.after_sort_key / 1_000_000, tz=UTC)
+    except (binascii.Error, DecodeError, ValueError, OverflowError) as error:
+        raise InvalidArgument.single(
+            "page_token", "is not a token returned by this list"
+        ) from error
+    return UserCursor(created_at, cursor.after_id)
+
+
+class UserApi(user_service_pb2_grpc.UserServiceServicer):
+    def __init__(self, accounts: Accounts, jwks: list[dict[str, str]]) -> None:
+        self._accounts = accounts
+        self._jwks = pb.GetJwksResponse(keys=[pb.JsonWebKey(**key) for key in jwks])
+
+    async def CreateUser(
+        self, request: pb.CreateUserRequest, context: Context
+    ) -> pb.CreateUserResponse:
+        user = await self._accounts.register(
+            Registration(request.email, request.password, request.display_name, request.phone)
+        )
+        return pb.CreateUserResponse(user=user_message(user))
+
+    async def GetUser(self, request: pb.GetUserRequest, context: Context) -> pb.GetUserResponse:
+        user = await self._accounts.get(current_caller(), request.user_id)
+        return pb.GetUserResponse(user=user_message(user))
+
+    async def ListUsers(
+        self, request: pb.ListUsersRequest, context: Context
+    ) -> pb.ListUsersResponse:
+        users, next_cursor = await self._accounts.list(
+            current_caller(), request.page_size, decode_page_token(request.page_token)
+        )
+        return pb.ListUsersResponse(
+            users=[user_message(user) for user in users],
+            next_page_token=encode_page_token(next_cursor),
+        )
+
+    async def UpdateUser(
+        self, request: pb.UpdateUserRequest, context: Context
+    ) -> pb.UpdateUserResponse:
+        if not request.HasField("user"):
+            raise InvalidArgument.single("user", "is required")
+        user = await self._accounts.update(
+            current_caller(),
+            ProfileUpdate(
+                user_id=request.user.user_id,
+                email=request.user.email,
+                display_name=request.user.display_name,
+                phone=request.user.phone,
+                fields=frozenset(request.update_mask.paths),
+            ),
+        )
+        return pb.UpdateUserResponse(user=user_message(user))
+
+    async def Login(self, request: pb.LoginRequest, context: Context) -> pb.LoginResponse:
+        session = await self._accounts.login(request.email, request.password)
+        return _session_message(pb.LoginResponse, session)
+
+    async def RefreshToken(
+        self, request: pb.RefreshTokenRequest, context: Context
+    ) -> pb.RefreshTokenResponse:
+        session = await self._accounts.refresh(request.refresh_token)
+        return _session_message(pb.RefreshTokenResponse, session)
+
+    async def Logout(self, request: pb.LogoutRequest, context: Context) -> pb.LogoutResponse:
+        await self._accounts.logout(current_caller(), request.refresh_token)
+        return pb.LogoutResponse()
+
+    async def GetJwks(self, request: pb.GetJwksRequest, context: Context) -> pb.GetJwksResponse:
+        return self._jwks
+
+
+SessionMessage = TypeVar("SessionMessage", pb.LoginResponse, pb.RefreshTokenResponse)
+
+
+def _session_message(message_type: type[SessionMessage], session: Session) -> SessionMessage:
+    return message_type(
+        access_token=session.access_token,
+        token_type="Bearer",  # noqa: S106 (the OAuth token type, not a secret)
+        expires_in=session.access_expires_in,
+        refresh_token=session.refresh_token,
+        refresh_token_expires_in=session.refresh_expires_in,
+        user_id=session.user_id,
+    )

@@ -1,0 +1,103 @@
+"""Wiring of the user service: settings → engine, Redis, keys → domain →
+gRPC app. The only module that knows every concrete class."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from services.runtime import db
+from services.runtime.auth import RevokedTokens, TokenVerifier
+from services.runtime.cache import JsonCache, create_redis
+from services.runtime.config import RuntimeSettings, env, env_int
+from services.runtime.interceptors import ServiceBoundary
+from services.runtime.server import GrpcApp
+from services.user.adapters.passwords import Argon2Passwords
+from services.user.adapters.profile_cache import RedisProfileCache
+from services.user.adapters.repository import SqlRefreshTokenRepository, SqlUserRepository
+from services.user.adapters.tokens import JwtIssuer, LocalPublicKeys, SigningKey
+from services.user.api import UserApi
+from services.user.domain.accounts import Accounts
+from wallet.user.v1 import user_service_pb2, user_service_pb2_grpc
+
+ENV_PREFIX = "USER_"
+SERVICE_NAME = user_service_pb2.DESCRIPTOR.services_by_name["UserService"].full_name
+MIGRATIONS = Path(__file__).parent / "migrations"
+PUBLIC_METHODS = frozenset(
+    f"/{SERVICE_NAME}/{method}" for method in ("CreateUser", "Login", "RefreshToken", "GetJwks")
+)
+
+
+@dataclass(frozen=True)
+class UserSettings:
+    runtime: RuntimeSettings
+    signing_key_file: Path
+    access_token_seconds: int
+    refresh_token_days: int
+    profile_cache_seconds: int
+
+    @classmethod
+    def from_env(cls) -> UserSettings:
+        return cls(
+            runtime=RuntimeSettings.from_env("user", ENV_PREFIX),
+            signing_key_file=Path(env(ENV_PREFIX, "JWT_SIGNING_KEY_FILE")),
+            access_token_seconds=env_int(ENV_PREFIX, "ACCESS_TOKEN_SECONDS", 900),
+            refresh_token_days=env_int(ENV_PREFIX, "REFRESH_TOKEN_DAYS", 30),
+            profile_cache_seconds=env_int(ENV_PREFIX, "PROFILE_CACHE_SECONDS", 300),
+        )
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+def build_app(settings: UserSettings) -> tuple[GrpcApp, Accounts]:
+    runtime = settings.runtime
+    engine = db.create_engine(runtime.database_url, pool_size=runtime.database_pool_size)
+    redis = create_redis(runtime.redis_url)
+    signing_key = SigningKey.from_pem_file(settings.signing_key_file)
+    public_keys = LocalPublicKeys(signing_key)
+    revoked = RevokedTokens(redis)
+    accounts = Accounts(
+        users=SqlUserRepository(engine),
+        refresh_tokens=SqlRefreshTokenRepository(engine),
+        passwords=Argon2Passwords(),
+        access_tokens=JwtIssuer(
+            signing_key,
+            issuer=runtime.jwt_issuer,
+            audience=runtime.jwt_audience,
+            lifetime_seconds=settings.access_token_seconds,
+        ),
+        revoked_access_tokens=revoked,
+        profiles=RedisProfileCache(
+            JsonCache(redis, "user:profile:v1", ttl_seconds=settings.profile_cache_seconds)
+        ),
+        clock=SystemClock(),
+        refresh_lifetime=timedelta(days=settings.refresh_token_days),
+    )
+    verifier = TokenVerifier(
+        public_keys, revoked, issuer=runtime.jwt_issuer, audience=runtime.jwt_audience
+    )
+    api = UserApi(accounts, public_keys.jwks)
+
+    async def close() -> None:
+        await redis.aclose()
+        await engine.dispose()
+
+    app = GrpcApp(
+        name="user",
+        service_names=(SERVICE_NAME,),
+        register=lambda server: user_service_pb2_grpc.add_UserServiceServicer_to_server(
+            api, server
+        ),
+        interceptors=[
+            ServiceBoundary(
+                verifier, guarded_prefixes=(f"/{SERVICE_NAME}/",), public_methods=PUBLIC_METHODS
+            )
+        ],
+        readiness_check=lambda: db.ping(engine),
+        on_shutdown=[close],
+    )
+    return app, accounts

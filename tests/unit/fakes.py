@@ -1,0 +1,192 @@
+"""In-memory stand-ins for the user service's ports (domain tests only)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+from services.user.domain.model import (
+    Credentials,
+    IssuedAccessToken,
+    NewUser,
+    ProfileChanges,
+    RefreshTokenOwner,
+    Role,
+    StoredRefreshToken,
+    User,
+    UserCursor,
+)
+from services.user.domain.ports import EmailTaken
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.moment = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self.moment
+
+    def advance(self, delta: timedelta) -> None:
+        self.moment += delta
+
+
+class FakeUsers:
+    def __init__(self, clock: FakeClock) -> None:
+        self.rows: dict[str, Credentials] = {}
+        self._clock = clock
+
+    def _email_in_use(self, email: str, except_id: str | None = None) -> bool:
+        return any(
+            c.user.email.lower() == email.lower() and c.user.id != except_id
+            for c in self.rows.values()
+        )
+
+    async def add(self, new_user: NewUser) -> User:
+        if self._email_in_use(new_user.email):
+            raise EmailTaken
+        self._clock.advance(timedelta(seconds=1))
+        now = self._clock.now()
+        user = User(
+            str(uuid.uuid4()),
+            new_user.email,
+            new_user.display_name,
+            new_user.phone,
+            frozenset({Role.USER}),
+            now,
+            now,
+        )
+        self.rows[user.id] = Credentials(user, new_user.password_hash)
+        return user
+
+    async def get(self, user_id: str) -> User | None:
+        row = self.rows.get(user_id)
+        return row.user if row else None
+
+    async def credentials_by_email(self, email: str) -> Credentials | None:
+        return next((c for c in self.rows.values() if c.user.email.lower() == email.lower()), None)
+
+    async def update_profile(self, user_id: str, changes: ProfileChanges) -> User | None:
+        row = self.rows.get(user_id)
+        if row is None:
+            return None
+        if changes.email is not None and self._email_in_use(changes.email, user_id):
+            raise EmailTaken
+        user = row.user
+        user = replace(
+            user,
+            email=changes.email or user.email,
+            display_name=changes.display_name or user.display_name,
+            phone=None if changes.clear_phone else (changes.phone or user.phone),
+        )
+        self.rows[user_id] = Credentials(user, row.password_hash)
+        return user
+
+    async def set_password_hash(self, user_id: str, password_hash: str) -> None:
+        self.rows[user_id] = replace(self.rows[user_id], password_hash=password_hash)
+
+    async def page(self, after: UserCursor | None, limit: int) -> list[User]:
+        ordered = sorted((c.user for c in self.rows.values()), key=lambda u: (u.created_at, u.id))
+        if after is not None:
+            ordered = [
+                u for u in ordered if (u.created_at, u.id) > (after.created_at, after.user_id)
+            ]
+        return ordered[:limit]
+
+    def make_admin(self, user_id: str) -> None:
+        row = self.rows[user_id]
+        user = replace(row.user, roles=row.user.roles | {Role.ADMIN})
+        self.rows[user_id] = Credentials(user, row.password_hash)
+
+
+@dataclass
+class _Token:
+    owner: RefreshTokenOwner
+    expires_at: datetime
+    used: bool = False
+    revoked: bool = False
+
+
+class FakeRefreshTokens:
+    def __init__(self) -> None:
+        self.tokens: dict[str, _Token] = {}
+
+    async def add(self, token_hash: str, owner: RefreshTokenOwner, expires_at: datetime) -> None:
+        self.tokens[token_hash] = _Token(owner, expires_at)
+
+    async def rotate(
+        self, old_hash: str, new_hash: str, new_expires_at: datetime, now: datetime
+    ) -> RefreshTokenOwner | None:
+        token = self.tokens.get(old_hash)
+        if token is None or token.used or token.revoked or token.expires_at <= now:
+            return None
+        token.used = True
+        self.tokens[new_hash] = _Token(token.owner, new_expires_at)
+        return token.owner
+
+    async def find(self, token_hash: str) -> StoredRefreshToken | None:
+        token = self.tokens.get(token_hash)
+        if token is None:
+            return None
+        return StoredRefreshToken(
+            token.owner.user_id, token.owner.family_id, token.used, token.revoked, token.expires_at
+        )
+
+    async def revoke_family(self, family_id: str, now: datetime) -> None:
+        for token in self.tokens.values():
+            if token.owner.family_id == family_id:
+                token.revoked = True
+
+
+class FakePasswords:
+    """Reversible "hashes" so tests run in microseconds; counts verifications."""
+
+    def __init__(self) -> None:
+        self.verifications = 0
+        self.scheme = "v2"
+
+    async def hash(self, password: str) -> str:
+        return f"{self.scheme}:{password}"
+
+    async def verify(self, password_hash: str, password: str) -> bool:
+        self.verifications += 1
+        return password_hash.split(":", 1)[1] == password
+
+    def needs_rehash(self, password_hash: str) -> bool:
+        return not password_hash.startswith(f"{self.scheme}:")
+
+
+class FakeAccessTokens:
+    lifetime_seconds = 900
+
+    def __init__(self) -> None:
+        self.issued: list[tuple[str, frozenset[Role]]] = []
+
+    def issue(self, user_id: str, roles: frozenset[Role], now: datetime) -> IssuedAccessToken:
+        self.issued.append((user_id, roles))
+        return IssuedAccessToken(f"access-{len(self.issued)}", f"jti-{len(self.issued)}", 900)
+
+
+class FakeRevoker:
+    def __init__(self) -> None:
+        self.revoked: dict[str, int] = {}
+
+    async def revoke(self, token_id: str, expires_at: int) -> None:
+        self.revoked[token_id] = expires_at
+
+
+class FakeProfileCache:
+    def __init__(self) -> None:
+        self.entries: dict[str, User] = {}
+        self.hits = 0
+
+    async def get(self, user_id: str) -> User | None:
+        user = self.entries.get(user_id)
+        self.hits += user is not None
+        return user
+
+    async def put(self, user: User) -> None:
+        self.entries[user.id] = user
+
+    async def invalidate(self, user_id: str) -> None:
+        self.entries.pop(user_id, None)
