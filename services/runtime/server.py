@@ -13,11 +13,16 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+# The asyncio health servicer; grpc_health ships no type information for it.
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 from grpc_reflection.v1alpha import reflection
 
+HealthServicer = Any
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 1024 * 1024
@@ -40,7 +45,7 @@ class GrpcApp:
 class RunningServer:
     """A started server: its bound port, and the way to stop it gracefully."""
 
-    def __init__(self, server: grpc.aio.Server, health_servicer: health.HealthServicer, port: int):
+    def __init__(self, server: grpc.aio.Server, health_servicer: HealthServicer, port: int) -> None:
         self.server = server
         self.health = health_servicer
         self.port = port
@@ -48,7 +53,7 @@ class RunningServer:
 
     async def stop(self, grace: float) -> None:
         # NOT_SERVING first, so the edge stops sending new calls, then drain.
-        self.health.enter_graceful_shutdown()
+        await self.health.enter_graceful_shutdown()
         for task in self._tasks:
             task.cancel()
         await self.server.stop(grace)
@@ -69,7 +74,7 @@ async def start(app: GrpcApp, address: str, *, probe_interval: float = 2.0) -> R
         ],
     )
     app.register(server)
-    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (*app.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -77,7 +82,7 @@ async def start(app: GrpcApp, address: str, *, probe_interval: float = 2.0) -> R
     port = server.add_insecure_port(address)
     await server.start()
     running = RunningServer(server, health_servicer, port)
-    _set_health(health_servicer, app.service_names, serving=False)
+    await _set_health(health_servicer, app.service_names, serving=False)
     running._tasks.append(
         asyncio.create_task(_watch_readiness(app, health_servicer, probe_interval))
     )
@@ -85,14 +90,14 @@ async def start(app: GrpcApp, address: str, *, probe_interval: float = 2.0) -> R
     return running
 
 
-def _set_health(servicer: health.HealthServicer, names: tuple[str, ...], *, serving: bool) -> None:
+async def _set_health(servicer: HealthServicer, names: tuple[str, ...], *, serving: bool) -> None:
     status = (
         health_pb2.HealthCheckResponse.SERVING
         if serving
         else health_pb2.HealthCheckResponse.NOT_SERVING
     )
     for name in ("", *names):
-        servicer.set(name, status)
+        await servicer.set(name, status)
 
 
 async def _watch_readiness(app: GrpcApp, servicer: health.HealthServicer, interval: float) -> None:
@@ -106,7 +111,7 @@ async def _watch_readiness(app: GrpcApp, servicer: health.HealthServicer, interv
             if serving is not False:
                 log.warning("not ready", extra={"error": repr(error)})
         if ready != serving:
-            _set_health(servicer, app.service_names, serving=ready)
+            await _set_health(servicer, app.service_names, serving=ready)
             log.info("health changed", extra={"serving": ready})
             serving = ready
         # Poll fast until first ready, then at the steady interval.

@@ -19,14 +19,11 @@ from services.user.adapters.repository import SqlRefreshTokenRepository, SqlUser
 from services.user.adapters.tokens import JwtIssuer, LocalPublicKeys, SigningKey
 from services.user.api import UserApi
 from services.user.domain.accounts import Accounts
-from wallet.user.v1 import user_service_pb2, user_service_pb2_grpc
+from services.user.edge_policy import PUBLIC_METHODS, SERVICE_NAME
+from wallet.user.v1 import user_service_pb2_grpc
 
 ENV_PREFIX = "USER_"
-SERVICE_NAME = user_service_pb2.DESCRIPTOR.services_by_name["UserService"].full_name
 MIGRATIONS = Path(__file__).parent / "migrations"
-PUBLIC_METHODS = frozenset(
-    f"/{SERVICE_NAME}/{method}" for method in ("CreateUser", "Login", "RefreshToken", "GetJwks")
-)
 
 
 @dataclass(frozen=True)
@@ -94,7 +91,9 @@ def build_app(settings: UserSettings) -> tuple[GrpcApp, Accounts]:
         ),
         interceptors=[
             ServiceBoundary(
-                verifier, guarded_prefixes=(f"/{SERVICE_NAME}/",), public_methods=PUBLIC_METHODS
+                verifier,
+                guarded_prefixes=(f"/{SERVICE_NAME}/",),
+                public_methods=frozenset(PUBLIC_METHODS),
             )
         ],
         readiness_check=lambda: db.ping(engine),

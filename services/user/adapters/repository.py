@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, func, insert, select, text, tuple_, update
+from sqlalchemy import Row, and_, func, insert, literal, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -121,7 +121,11 @@ class SqlUserRepository:
         statement = select(*_USER_COLUMNS).order_by(users.c.created_at, users.c.id).limit(limit)
         if after is not None:
             statement = statement.where(
-                tuple_(users.c.created_at, users.c.id) > tuple_(after.created_at, after.user_id)
+                tuple_(users.c.created_at, users.c.id)
+                > tuple_(
+                    literal(after.created_at, users.c.created_at.type),
+                    literal(after.user_id, users.c.id.type),
+                )
             )
         async with self._engine.connect() as connection:
             rows = (await connection.execute(statement)).all()

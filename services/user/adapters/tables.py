@@ -12,6 +12,7 @@ from sqlalchemy import (
     Table,
     Text,
     Uuid,
+    func,
 )
 
 metadata = MetaData()
@@ -19,14 +20,14 @@ metadata = MetaData()
 users = Table(
     "users",
     metadata,
-    Column("id", Uuid(as_uuid=False), primary_key=True),
+    Column("id", Uuid(as_uuid=False), primary_key=True, server_default=func.gen_random_uuid()),
     Column("email", Text, nullable=False),
     Column("display_name", Text, nullable=False),
     Column("phone", Text),
     Column("password_hash", Text, nullable=False),
     Column("roles", ARRAY(Text), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
 refresh_tokens = Table(
@@ -35,7 +36,7 @@ refresh_tokens = Table(
     Column("token_hash", Text, primary_key=True),
     Column("user_id", Uuid(as_uuid=False), ForeignKey("users.id"), nullable=False),
     Column("family_id", Uuid(as_uuid=False), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Column("used_at", DateTime(timezone=True)),
     Column("revoked_at", DateTime(timezone=True)),

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Makes sure the two system programs the local mesh needs are installed: the PostgreSQL
+# server binaries (initdb, pg_ctl) and redis-server. Installs Debian's packages when one
+# is missing (apt-get as root, or through `sudo -n` when that works without a password);
+# otherwise says what to install and exits 1. Does nothing when both are present.
+#
+# We never use the system's own servers: the launcher runs private ones on other ports
+# (services/localmesh). Debian's packages may start a cluster on 5432 and Redis on 6379;
+# that is harmless, and this script starts nothing itself.
+set -euo pipefail
+
+have_postgres() {
+  # Where services/localmesh/postgres.py looks, in the same order.
+  if [[ -n "${WALLET_PG_BINDIR:-}" && -x "$WALLET_PG_BINDIR/initdb" ]]; then return 0; fi
+  if compgen -G '/usr/lib/postgresql/*/bin/initdb' > /dev/null; then return 0; fi
+  if command -v pg_config > /dev/null && [[ -x "$(pg_config --bindir)/initdb" ]]; then return 0; fi
+  command -v initdb > /dev/null
+}
+
+have_redis() {
+  command -v redis-server > /dev/null
+}
+
+missing=()
+have_postgres || missing+=(postgresql)
+have_redis || missing+=(redis-server)
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+
+echo "ensure-system-deps: missing Debian packages: ${missing[*]}"
+
+cannot_install() {
+  echo "ensure-system-deps: $1" >&2
+  echo "ensure-system-deps: install them yourself, e.g.: sudo apt-get install ${missing[*]}" >&2
+  exit 1
+}
+
+if ! command -v apt-get > /dev/null; then
+  cannot_install "apt-get not found (not a Debian-like system)"
+fi
+if ((EUID == 0)); then
+  as_root=()
+elif command -v sudo > /dev/null && sudo -n true 2> /dev/null; then
+  as_root=(sudo -n)
+else
+  cannot_install "not root, and sudo does not work without a password"
+fi
+
+# `env` inside sudo: sudo would drop a variable set before it.
+apt=("${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q -y -o Dpkg::Use-Pty=0)
+echo "ensure-system-deps: installing ${missing[*]} with apt-get"
+"${apt[@]}" update || cannot_install "apt-get update failed"
+"${apt[@]}" install --no-install-recommends "${missing[@]}" || cannot_install "apt-get install failed"
+
+still_missing=()
+have_postgres || still_missing+=(postgresql)
+have_redis || still_missing+=(redis-server)
+if ((${#still_missing[@]} > 0)); then
+  missing=("${still_missing[@]}")
+  cannot_install "still missing after apt-get install: ${still_missing[*]}"
+fi
+echo "ensure-system-deps: installed ${missing[*]}"

@@ -1,0 +1,145 @@
+"""Local mesh commands (behind `make run` and `make admin`):
+
+python -m services.localmesh run                start everything on localhost, until Ctrl-C
+python -m services.localmesh grant-admin EMAIL  give a registered user the admin role
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from services.localmesh.mesh import USER, Mesh, MeshConfig, MeshError
+from services.localmesh.postgres import PostgresError
+from services.localmesh.processes import ProcessError
+from services.localmesh.redis import RedisError
+
+log = logging.getLogger("services.localmesh")
+
+
+class _StopRequested(Exception):
+    """Raised in the main thread by SIGINT or SIGTERM: ends `run` cleanly at any stage."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m services.localmesh",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("run", help="start the whole mesh on localhost until Ctrl-C")
+    grant = commands.add_parser("grant-admin", help="give a registered user the admin role")
+    grant.add_argument("email")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        config = MeshConfig.for_development()
+        if args.command == "grant-admin":
+            return grant_admin(config, args.email)
+        return run(config)
+    except (MeshError, ProcessError, PostgresError, RedisError, TimeoutError) as error:
+        # Expected failures (a busy port, a service that does not start): the message
+        # says what to do or which log to read; a traceback would only hide it.
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def run(config: MeshConfig) -> int:
+    """Start the mesh, print how to use it, and stop it all on Ctrl-C or SIGTERM."""
+    mesh = Mesh(config)
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        if not stop.is_set():
+            stop.set()
+            # Interrupt whatever the main thread is doing, start-up included.
+            raise _StopRequested
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        mesh.start()
+        _print_welcome(mesh)
+        reported: set[str] = set()
+        while not stop.wait(timeout=2.0):
+            for dead in set(mesh.dead_processes()) - reported:
+                log.warning("%s has exited; see its log", dead)
+                reported.add(dead)
+    except _StopRequested:
+        pass
+    finally:
+        # A second Ctrl-C must not interrupt the orderly stop and leave orphans behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        log.info("stopping the mesh")
+        mesh.stop()
+        log.info("stopped; data kept in %s", config.run_dir)
+    return 0
+
+
+def _print_welcome(mesh: Mesh) -> None:
+    port = mesh.config.envoy_port
+    grpcurl = "grpcurl"
+    if shutil.which("grpcurl") is None:
+        beside_python = Path(sys.executable).parent / "grpcurl"
+        if beside_python.exists():
+            grpcurl = os.path.relpath(beside_python)
+    body = '{"email":"ada@example.com","password":"correct horse battery","display_name":"Ada"}'
+    print(
+        f"""
+Wallet mesh is running.
+  REST:         {mesh.edge_url}
+  gRPC:         {mesh.edge_grpc_target} (plaintext)
+  Envoy admin:  {mesh.admin_url}
+  Logs:         {mesh.logs_dir}
+
+Try:
+  curl -s localhost:{port}/v1/users -d '{body}'
+  {grpcurl} -plaintext localhost:{port} list
+
+Ctrl-C stops everything.
+""",
+        flush=True,
+    )
+
+
+def grant_admin(config: MeshConfig, email: str) -> int:
+    """`python -m services.user grant-admin EMAIL` with the user service's development
+    environment; PostgreSQL is started for the command if it is not running."""
+    mesh = Mesh(config)
+    if not mesh.postgres.is_initialized:
+        print(
+            f"no database in {config.run_dir} yet: start the mesh (make run) and register "
+            "the user first",
+            file=sys.stderr,
+        )
+        return 1
+    started_here = not mesh.postgres.is_running()
+    if started_here:
+        log.info("starting PostgreSQL for this command")
+        mesh.postgres.start()
+    try:
+        result = subprocess.run(
+            mesh.service_command(USER, "grant-admin", email),
+            env=mesh.service_env(USER, 0),
+            cwd=config.repo_root,
+            check=False,
+        )
+    finally:
+        if started_here:
+            mesh.postgres.stop()
+    return result.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""The edge (Envoy) settings of one local mesh, and the config rendered from them.
+
+The template lives in envoy/envoy.yaml.j2 at the top of the repository: one source
+for `make run`, the tests and (later) the Helm chart.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+from google.api import annotations_pb2  # type: ignore[import-untyped]  # no py.typed
+from google.protobuf import descriptor_pb2
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ENVOY_TEMPLATE = REPO_ROOT / "envoy" / "envoy.yaml.j2"
+DESCRIPTOR_SET = REPO_ROOT / "gen" / "descriptors" / "wallet.pb"
+
+# Name of the cluster through which Envoy fetches the JWKS from its own listener.
+EDGE_SELF_CLUSTER = "edge_self"
+# REST path of UserService.GetJwks (its google.api.http binding).
+JWKS_PATH = "/.well-known/jwks.json"
+
+_CLUSTER_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_GRPC_METHOD_PATH = re.compile(r"^/(?P<service>[A-Za-z_][\w.]*)/(?P<method>[A-Za-z_]\w*)$")
+_HEADER_SAFE = re.compile(r"^[\x21-\x7e]+$")
+_HEADER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One instance of a service, reachable at host:port over HTTP/2 (gRPC)."""
+
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class UpstreamService:
+    """A gRPC service behind the edge: its cluster name, its fully qualified
+    gRPC service names (routed by path prefix `/<name>/`), and its instances."""
+
+    cluster: str  # e.g. "user_grpc"
+    grpc_services: tuple[str, ...]  # e.g. ("wallet.user.v1.UserService",)
+    endpoints: tuple[Endpoint, ...]
+    # gRPC methods reachable without a JWT, as "/<service>/<Method>" paths.
+    public_methods: tuple[str, ...] = ()
+    # Read-only gRPC methods, as "/<service>/<Method>" paths: retried on UNAVAILABLE and
+    # resets too (others only when the request never reached the application).
+    idempotent_methods: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EdgeSettings:
+    """Everything the Envoy template needs."""
+
+    listen_host: str  # "127.0.0.1"
+    listen_port: int  # 8080 for `make run`
+    admin_port: int  # 9901 for `make run`; always bound to 127.0.0.1
+    upstreams: tuple[UpstreamService, ...]
+    # Expected `iss` and `aud` of access tokens. Their keys (JWKS) come from the user
+    # service, fetched by Envoy through its own listener (GET /.well-known/jwks.json).
+    jwt_issuer: str = "wallet-mesh"
+    jwt_audience: str = "wallet-mesh"
+    descriptor_set: Path = DESCRIPTOR_SET
+    access_log_path: Path | None = None
+    # Largest REST/gRPC request body accepted at the edge.
+    max_request_bytes: int = 64 * 1024
+    extra: dict[str, object] = field(default_factory=dict)
+    # Whole-request timeout of every upstream route (retries included).
+    route_timeout_seconds: int = 15
+    # Header that carries the verified token's `sub` to the services.
+    user_id_header: str = "x-wallet-user-id"
+    # Headers only the edge may set: removed from every client request.
+    internal_headers: tuple[str, ...] = ("x-wallet-user-id", "x-wallet-roles")
+
+
+@dataclass(frozen=True)
+class _Descriptors:
+    """What the renderer needs from the descriptor set."""
+
+    # Fully qualified gRPC service name -> its method names.
+    methods: dict[str, frozenset[str]]
+    # REST path of a `google.api.http` GET binding -> "/<service>/<Method>".
+    get_bindings: dict[str, str]
+
+
+def _read_descriptor_set(path: Path) -> _Descriptors:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"descriptor set {path} cannot be read: {exc}") from exc
+    descriptor_set = descriptor_pb2.FileDescriptorSet.FromString(data)
+    methods: dict[str, frozenset[str]] = {}
+    get_bindings: dict[str, str] = {}
+    for file in descriptor_set.file:
+        for service in file.service:
+            name = f"{file.package}.{service.name}" if file.package else service.name
+            methods[name] = frozenset(method.name for method in service.method)
+            for method in service.method:
+                rule = method.options.Extensions[annotations_pb2.http]
+                for binding in (rule, *rule.additional_bindings):
+                    if binding.get:
+                        get_bindings[binding.get] = f"/{name}/{method.name}"
+    return _Descriptors(methods=methods, get_bindings=get_bindings)
+
+
+def _check_port(what: str, port: int) -> None:
+    if not 0 < port < 65536:
+        raise ValueError(f"{what} {port} is not a TCP port")
+
+
+def _check_host(what: str, host: str) -> None:
+    if not host or not _HEADER_SAFE.match(host):
+        raise ValueError(f"{what} {host!r} is not a host name or address")
+
+
+def _check_method_paths(
+    upstream: UpstreamService,
+    kind: str,
+    paths: tuple[str, ...],
+    known: _Descriptors,
+) -> None:
+    for path in paths:
+        match = _GRPC_METHOD_PATH.match(path)
+        if match is None:
+            raise ValueError(
+                f"{upstream.cluster}: {kind} {path!r} is not a /<service>/<Method> path"
+            )
+        service, method = match["service"], match["method"]
+        if service not in upstream.grpc_services:
+            raise ValueError(f"{upstream.cluster}: {kind} {path!r} is not one of its grpc_services")
+        if method not in known.methods[service]:
+            raise ValueError(f"{upstream.cluster}: {kind} {path!r}: {service} has no {method}")
+
+
+def validate_edge_settings(settings: EdgeSettings) -> None:
+    """Reject settings that would render a config Envoy refuses, or one that routes wrongly.
+
+    Raises ValueError naming the first problem found.
+    """
+    _check_host("listen_host", settings.listen_host)
+    _check_port("listen_port", settings.listen_port)
+    _check_port("admin_port", settings.admin_port)
+    if settings.admin_port == settings.listen_port:
+        raise ValueError("admin_port and listen_port must differ")
+    if not settings.jwt_issuer or not settings.jwt_audience:
+        raise ValueError("jwt_issuer and jwt_audience must not be empty")
+    if not 0 < settings.max_request_bytes < 2**32:
+        raise ValueError(f"max_request_bytes {settings.max_request_bytes} is out of range")
+    if settings.route_timeout_seconds <= 0:
+        raise ValueError("route_timeout_seconds must be positive")
+    if not settings.upstreams:
+        raise ValueError("at least one upstream service is needed")
+
+    for header in (settings.user_id_header, *settings.internal_headers):
+        if not _HEADER_NAME.match(header):
+            raise ValueError(f"header name {header!r} is not lower-case token characters")
+    if settings.user_id_header not in settings.internal_headers:
+        raise ValueError(f"{settings.user_id_header} must be one of internal_headers")
+
+    known = _read_descriptor_set(settings.descriptor_set)
+    clusters: set[str] = set()
+    services: set[str] = set()
+    for upstream in settings.upstreams:
+        if not _CLUSTER_NAME.match(upstream.cluster) or upstream.cluster == EDGE_SELF_CLUSTER:
+            raise ValueError(f"cluster name {upstream.cluster!r} is invalid or reserved")
+        if upstream.cluster in clusters:
+            raise ValueError(f"cluster {upstream.cluster!r} is defined twice")
+        clusters.add(upstream.cluster)
+        if not upstream.endpoints:
+            raise ValueError(f"{upstream.cluster}: no endpoints")
+        for endpoint in upstream.endpoints:
+            _check_host(f"{upstream.cluster}: endpoint host", endpoint.host)
+            _check_port(f"{upstream.cluster}: endpoint port", endpoint.port)
+        if not upstream.grpc_services:
+            raise ValueError(f"{upstream.cluster}: no grpc_services")
+        for service in upstream.grpc_services:
+            if service not in known.methods:
+                raise ValueError(
+                    f"{upstream.cluster}: {service} is not in the descriptor set "
+                    f"{settings.descriptor_set}"
+                )
+            if service in services:
+                raise ValueError(f"{service} is served by two upstreams")
+            services.add(service)
+        _check_method_paths(upstream, "public method", upstream.public_methods, known)
+        _check_method_paths(upstream, "idempotent method", upstream.idempotent_methods, known)
+
+    # jwt_authn fetches the JWKS through the edge: that call must not need a token.
+    jwks_method = known.get_bindings.get(JWKS_PATH)
+    public = {path for upstream in settings.upstreams for path in upstream.public_methods}
+    if jwks_method is None or jwks_method not in public:
+        raise ValueError(
+            f"GET {JWKS_PATH} must be bound to a public method of an upstream "
+            f"(found {jwks_method or 'no binding'})"
+        )
+
+
+def _loopback_for(host: str) -> str:
+    """The address Envoy dials to reach its own listener."""
+    if host == "0.0.0.0":
+        return "127.0.0.1"
+    if host == "::":
+        return "::1"
+    return host
+
+
+def render_envoy_config(settings: EdgeSettings) -> str:
+    """Render envoy/envoy.yaml.j2 for these settings (validated first; ValueError if bad)."""
+    validate_edge_settings(settings)
+    self_host = _loopback_for(settings.listen_host)
+    uri_host = f"[{self_host}]" if ":" in self_host else self_host
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(ENVOY_TEMPLATE.parent),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,  # noqa: S701 - YAML, not HTML; strings go through |tojson
+    )
+    template = environment.get_template(ENVOY_TEMPLATE.name)
+    return template.render(
+        settings=settings,
+        edge_self_cluster=EDGE_SELF_CLUSTER,
+        edge_self_host=self_host,
+        jwks_uri=f"http://{uri_host}:{settings.listen_port}{JWKS_PATH}",
+        all_grpc_services=[s for u in settings.upstreams for s in u.grpc_services],
+        first_upstream=settings.upstreams[0],
+    )

