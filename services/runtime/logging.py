@@ -64,10 +64,11 @@ def configure_logging(service: str, instance: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         JsonFormatter(
-            "{asctime}{levelname}{name}{message}{service}{instance}",
+            "{levelname}{name}{message}{service}{instance}",
             style="{",
-            rename_fields={"asctime": "timestamp", "levelname": "level", "name": "logger"},
-            timestamp=False,
+            rename_fields={"levelname": "level", "name": "logger"},
+            # ISO 8601 in UTC, under "timestamp".
+            timestamp=True,
         )
     )
     handler.addFilter(_ContextFilter(service, instance))

@@ -16,7 +16,7 @@ from services.runtime.errors import (
     ViolationCollector,
 )
 from services.runtime.interceptors import status_for
-from services.runtime.logging import REDACTED, RedactingFilter, redact
+from services.runtime.logging import REDACTED, RedactingFilter, configure_logging, redact
 
 
 def test_invalid_argument_maps_to_bad_request_details() -> None:
@@ -67,3 +67,19 @@ def test_redacting_filter_scrubs_record_extras() -> None:
     assert record.getMessage() == f"login {REDACTED}"
     assert record.password == REDACTED
     assert json.dumps(record.user) == '"u1"'
+
+
+def test_json_log_lines_carry_service_instance_and_iso_time(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("user", "user-7")
+    try:
+        logging.getLogger("test").warning("hello", extra={"password": "hunter2", "user_id": "u1"})
+        line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    finally:
+        logging.getLogger().handlers.clear()
+    assert line["message"] == "hello"
+    assert (line["level"], line["service"], line["instance"]) == ("WARNING", "user", "user-7")
+    assert line["timestamp"].endswith("+00:00")
+    assert line["password"] == REDACTED
+    assert line["user_id"] == "u1"
