@@ -83,6 +83,14 @@ class UserApi(user_service_pb2_grpc.UserServiceServicer):
         user = await self._accounts.get(current_caller(), request.user_id)
         return pb.GetUserResponse(user=user_message(user))
 
+    async def LookupUser(
+        self, request: pb.LookupUserRequest, context: Context
+    ) -> pb.LookupUserResponse:
+        user = await self._accounts.lookup(current_caller(), request.email, request.user_id)
+        return pb.LookupUserResponse(
+            profile=pb.PublicProfile(user_id=user.id, display_name=user.display_name)
+        )
+
     async def ListUsers(
         self, request: pb.ListUsersRequest, context: Context
     ) -> pb.ListUsersResponse:

@@ -17,4 +17,4 @@ def _paths(*methods: str) -> tuple[str, ...]:
 # what tokens are checked with.
 PUBLIC_METHODS = _paths("CreateUser", "Login", "RefreshToken", "GetJwks")
 # Reads: a retry after the instance saw the request changes nothing.
-IDEMPOTENT_METHODS = _paths("GetUser", "ListUsers", "GetJwks")
+IDEMPOTENT_METHODS = _paths("GetUser", "LookupUser", "ListUsers", "GetJwks")

@@ -152,3 +152,16 @@ def test_jwks_is_public_and_names_the_signing_key(rest: httpx.Client) -> None:
     assert [(key["kty"], key["crv"], key["alg"], key["use"]) for key in keys] == [
         ("OKP", "Ed25519", "EdDSA", "sig")
     ]
+
+
+def test_lookup_shows_only_the_public_profile(rest: httpx.Client) -> None:
+    ada = register_and_login(rest, "findme")
+    bob = register_and_login(rest, "finder")
+    found = rest.get("/v1/users:lookup", params={"email": ada.email.upper()}, headers=bob.auth)
+    assert found.status_code == 200, found.text
+    assert found.json() == {"profile": {"user_id": ada.user_id, "display_name": "Findme"}}
+    by_id = rest.get("/v1/users:lookup", params={"user_id": ada.user_id}, headers=bob.auth)
+    assert by_id.json() == found.json()
+    missing = rest.get("/v1/users:lookup", params={"email": unique_email("x")}, headers=bob.auth)
+    assert missing.status_code == 404
+    assert rest.get("/v1/users:lookup", params={"email": ada.email}).status_code == 401

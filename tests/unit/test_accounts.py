@@ -293,3 +293,15 @@ async def test_logout_refuses_someone_elses_refresh_token(world: World) -> None:
         await world.accounts.logout(caller_of(bob), adas.refresh_token)
     assert world.revoker.revoked == {}
     assert (await world.accounts.refresh(adas.refresh_token)).user_id != bob.id
+
+
+async def test_lookup_by_email_or_id_needs_exactly_one_key(world: World) -> None:
+    ada = await world.register("ada@example.com")
+    bob = await world.register("bob@example.com", display_name="Bob")
+    assert (await world.accounts.lookup(caller_of(bob), "ADA@example.com", "")).id == ada.id
+    assert (await world.accounts.lookup(caller_of(bob), "", ada.id)).display_name == "Ada"
+    for email, user_id in (("", ""), ("ada@example.com", ada.id)):
+        with pytest.raises(InvalidArgument):
+            await world.accounts.lookup(caller_of(bob), email, user_id)
+    with pytest.raises(NotFound):
+        await world.accounts.lookup(caller_of(bob), "nobody@example.com", "")

@@ -137,6 +137,21 @@ class Accounts:
         await self._profiles.put(user)
         return user
 
+    async def lookup(self, caller: Caller, email: str, user_id: str) -> User:
+        """Finds a person to pay or to name; the caller sees only their public
+        profile (the api layer shows user id and display name, nothing else)."""
+        if bool(email.strip()) == bool(user_id.strip()):
+            raise InvalidArgument.single("key", "give exactly one of email or user_id")
+        if user_id.strip():
+            target = self._resolve_target(caller, user_id.strip(), "user_id")
+            user = await self._users.get(target)
+        else:
+            credentials = await self._users.credentials_by_email(email.strip())
+            user = credentials.user if credentials else None
+        if user is None:
+            raise NotFound("no such user", reason="USER_NOT_FOUND")
+        return user
+
     async def list(
         self, caller: Caller, page_size: int, after: UserCursor | None
     ) -> tuple[list[User], UserCursor | None]:

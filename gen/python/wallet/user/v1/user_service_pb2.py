@@ -28,7 +28,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!wallet/user/v1/user_service.proto\x12\x0ewallet.user.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe4\x01\n\x04User\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\r\n\x05phone\x18\x04 \x01(\t\x12)\n\x05roles\x18\x05 \x03(\x0e\x32\x14.wallet.user.v1.RoleB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"k\n\x11\x43reateUserRequest\x12\x13\n\x05\x65mail\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08password\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1a\n\x0c\x64isplay_name\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\r\n\x05phone\x18\x04 \x01(\t\"8\n\x12\x43reateUserResponse\x12\"\n\x04user\x18\x01 \x01(\x0b\x32\x14.wallet.user.v1.User\"\'\n\x0eGetUserRequest\x12\x15\n\x07user_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"5\n\x0fGetUserResponse\x12\"\n\x04user\x18\x01 \x01(\x0b\x32\x14.wallet.user.v1.User\"9\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Q\n\x11ListUsersResponse\x12#\n\x05users\x18\x01 \x03(\x0b\x32\x14.wallet.user.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"n\n\x11UpdateUserRequest\x12(\n\x04user\x18\x01 \x01(\x0b\x32\x14.wallet.user.v1.UserB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"8\n\x12UpdateUserResponse\x12\"\n\x04user\x18\x01 \x01(\x0b\x32\x14.wallet.user.v1.User\";\n\x0cLoginRequest\x12\x13\n\x05\x65mail\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08password\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"\x97\x01\n\rLoginResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x05\x12\x15\n\rrefresh_token\x18\x04 \x01(\t\x12 \n\x18refresh_token_expires_in\x18\x05 \x01(\x05\x12\x0f\n\x07user_id\x18\x06 \x01(\t\"2\n\x13RefreshTokenRequest\x12\x1b\n\rrefresh_token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x9e\x01\n\x14RefreshTokenResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x05\x12\x15\n\rrefresh_token\x18\x04 \x01(\t\x12 \n\x18refresh_token_expires_in\x18\x05 \x01(\x05\x12\x0f\n\x07user_id\x18\x06 \x01(\t\"&\n\rLogoutRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\"\x10\n\x0eLogoutResponse\"\x10\n\x0eGetJwksRequest\";\n\x0fGetJwksResponse\x12(\n\x04keys\x18\x01 \x03(\x0b\x32\x1a.wallet.user.v1.JsonWebKey\"X\n\nJsonWebKey\x12\x0b\n\x03kty\x18\x01 \x01(\t\x12\x0b\n\x03\x63rv\x18\x02 \x01(\t\x12\t\n\x01x\x18\x03 \x01(\t\x12\x0b\n\x03kid\x18\x04 \x01(\t\x12\x0b\n\x03\x61lg\x18\x05 \x01(\t\x12\x0b\n\x03use\x18\x06 \x01(\t*;\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n\tROLE_USER\x10\x01\x12\x0e\n\nROLE_ADMIN\x10\x02\x32\x9f\x07\n\x0bUserService\x12v\n\nCreateUser\x12!.wallet.user.v1.CreateUserRequest\x1a\".wallet.user.v1.CreateUserResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\t/v1/users:\x01*Z\x0b\"\x06/users:\x01*\x12g\n\x07GetUser\x12\x1e.wallet.user.v1.GetUserRequest\x1a\x1f.wallet.user.v1.GetUserResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/users/{user_id}\x12m\n\tListUsers\x12 .wallet.user.v1.ListUsersRequest\x1a!.wallet.user.v1.ListUsersResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\t/v1/usersZ\x08\x12\x06/users\x12{\n\nUpdateUser\x12!.wallet.user.v1.UpdateUserRequest\x1a\".wallet.user.v1.UpdateUserResponse\"&\x82\xd3\xe4\x93\x02 2\x18/v1/users/{user.user_id}:\x04user\x12l\n\x05Login\x12\x1c.wallet.user.v1.LoginRequest\x1a\x1d.wallet.user.v1.LoginResponse\"&\x82\xd3\xe4\x93\x02 \"\x0e/v1/auth/login:\x01*Z\x0b\"\x06/login:\x01*\x12v\n\x0cRefreshToken\x12#.wallet.user.v1.RefreshTokenRequest\x1a$.wallet.user.v1.RefreshTokenResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x10/v1/auth/refresh:\x01*\x12q\n\x06Logout\x12\x1d.wallet.user.v1.LogoutRequest\x1a\x1e.wallet.user.v1.LogoutResponse\"(\x82\xd3\xe4\x93\x02\"\"\x0f/v1/auth/logout:\x01*Z\x0c\"\x07/logout:\x01*\x12j\n\x07GetJwks\x12\x1e.wallet.user.v1.GetJwksRequest\x1a\x1f.wallet.user.v1.GetJwksResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/.well-known/jwks.jsonb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!wallet/user/v1/user_service.proto\x12\x0ewallet.user.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe4\x01\n\x04User\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\r\n\x05phone\x18\x04 \x01(\t\x12)\n\x05roles\x18\x05 \x03(\x0e\x32\x14.wallet.user.v1.RoleB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"k\n\x11\x43reateUserRequest\x12\x13\n\x05\x65mail\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08password\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1a\n\x0c\x64isplay_name\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\r\n\x05phone\x18\x04 \x01(\t\"8\n\x12\x43reateUserResponse\x12\"\n\x04user\x18\x01 \x01(\x0b\x32\x14.wallet.user.v1.User\"\'\n\x0eGetUserRequest\x12\x15\n\x07user_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"5\n\x0fGetUserResponse\x12\"\n\x04user\x18\x01 \x01(\x0b\x32\x14.wallet.user.v1.User\">\n\x11LookupUserRequest\x12\x0f\n\x05\x65mail\x18\x01 \x01(\tH\x00\x12\x11\n\x07user_id\x18\x02 \x01(\tH\x00\x42\x05\n\x03key\"6\n\rPublicProfile\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\"D\n\x12LookupUserResponse\x12.\n\x07profile\x18\x01 \x01(\x0b\x32\x1d.wallet.user.v1.PublicProfile\"9\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Q\n\x11ListUsersResponse\x12#\n\x05users\x18\x01 \x03(\x0b\x32\x14.wallet.user.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"n\n\x11UpdateUserRequest\x12(\n\x04user\x18\x01 \x01(\x0b\x32\x14.wallet.user.v1.UserB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"8\n\x12UpdateUserResponse\x12\"\n\x04user\x18\x01 \x01(\x0b\x32\x14.wallet.user.v1.User\";\n\x0cLoginRequest\x12\x13\n\x05\x65mail\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08password\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"\x97\x01\n\rLoginResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x05\x12\x15\n\rrefresh_token\x18\x04 \x01(\t\x12 \n\x18refresh_token_expires_in\x18\x05 \x01(\x05\x12\x0f\n\x07user_id\x18\x06 \x01(\t\"2\n\x13RefreshTokenRequest\x12\x1b\n\rrefresh_token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x9e\x01\n\x14RefreshTokenResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x05\x12\x15\n\rrefresh_token\x18\x04 \x01(\t\x12 \n\x18refresh_token_expires_in\x18\x05 \x01(\x05\x12\x0f\n\x07user_id\x18\x06 \x01(\t\"&\n\rLogoutRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\"\x10\n\x0eLogoutResponse\"\x10\n\x0eGetJwksRequest\";\n\x0fGetJwksResponse\x12(\n\x04keys\x18\x01 \x03(\x0b\x32\x1a.wallet.user.v1.JsonWebKey\"X\n\nJsonWebKey\x12\x0b\n\x03kty\x18\x01 \x01(\t\x12\x0b\n\x03\x63rv\x18\x02 \x01(\t\x12\t\n\x01x\x18\x03 \x01(\t\x12\x0b\n\x03kid\x18\x04 \x01(\t\x12\x0b\n\x03\x61lg\x18\x05 \x01(\t\x12\x0b\n\x03use\x18\x06 \x01(\t*;\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n\tROLE_USER\x10\x01\x12\x0e\n\nROLE_ADMIN\x10\x02\x32\x8e\x08\n\x0bUserService\x12v\n\nCreateUser\x12!.wallet.user.v1.CreateUserRequest\x1a\".wallet.user.v1.CreateUserResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\t/v1/users:\x01*Z\x0b\"\x06/users:\x01*\x12g\n\x07GetUser\x12\x1e.wallet.user.v1.GetUserRequest\x1a\x1f.wallet.user.v1.GetUserResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/users/{user_id}\x12m\n\nLookupUser\x12!.wallet.user.v1.LookupUserRequest\x1a\".wallet.user.v1.LookupUserResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/users:lookup\x12m\n\tListUsers\x12 .wallet.user.v1.ListUsersRequest\x1a!.wallet.user.v1.ListUsersResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\t/v1/usersZ\x08\x12\x06/users\x12{\n\nUpdateUser\x12!.wallet.user.v1.UpdateUserRequest\x1a\".wallet.user.v1.UpdateUserResponse\"&\x82\xd3\xe4\x93\x02 2\x18/v1/users/{user.user_id}:\x04user\x12l\n\x05Login\x12\x1c.wallet.user.v1.LoginRequest\x1a\x1d.wallet.user.v1.LoginResponse\"&\x82\xd3\xe4\x93\x02 \"\x0e/v1/auth/login:\x01*Z\x0b\"\x06/login:\x01*\x12v\n\x0cRefreshToken\x12#.wallet.user.v1.RefreshTokenRequest\x1a$.wallet.user.v1.RefreshTokenResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x10/v1/auth/refresh:\x01*\x12q\n\x06Logout\x12\x1d.wallet.user.v1.LogoutRequest\x1a\x1e.wallet.user.v1.LogoutResponse\"(\x82\xd3\xe4\x93\x02\"\"\x0f/v1/auth/logout:\x01*Z\x0c\"\x07/logout:\x01*\x12j\n\x07GetJwks\x12\x1e.wallet.user.v1.GetJwksRequest\x1a\x1f.wallet.user.v1.GetJwksResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/.well-known/jwks.jsonb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -61,6 +61,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_USERSERVICE'].methods_by_name['CreateUser']._serialized_options = b'\202\323\344\223\002\033\"\t/v1/users:\001*Z\013\"\006/users:\001*'
   _globals['_USERSERVICE'].methods_by_name['GetUser']._loaded_options = None
   _globals['_USERSERVICE'].methods_by_name['GetUser']._serialized_options = b'\202\323\344\223\002\025\022\023/v1/users/{user_id}'
+  _globals['_USERSERVICE'].methods_by_name['LookupUser']._loaded_options = None
+  _globals['_USERSERVICE'].methods_by_name['LookupUser']._serialized_options = b'\202\323\344\223\002\022\022\020/v1/users:lookup'
   _globals['_USERSERVICE'].methods_by_name['ListUsers']._loaded_options = None
   _globals['_USERSERVICE'].methods_by_name['ListUsers']._serialized_options = b'\202\323\344\223\002\025\022\t/v1/usersZ\010\022\006/users'
   _globals['_USERSERVICE'].methods_by_name['UpdateUser']._loaded_options = None
@@ -73,8 +75,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_USERSERVICE'].methods_by_name['Logout']._serialized_options = b'\202\323\344\223\002\"\"\017/v1/auth/logout:\001*Z\014\"\007/logout:\001*'
   _globals['_USERSERVICE'].methods_by_name['GetJwks']._loaded_options = None
   _globals['_USERSERVICE'].methods_by_name['GetJwks']._serialized_options = b'\202\323\344\223\002\030\022\026/.well-known/jwks.json'
-  _globals['_ROLE']._serialized_start=1644
-  _globals['_ROLE']._serialized_end=1703
+  _globals['_ROLE']._serialized_start=1834
+  _globals['_ROLE']._serialized_end=1893
   _globals['_USER']._serialized_start=184
   _globals['_USER']._serialized_end=412
   _globals['_CREATEUSERREQUEST']._serialized_start=414
@@ -85,32 +87,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETUSERREQUEST']._serialized_end=620
   _globals['_GETUSERRESPONSE']._serialized_start=622
   _globals['_GETUSERRESPONSE']._serialized_end=675
-  _globals['_LISTUSERSREQUEST']._serialized_start=677
-  _globals['_LISTUSERSREQUEST']._serialized_end=734
-  _globals['_LISTUSERSRESPONSE']._serialized_start=736
-  _globals['_LISTUSERSRESPONSE']._serialized_end=817
-  _globals['_UPDATEUSERREQUEST']._serialized_start=819
-  _globals['_UPDATEUSERREQUEST']._serialized_end=929
-  _globals['_UPDATEUSERRESPONSE']._serialized_start=931
-  _globals['_UPDATEUSERRESPONSE']._serialized_end=987
-  _globals['_LOGINREQUEST']._serialized_start=989
-  _globals['_LOGINREQUEST']._serialized_end=1048
-  _globals['_LOGINRESPONSE']._serialized_start=1051
-  _globals['_LOGINRESPONSE']._serialized_end=1202
-  _globals['_REFRESHTOKENREQUEST']._serialized_start=1204
-  _globals['_REFRESHTOKENREQUEST']._serialized_end=1254
-  _globals['_REFRESHTOKENRESPONSE']._serialized_start=1257
-  _globals['_REFRESHTOKENRESPONSE']._serialized_end=1415
-  _globals['_LOGOUTREQUEST']._serialized_start=1417
-  _globals['_LOGOUTREQUEST']._serialized_end=1455
-  _globals['_LOGOUTRESPONSE']._serialized_start=1457
-  _globals['_LOGOUTRESPONSE']._serialized_end=1473
-  _globals['_GETJWKSREQUEST']._serialized_start=1475
-  _globals['_GETJWKSREQUEST']._serialized_end=1491
-  _globals['_GETJWKSRESPONSE']._serialized_start=1493
-  _globals['_GETJWKSRESPONSE']._serialized_end=1552
-  _globals['_JSONWEBKEY']._serialized_start=1554
-  _globals['_JSONWEBKEY']._serialized_end=1642
-  _globals['_USERSERVICE']._serialized_start=1706
-  _globals['_USERSERVICE']._serialized_end=2633
+  _globals['_LOOKUPUSERREQUEST']._serialized_start=677
+  _globals['_LOOKUPUSERREQUEST']._serialized_end=739
+  _globals['_PUBLICPROFILE']._serialized_start=741
+  _globals['_PUBLICPROFILE']._serialized_end=795
+  _globals['_LOOKUPUSERRESPONSE']._serialized_start=797
+  _globals['_LOOKUPUSERRESPONSE']._serialized_end=865
+  _globals['_LISTUSERSREQUEST']._serialized_start=867
+  _globals['_LISTUSERSREQUEST']._serialized_end=924
+  _globals['_LISTUSERSRESPONSE']._serialized_start=926
+  _globals['_LISTUSERSRESPONSE']._serialized_end=1007
+  _globals['_UPDATEUSERREQUEST']._serialized_start=1009
+  _globals['_UPDATEUSERREQUEST']._serialized_end=1119
+  _globals['_UPDATEUSERRESPONSE']._serialized_start=1121
+  _globals['_UPDATEUSERRESPONSE']._serialized_end=1177
+  _globals['_LOGINREQUEST']._serialized_start=1179
+  _globals['_LOGINREQUEST']._serialized_end=1238
+  _globals['_LOGINRESPONSE']._serialized_start=1241
+  _globals['_LOGINRESPONSE']._serialized_end=1392
+  _globals['_REFRESHTOKENREQUEST']._serialized_start=1394
+  _globals['_REFRESHTOKENREQUEST']._serialized_end=1444
+  _globals['_REFRESHTOKENRESPONSE']._serialized_start=1447
+  _globals['_REFRESHTOKENRESPONSE']._serialized_end=1605
+  _globals['_LOGOUTREQUEST']._serialized_start=1607
+  _globals['_LOGOUTREQUEST']._serialized_end=1645
+  _globals['_LOGOUTRESPONSE']._serialized_start=1647
+  _globals['_LOGOUTRESPONSE']._serialized_end=1663
+  _globals['_GETJWKSREQUEST']._serialized_start=1665
+  _globals['_GETJWKSREQUEST']._serialized_end=1681
+  _globals['_GETJWKSRESPONSE']._serialized_start=1683
+  _globals['_GETJWKSRESPONSE']._serialized_end=1742
+  _globals['_JSONWEBKEY']._serialized_start=1744
+  _globals['_JSONWEBKEY']._serialized_end=1832
+  _globals['_USERSERVICE']._serialized_start=1896
+  _globals['_USERSERVICE']._serialized_end=2934
 # @@protoc_insertion_point(module_scope)

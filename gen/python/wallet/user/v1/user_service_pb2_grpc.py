@@ -50,6 +50,11 @@ class UserServiceStub:
                 request_serializer=wallet_dot_user_dot_v1_dot_user__service__pb2.GetUserRequest.SerializeToString,
                 response_deserializer=wallet_dot_user_dot_v1_dot_user__service__pb2.GetUserResponse.FromString,
                 _registered_method=True)
+        self.LookupUser = channel.unary_unary(
+                '/wallet.user.v1.UserService/LookupUser',
+                request_serializer=wallet_dot_user_dot_v1_dot_user__service__pb2.LookupUserRequest.SerializeToString,
+                response_deserializer=wallet_dot_user_dot_v1_dot_user__service__pb2.LookupUserResponse.FromString,
+                _registered_method=True)
         self.ListUsers = channel.unary_unary(
                 '/wallet.user.v1.UserService/ListUsers',
                 request_serializer=wallet_dot_user_dot_v1_dot_user__service__pb2.ListUsersRequest.SerializeToString,
@@ -102,6 +107,14 @@ class UserServiceServicer:
     def GetUser(self, request, context):
         """Returns one user's profile. `user_id` may be "me" for the caller. A user
         may read only themself; an admin may read anyone.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LookupUser(self, request, context):
+        """Finds a person by email or user id and returns what anyone may see of them
+        (to pay them, or to name them on a receipt). Needs a token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -168,6 +181,11 @@ def add_UserServiceServicer_to_server(servicer, server):
                     servicer.GetUser,
                     request_deserializer=wallet_dot_user_dot_v1_dot_user__service__pb2.GetUserRequest.FromString,
                     response_serializer=wallet_dot_user_dot_v1_dot_user__service__pb2.GetUserResponse.SerializeToString,
+            ),
+            'LookupUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.LookupUser,
+                    request_deserializer=wallet_dot_user_dot_v1_dot_user__service__pb2.LookupUserRequest.FromString,
+                    response_serializer=wallet_dot_user_dot_v1_dot_user__service__pb2.LookupUserResponse.SerializeToString,
             ),
             'ListUsers': grpc.unary_unary_rpc_method_handler(
                     servicer.ListUsers,
@@ -260,6 +278,33 @@ class UserService:
             '/wallet.user.v1.UserService/GetUser',
             wallet_dot_user_dot_v1_dot_user__service__pb2.GetUserRequest.SerializeToString,
             wallet_dot_user_dot_v1_dot_user__service__pb2.GetUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LookupUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wallet.user.v1.UserService/LookupUser',
+            wallet_dot_user_dot_v1_dot_user__service__pb2.LookupUserRequest.SerializeToString,
+            wallet_dot_user_dot_v1_dot_user__service__pb2.LookupUserResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,10 @@ class UserServiceStub:
     """Returns one user's profile. `user_id` may be "me" for the caller. A user
     may read only themself; an admin may read anyone.
     """
+    LookupUser: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.LookupUserRequest, _user_service_pb2.LookupUserResponse]
+    """Finds a person by email or user id and returns what anyone may see of them
+    (to pay them, or to name them on a receipt). Needs a token.
+    """
     ListUsers: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.ListUsersRequest, _user_service_pb2.ListUsersResponse]
     """Lists users, oldest first, cursor-paginated. Admin only."""
     UpdateUser: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.UpdateUserRequest, _user_service_pb2.UpdateUserResponse]
@@ -90,6 +94,10 @@ class UserServiceAsyncStub(UserServiceStub):
     GetUser: _aio.UnaryUnaryMultiCallable[_user_service_pb2.GetUserRequest, _user_service_pb2.GetUserResponse]  # type: ignore[assignment]
     """Returns one user's profile. `user_id` may be "me" for the caller. A user
     may read only themself; an admin may read anyone.
+    """
+    LookupUser: _aio.UnaryUnaryMultiCallable[_user_service_pb2.LookupUserRequest, _user_service_pb2.LookupUserResponse]  # type: ignore[assignment]
+    """Finds a person by email or user id and returns what anyone may see of them
+    (to pay them, or to name them on a receipt). Needs a token.
     """
     ListUsers: _aio.UnaryUnaryMultiCallable[_user_service_pb2.ListUsersRequest, _user_service_pb2.ListUsersResponse]  # type: ignore[assignment]
     """Lists users, oldest first, cursor-paginated. Admin only."""
@@ -143,6 +151,16 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_user_service_pb2.GetUserResponse, _abc.Awaitable[_user_service_pb2.GetUserResponse]]:
         """Returns one user's profile. `user_id` may be "me" for the caller. A user
         may read only themself; an admin may read anyone.
+        """
+
+    @_abc_1.abstractmethod
+    def LookupUser(
+        self,
+        request: _user_service_pb2.LookupUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_user_service_pb2.LookupUserResponse, _abc.Awaitable[_user_service_pb2.LookupUserResponse]]:
+        """Finds a person by email or user id and returns what anyone may see of them
+        (to pay them, or to name them on a receipt). Needs a token.
         """
 
     @_abc_1.abstractmethod
