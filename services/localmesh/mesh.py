@@ -42,6 +42,7 @@ from services.localmesh.edge import (
 from services.localmesh.postgres import PostgresServer
 from services.localmesh.processes import ManagedProcess
 from services.localmesh.redis import RedisServer
+from services.transaction import edge_policy as transaction_edge_policy
 from services.user import edge_policy as user_edge_policy
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,11 @@ class ServiceSpec:
     public_methods: tuple[str, ...] = ()  # gRPC paths callable without a JWT
     idempotent_methods: tuple[str, ...] = ()  # gRPC paths Envoy may retry freely
     instances: int = 2
+    # Services this one calls directly (client-side round robin over their
+    # instances): each gets <PREFIX><NAME>_SERVICE_TARGET in the environment.
+    calls: tuple[str, ...] = ()
+    # Only the issuer of access tokens gets the private signing key.
+    signs_tokens: bool = False
 
 
 USER = ServiceSpec(
@@ -75,9 +81,21 @@ USER = ServiceSpec(
     grpc_services=(user_edge_policy.SERVICE_NAME,),
     public_methods=user_edge_policy.PUBLIC_METHODS,
     idempotent_methods=user_edge_policy.IDEMPOTENT_METHODS,
+    signs_tokens=True,
 )
 
-SERVICES: tuple[ServiceSpec, ...] = (USER,)
+TRANSACTION = ServiceSpec(
+    name="transaction",
+    module="services.transaction",
+    env_prefix="TRANSACTION_",
+    database="ledger",
+    grpc_services=(transaction_edge_policy.SERVICE_NAME,),
+    public_methods=transaction_edge_policy.PUBLIC_METHODS,
+    idempotent_methods=transaction_edge_policy.IDEMPOTENT_METHODS,
+    calls=("user",),
+)
+
+SERVICES: tuple[ServiceSpec, ...] = (USER, TRANSACTION)
 
 
 def _env_port(name: str, default: int) -> int:
@@ -253,8 +271,17 @@ class Mesh:
             f"{prefix}DATABASE_URL": self.postgres.dsn(spec.database),
             f"{prefix}REDIS_URL": self.redis.url,
             f"{prefix}INSTANCE_ID": f"{spec.name}-{index + 1}",
-            f"{prefix}JWT_SIGNING_KEY_FILE": str(self.signing_key_path),
             "LOG_LEVEL": self.config.log_level,
+            **(
+                {f"{prefix}JWT_SIGNING_KEY_FILE": str(self.signing_key_path)}
+                if spec.signs_tokens
+                else {}
+            ),
+            **{
+                f"{prefix}{callee.upper()}_SERVICE_TARGET": "ipv4:"
+                + ",".join(self.instance_addresses(callee))
+                for callee in spec.calls
+            },
         }
 
     def service_command(self, spec: ServiceSpec, *args: str) -> list[str]:

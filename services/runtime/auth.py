@@ -11,7 +11,7 @@ import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import jwt
@@ -37,6 +37,8 @@ class Caller:
     roles: frozenset[str]
     token_id: str  # the access token's `jti`
     token_expires_at: int  # the access token's `exp`, seconds since the epoch
+    # The token itself, to call other services on the caller's behalf.
+    access_token: str = field(default="", repr=False)
 
     @property
     def is_admin(self) -> bool:
@@ -161,6 +163,7 @@ class TokenVerifier:
             else frozenset(),
             token_id=str(claims["jti"]),
             token_expires_at=int(claims["exp"]),
+            access_token=token,
         )
 
 

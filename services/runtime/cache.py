@@ -64,13 +64,14 @@ class JsonCache:
     def _key(self, key: str) -> str:
         return f"{self._namespace}:{key}"
 
-    def _available(self) -> bool:
+    def available(self) -> bool:
         if self._clock() < self._down_until:
             self.stats.bypassed += 1
             return False
         return True
 
-    def _failed(self, operation: str, error: Exception) -> None:
+    def failed(self, operation: str, error: Exception) -> None:
+        """Records a Redis failure and starts the cooldown."""
         self.stats.errors += 1
         self._down_until = self._clock() + self._cooldown
         log.warning(
@@ -79,12 +80,12 @@ class JsonCache:
         )
 
     async def get(self, key: str) -> Any | None:
-        if not self._available():
+        if not self.available():
             return None
         try:
             raw = await self._redis.get(self._key(key))
         except (RedisError, OSError) as error:
-            self._failed("get", error)
+            self.failed("get", error)
             return None
         if raw is None:
             self.stats.misses += 1
@@ -93,12 +94,12 @@ class JsonCache:
         return json.loads(raw)
 
     async def put(self, key: str, value: Any) -> None:
-        if not self._available():
+        if not self.available():
             return
         try:
             await self._redis.set(self._key(key), json.dumps(value), ex=self._ttl)
         except (RedisError, OSError) as error:
-            self._failed("put", error)
+            self.failed("put", error)
 
     async def invalidate(self, *keys: str) -> None:
         """Deletes entries after a write commits, before the caller is answered.
@@ -110,4 +111,4 @@ class JsonCache:
         try:
             await self._redis.delete(*(self._key(key) for key in keys))
         except (RedisError, OSError) as error:
-            self._failed("invalidate", error)
+            self.failed("invalidate", error)

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 # The asyncio health servicer; grpc_health ships no type information for it.
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 from grpc_reflection.v1alpha import reflection
+
+from services.runtime.contracts import mesh_service_names
 
 HealthServicer = Any
 log = logging.getLogger(__name__)
@@ -40,6 +42,8 @@ class GrpcApp:
     # Raises while the service cannot serve (e.g. the database does not answer).
     readiness_check: Callable[[], Awaitable[None]]
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Long-running tasks of the service (e.g. a sweeper), cancelled on shutdown.
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
 
 
 class RunningServer:
@@ -54,9 +58,9 @@ class RunningServer:
     async def stop(self, grace: float) -> None:
         # NOT_SERVING first, so the edge stops sending new calls, then drain.
         await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
         for task in self._tasks:
             task.cancel()
-        await self.server.stop(grace)
 
 
 async def start(app: GrpcApp, address: str, *, probe_interval: float = 2.0) -> RunningServer:
@@ -76,8 +80,9 @@ async def start(app: GrpcApp, address: str, *, probe_interval: float = 2.0) -> R
     app.register(server)
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    described = dict.fromkeys((*app.service_names, *mesh_service_names()))
     reflection.enable_server_reflection(
-        (*app.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (*described, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     port = server.add_insecure_port(address)
     await server.start()
@@ -86,6 +91,7 @@ async def start(app: GrpcApp, address: str, *, probe_interval: float = 2.0) -> R
     running._tasks.append(
         asyncio.create_task(_watch_readiness(app, health_servicer, probe_interval))
     )
+    running._tasks += [asyncio.create_task(task()) for task in app.background]
     log.info("listening", extra={"address": address, "port": port, "service": app.name})
     return running
 

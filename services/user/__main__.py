@@ -36,9 +36,14 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_grant_admin(args.email))
     settings = UserSettings.from_env()
     configure_logging("user", settings.runtime.instance_id)
-    app, _ = build_app(settings)
-    uvloop.run(serve(app, settings.runtime.grpc_address))
+    uvloop.run(_serve(settings))
     return 0
+
+
+async def _serve(settings: UserSettings) -> None:
+    # Built inside the running loop: gRPC channels and pools bind to it.
+    app, _ = build_app(settings)
+    await serve(app, settings.runtime.grpc_address)
 
 
 async def _grant_admin(email: str) -> int:

@@ -81,3 +81,81 @@ def grant_admin(mesh: Mesh, email: str) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+class Bank:
+    """Helpers for ledger tests through the edge (REST)."""
+
+    def __init__(self, rest: httpx.Client, mesh: Mesh) -> None:
+        self.rest = rest
+        self.mesh = mesh
+        self._admin: Person | None = None
+
+    @property
+    def admin(self) -> Person:
+        if self._admin is None:
+            person = register_and_login(self.rest, "operator")
+            grant_admin(self.mesh, person.email)
+            login = self.rest.post(
+                "/v1/auth/login", json={"email": person.email, "password": PASSWORD}
+            ).json()
+            self._admin = Person(
+                person.user_id, person.email, login["access_token"], login["refresh_token"]
+            )
+        return self._admin
+
+    def open_wallet(self, person: Person, currency: str = "EUR") -> str:
+        response = self.rest.post(
+            "/v1/wallets",
+            json={"currency": currency},
+            headers={**person.auth, "idempotency-key": f"open-{person.user_id}-{currency}"},
+        )
+        assert response.status_code == 200, response.text
+        return str(response.json()["wallet"]["wallet_id"])
+
+    def credit(self, wallet_id: str, amount: int, currency: str = "EUR") -> None:
+        response = self.rest.post(
+            f"/v1/wallets/{wallet_id}:adjust",
+            json={
+                "request_id": f"credit-{wallet_id}-{next(_emails)}",
+                "amount": {"currency": currency, "amount": amount},
+                "reason": "test funding",
+            },
+            headers=self.admin.auth,
+        )
+        assert response.status_code == 200, response.text
+
+    def balance(self, person: Person, wallet_id: str) -> tuple[int, int]:
+        """(balance, available) in minor units."""
+        response = self.rest.get(f"/v1/wallets/{wallet_id}", headers=person.auth)
+        assert response.status_code == 200, response.text
+        wallet = response.json()["wallet"]
+        return int(wallet["balance"]["amount"]), int(wallet["available_balance"]["amount"])
+
+    def funded_person(self, prefix: str, amount: int = 10_000) -> tuple[Person, str]:
+        person = register_and_login(self.rest, prefix)
+        wallet_id = self.open_wallet(person)
+        if amount:
+            self.credit(wallet_id, amount)
+        return person, wallet_id
+
+
+@pytest.fixture
+def bank(rest: httpx.Client, mesh: Mesh) -> Bank:
+    return Bank(rest, mesh)
+
+
+def audit_ledger(mesh: Mesh) -> str:
+    """Runs the documented audit command against the mesh's ledger."""
+    from services.localmesh.mesh import TRANSACTION
+
+    result = subprocess.run(
+        mesh.service_command(TRANSACTION, "audit"),
+        env=mesh.service_env(TRANSACTION, 0),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout

@@ -104,6 +104,7 @@ def grpcurl(*args: str) -> str:
 def test_grpcurl_lists_and_calls_through_the_edge(mesh: Mesh) -> None:
     services = grpcurl("-plaintext", mesh.edge_grpc_target, "list").split()
     assert "wallet.user.v1.UserService" in services
+    assert "wallet.transaction.v1.TransactionService" in services
     assert "grpc.health.v1.Health" in services
     described = grpcurl(
         "-plaintext", mesh.edge_grpc_target, "describe", "wallet.user.v1.UserService"
@@ -111,3 +112,8 @@ def test_grpcurl_lists_and_calls_through_the_edge(mesh: Mesh) -> None:
     assert "rpc Login" in described
     jwks = grpcurl("-plaintext", mesh.edge_grpc_target, "wallet.user.v1.UserService/GetJwks")
     assert '"kty": "OKP"' in jwks
+    # Reflection behind the edge describes every service, whichever instance answers.
+    ledger = grpcurl(
+        "-plaintext", mesh.edge_grpc_target, "describe", "wallet.transaction.v1.TransactionService"
+    )
+    assert "rpc CreateTransfer" in ledger

@@ -1,0 +1,70 @@
+"""The transaction service's commands:
+
+python -m services.transaction serve     run one instance (env: TRANSACTION_*)
+python -m services.transaction migrate   apply the ledger's database migrations
+python -m services.transaction audit     recompute every ledger invariant; exit 1 on any
+                                         difference (env: TRANSACTION_DATABASE_URL)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+import uvloop
+
+from services.runtime import db, migrations
+from services.runtime.config import env
+from services.runtime.logging import configure_logging
+from services.runtime.server import serve
+from services.transaction.adapters.ledger_store import Shards, SqlLedgerStore
+from services.transaction.server import ENV_PREFIX, MIGRATIONS, TransactionSettings, build_app
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m services.transaction",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="run one instance of the transaction service")
+    commands.add_parser("migrate", help="apply database migrations")
+    commands.add_parser("audit", help="check every ledger invariant")
+    args = parser.parse_args(argv)
+
+    if args.command == "migrate":
+        migrations.upgrade_to_head(MIGRATIONS, env(ENV_PREFIX, "DATABASE_URL"))
+        return 0
+    if args.command == "audit":
+        return asyncio.run(audit())
+    settings = TransactionSettings.from_env()
+    configure_logging("transaction", settings.runtime.instance_id)
+    uvloop.run(_serve(settings))
+    return 0
+
+
+async def _serve(settings: TransactionSettings) -> None:
+    # Built inside the running loop: gRPC channels and pools bind to it.
+    app, _ = build_app(settings)
+    await serve(app, settings.runtime.grpc_address)
+
+
+async def audit() -> int:
+    engine = db.create_engine(env(ENV_PREFIX, "DATABASE_URL"), pool_size=1)
+    try:
+        findings = await SqlLedgerStore(Shards(engine)).audit()
+    finally:
+        await engine.dispose()
+    for finding in findings:
+        print(
+            f"FAIL {finding.check}: {finding.subject}: expected {finding.expected},"
+            f" found {finding.actual}"
+        )
+    print(f"ledger audit: {'OK' if not findings else f'{len(findings)} difference(s)'}")
+    return 1 if findings else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""The JSON shapes the ledger's SQL functions return (and the cache stores),
+to and from the domain's records."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from services.transaction.domain.model import (
+    Hold,
+    HoldStatus,
+    LedgerResult,
+    Transaction,
+    TransactionStatus,
+    TransactionType,
+    Wallet,
+    WalletStatus,
+)
+
+
+def _time(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def wallet_from_json(data: dict[str, Any]) -> Wallet:
+    return Wallet(
+        id=data["id"],
+        owner_id=data["owner_id"],
+        currency=data["currency"],
+        balance=int(data["balance"]),
+        held=int(data["held"]),
+        overdraft_limit=int(data["overdraft_limit"]),
+        status=WalletStatus(data["status"]),
+        created_at=_time(data["created_at"]),
+    )
+
+
+def wallet_to_json(wallet: Wallet) -> dict[str, Any]:
+    return {
+        "id": wallet.id,
+        "owner_id": wallet.owner_id,
+        "currency": wallet.currency,
+        "balance": wallet.balance,
+        "held": wallet.held,
+        "overdraft_limit": wallet.overdraft_limit,
+        "status": wallet.status.value,
+        "created_at": wallet.created_at.isoformat(),
+    }
+
+
+def transaction_from_json(data: dict[str, Any]) -> Transaction:
+    return Transaction(
+        id=data["id"],
+        type=TransactionType(data["type"]),
+        status=TransactionStatus(data["status"]),
+        amount=int(data["amount"]),
+        currency=data["currency"],
+        fee=int(data["fee"]),
+        source_wallet_id=data["source_account_id"],
+        destination_wallet_id=data["destination_account_id"],
+        source_owner_id=data["source_owner_id"],
+        destination_owner_id=data["destination_owner_id"],
+        memo=data["memo"] or "",
+        metadata=dict(data["metadata"] or {}),
+        receipt_number=data["receipt_number"],
+        refunded_amount=int(data["refunded_amount"]),
+        refund_of=data["refund_of"],
+        hold_id=data["hold_id"],
+        initiated_by=data["initiated_by"],
+        created_at=_time(data["created_at"]),
+    )
+
+
+def transaction_to_json(transaction: Transaction) -> dict[str, Any]:
+    return {
+        "id": transaction.id,
+        "type": transaction.type.value,
+        "status": transaction.status.value,
+        "amount": transaction.amount,
+        "currency": transaction.currency,
+        "fee": transaction.fee,
+        "source_account_id": transaction.source_wallet_id,
+        "destination_account_id": transaction.destination_wallet_id,
+        "source_owner_id": transaction.source_owner_id,
+        "destination_owner_id": transaction.destination_owner_id,
+        "memo": transaction.memo,
+        "metadata": transaction.metadata,
+        "receipt_number": transaction.receipt_number,
+        "refunded_amount": transaction.refunded_amount,
+        "refund_of": transaction.refund_of,
+        "hold_id": transaction.hold_id,
+        "initiated_by": transaction.initiated_by,
+        "created_at": transaction.created_at.isoformat(),
+    }
+
+
+def hold_from_json(data: dict[str, Any]) -> Hold:
+    return Hold(
+        id=data["id"],
+        wallet_id=data["account_id"],
+        merchant_wallet_id=data["merchant_account_id"],
+        currency=data["currency"],
+        amount=int(data["amount"]),
+        captured_amount=int(data["captured_amount"]),
+        status=HoldStatus(data["status"]),
+        expires_at=_time(data["expires_at"]),
+        memo=data["memo"] or "",
+        capture_transaction_id=data["capture_transaction_id"],
+        created_by=data["created_by"],
+        created_at=_time(data["created_at"]),
+    )
+
+
+def result_from_json(data: dict[str, Any], outcome: str | None = None) -> LedgerResult:
+    return LedgerResult(
+        outcome=outcome or data["outcome"],
+        transaction=transaction_from_json(data["transaction"]) if data.get("transaction") else None,
+        hold=hold_from_json(data["hold"]) if data.get("hold") else None,
+        wallet=wallet_from_json(data["wallet"]) if data.get("wallet") else None,
+    )

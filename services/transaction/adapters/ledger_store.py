@@ -1,0 +1,360 @@
+"""The ledger in PostgreSQL: each movement of money is one call of a database
+function (migrations/versions/0001_ledger.py), i.e. one round trip and one
+transaction; reads are plain queries."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.transaction.adapters.codec import (
+    hold_from_json,
+    result_from_json,
+    transaction_from_json,
+    wallet_from_json,
+)
+from services.transaction.domain.model import (
+    HistoryCursor,
+    HistoryFilter,
+    Hold,
+    IdempotencyKey,
+    LedgerResult,
+    Transaction,
+    Wallet,
+    WalletStatus,
+)
+from services.transaction.domain.money import Money
+from services.transaction.domain.ports import AuditFinding
+
+
+class Shards:
+    """Where a wallet's rows live. One PostgreSQL today; the one place to change
+    when wallets are spread over several (every query goes through here)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        # Each ledger function commits by itself: no BEGIN/COMMIT round trips.
+        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    def for_wallet(self, wallet_id: str) -> AsyncEngine:
+        return self._engine
+
+    def for_owner(self, owner_id: str) -> AsyncEngine:
+        return self._engine
+
+    def all(self) -> list[AsyncEngine]:
+        return [self._engine]
+
+
+_WALLET_JSON = """json_build_object('id', a.id, 'owner_id', a.owner_id, 'currency', a.currency,
+    'balance', a.balance, 'held', a.held, 'overdraft_limit', a.overdraft_limit,
+    'status', a.status, 'created_at', a.created_at)"""
+
+_TRANSACTION_JSON = """json_build_object('id', t.id, 'type', t.type, 'status', t.status,
+    'amount', t.amount, 'currency', t.currency, 'fee', t.fee,
+    'source_account_id', t.source_account_id, 'destination_account_id', t.destination_account_id,
+    'source_owner_id', sa.owner_id, 'destination_owner_id', da.owner_id, 'memo', t.memo,
+    'metadata', t.metadata, 'receipt_number', t.receipt_number,
+    'refunded_amount', t.refunded_amount, 'refund_of', t.refund_of, 'hold_id', t.hold_id,
+    'initiated_by', t.initiated_by, 'created_at', t.created_at)"""
+
+_TRANSACTION_FROM = """FROM transactions t
+    LEFT JOIN accounts sa ON sa.id = t.source_account_id
+    LEFT JOIN accounts da ON da.id = t.destination_account_id"""
+
+# Composed from the constant fragments above only; every value is a bind parameter.
+# The caller's history: for each of their wallets, the newest matching rows as
+# source and as destination (each branch walks its own index), merged, then cut
+# to one page. A plain "source IN (...) OR destination IN (...)" scans the table.
+_HISTORY_BRANCH = """
+        (SELECT t.id, t.created_at FROM transactions t
+          WHERE t.{side}_account_id = w.id
+            AND (CAST(:type AS text) IS NULL OR t.type = CAST(:type AS text))
+            AND (CAST(:status AS text) IS NULL OR t.status = CAST(:status AS text))
+            AND (CAST(:start AS timestamptz) IS NULL OR t.created_at >= CAST(:start AS timestamptz))
+            AND (CAST(:end AS timestamptz) IS NULL OR t.created_at < CAST(:end AS timestamptz))
+            AND (CAST(:after_time AS timestamptz) IS NULL
+                 OR (t.created_at, t.id)
+                    < (CAST(:after_time AS timestamptz), CAST(:after_id AS uuid)))
+          ORDER BY t.created_at DESC, t.id DESC
+          LIMIT :limit)"""
+
+_HISTORY = text(
+    f"""
+    SELECT {_TRANSACTION_JSON} AS doc
+      FROM (SELECT DISTINCT hit.id, hit.created_at
+              FROM accounts w
+              CROSS JOIN LATERAL ({_HISTORY_BRANCH.format(side="source")}
+                                  UNION ALL {_HISTORY_BRANCH.format(side="destination")}) hit
+             WHERE w.owner_id = CAST(:owner AS uuid)
+               AND (CAST(:wallet AS uuid) IS NULL OR w.id = CAST(:wallet AS uuid))
+             ORDER BY hit.created_at DESC, hit.id DESC
+             LIMIT :limit) page
+      JOIN transactions t ON t.id = page.id
+      LEFT JOIN accounts sa ON sa.id = t.source_account_id
+      LEFT JOIN accounts da ON da.id = t.destination_account_id
+     ORDER BY t.created_at DESC, t.id DESC
+    """
+)
+
+
+_WALLET_BY_ID = f"SELECT {_WALLET_JSON} FROM accounts a WHERE a.id = CAST(:id AS uuid)"
+_WALLETS_OF_OWNER = (
+    f"SELECT {_WALLET_JSON} FROM accounts a"
+    " WHERE a.owner_id = CAST(:owner AS uuid) ORDER BY a.created_at, a.id"
+)
+_WALLET_OF_OWNER = (
+    f"SELECT {_WALLET_JSON} FROM accounts a"
+    " WHERE a.owner_id = CAST(:owner AS uuid) AND a.currency = :currency"
+)
+_TRANSACTION_BY_ID = (
+    f"SELECT {_TRANSACTION_JSON} {_TRANSACTION_FROM} WHERE t.id = CAST(:id AS uuid)"
+)
+
+
+def _key_params(key: IdempotencyKey) -> dict[str, Any]:
+    return {"owner": key.owner_id, "key": key.key, "hash": key.request_hash}
+
+
+class SqlLedgerStore:
+    def __init__(self, shards: Shards) -> None:
+        self._shards = shards
+
+    async def _call(self, engine: AsyncEngine, sql: str, params: dict[str, Any]) -> LedgerResult:
+        async with engine.connect() as connection:
+            document = (await connection.execute(text(sql), params)).scalar_one()
+        return result_from_json(document if isinstance(document, dict) else json.loads(document))
+
+    async def create_wallet(self, key: IdempotencyKey, currency: str) -> LedgerResult:
+        return await self._call(
+            self._shards.for_owner(key.owner_id),
+            "SELECT ledger_create_wallet(CAST(:owner AS uuid), :key, :hash, :currency)",
+            {**_key_params(key), "currency": currency},
+        )
+
+    async def transfer(
+        self,
+        key: IdempotencyKey,
+        source_wallet_id: str,
+        destination_wallet_id: str,
+        money: Money,
+        memo: str,
+        metadata: dict[str, str],
+    ) -> LedgerResult:
+        return await self._call(
+            self._shards.for_wallet(source_wallet_id),
+            "SELECT ledger_transfer(CAST(:owner AS uuid), :key, :hash, CAST(:source AS uuid),"
+            " CAST(:destination AS uuid), :amount, :currency, :memo, CAST(:metadata AS jsonb))",
+            {
+                **_key_params(key),
+                "source": source_wallet_id,
+                "destination": destination_wallet_id,
+                "amount": money.amount,
+                "currency": money.currency,
+                "memo": memo,
+                "metadata": json.dumps(metadata),
+            },
+        )
+
+    async def create_hold(
+        self,
+        key: IdempotencyKey,
+        wallet_id: str,
+        merchant_wallet_id: str,
+        money: Money,
+        expires_at: datetime,
+        memo: str,
+    ) -> LedgerResult:
+        return await self._call(
+            self._shards.for_wallet(wallet_id),
+            "SELECT ledger_create_hold(CAST(:owner AS uuid), :key, :hash, CAST(:wallet AS uuid),"
+            " CAST(:merchant AS uuid), :amount, :currency, :expires_at, :memo)",
+            {
+                **_key_params(key),
+                "wallet": wallet_id,
+                "merchant": merchant_wallet_id,
+                "amount": money.amount,
+                "currency": money.currency,
+                "expires_at": expires_at,
+                "memo": memo,
+            },
+        )
+
+    async def capture_hold(
+        self, key: IdempotencyKey, hold_id: str, amount: int | None, now: datetime
+    ) -> LedgerResult:
+        return await self._call(
+            self._shards.for_owner(key.owner_id),
+            "SELECT ledger_capture_hold(CAST(:owner AS uuid), :key, :hash, CAST(:hold AS uuid),"
+            " CAST(:amount AS bigint), :now)",
+            {**_key_params(key), "hold": hold_id, "amount": amount, "now": now},
+        )
+
+    async def void_hold(self, key: IdempotencyKey, hold_id: str) -> LedgerResult:
+        return await self._call(
+            self._shards.for_owner(key.owner_id),
+            "SELECT ledger_void_hold(CAST(:owner AS uuid), :key, :hash, CAST(:hold AS uuid))",
+            {**_key_params(key), "hold": hold_id},
+        )
+
+    async def refund(
+        self,
+        key: IdempotencyKey,
+        transaction_id: str,
+        amount: int | None,
+        reason: str,
+        is_admin: bool,
+    ) -> LedgerResult:
+        return await self._call(
+            self._shards.for_owner(key.owner_id),
+            "SELECT ledger_refund(CAST(:owner AS uuid), :key, :hash, CAST(:txn AS uuid),"
+            " CAST(:amount AS bigint), :reason, :is_admin)",
+            {
+                **_key_params(key),
+                "txn": transaction_id,
+                "amount": amount,
+                "reason": reason,
+                "is_admin": is_admin,
+            },
+        )
+
+    async def adjust(
+        self, key: IdempotencyKey, wallet_id: str, money: Money, reason: str
+    ) -> LedgerResult:
+        return await self._call(
+            self._shards.for_wallet(wallet_id),
+            "SELECT ledger_adjust(CAST(:owner AS uuid), :key, :hash, CAST(:wallet AS uuid),"
+            " :amount, :currency, :reason)",
+            {
+                **_key_params(key),
+                "wallet": wallet_id,
+                "amount": money.amount,
+                "currency": money.currency,
+                "reason": reason,
+            },
+        )
+
+    async def set_wallet_status(
+        self, key: IdempotencyKey, wallet_id: str, status: WalletStatus, reason: str
+    ) -> LedgerResult:
+        return await self._call(
+            self._shards.for_wallet(wallet_id),
+            "SELECT ledger_set_wallet_status(CAST(:owner AS uuid), :key, :hash,"
+            " CAST(:wallet AS uuid), :status, :reason)",
+            {**_key_params(key), "wallet": wallet_id, "status": status.value, "reason": reason},
+        )
+
+    async def close_wallet(self, key: IdempotencyKey, wallet_id: str) -> LedgerResult:
+        return await self._call(
+            self._shards.for_wallet(wallet_id),
+            "SELECT ledger_close_wallet(CAST(:owner AS uuid), :key, :hash, CAST(:wallet AS uuid))",
+            {**_key_params(key), "wallet": wallet_id},
+        )
+
+    async def replay(self, key: IdempotencyKey) -> LedgerResult | None:
+        async with self._shards.for_owner(key.owner_id).connect() as connection:
+            row = (
+                await connection.execute(
+                    text(
+                        "SELECT operation, request_hash, result FROM idempotency_keys"
+                        " WHERE owner_id = CAST(:owner AS uuid) AND idempotency_key = :key"
+                    ),
+                    {"owner": key.owner_id, "key": key.key},
+                )
+            ).one_or_none()
+        if row is None:
+            return None
+        if (row.operation, row.request_hash) != (key.operation, key.request_hash):
+            return LedgerResult(outcome="key_mismatch")
+        return result_from_json(row.result, outcome="replayed")
+
+    async def _one(self, engine: AsyncEngine, sql: str, params: dict[str, Any]) -> Any:
+        async with engine.connect() as connection:
+            return (await connection.execute(text(sql), params)).scalar_one_or_none()
+
+    async def wallet(self, wallet_id: str) -> Wallet | None:
+        document = await self._one(
+            self._shards.for_wallet(wallet_id),
+            _WALLET_BY_ID,
+            {"id": wallet_id},
+        )
+        return wallet_from_json(document) if document else None
+
+    async def wallets_of(self, owner_id: str) -> list[Wallet]:
+        async with self._shards.for_owner(owner_id).connect() as connection:
+            documents = (
+                await connection.execute(
+                    text(_WALLETS_OF_OWNER),
+                    {"owner": owner_id},
+                )
+            ).scalars()
+            return [wallet_from_json(document) for document in documents]
+
+    async def wallet_of(self, owner_id: str, currency: str) -> Wallet | None:
+        document = await self._one(
+            self._shards.for_owner(owner_id),
+            _WALLET_OF_OWNER,
+            {"owner": owner_id, "currency": currency},
+        )
+        return wallet_from_json(document) if document else None
+
+    async def transaction(self, transaction_id: str) -> Transaction | None:
+        document = await self._one(
+            self._shards.all()[0],
+            _TRANSACTION_BY_ID,
+            {"id": transaction_id},
+        )
+        return transaction_from_json(document) if document else None
+
+    async def hold(self, hold_id: str) -> Hold | None:
+        document = await self._one(
+            self._shards.all()[0],
+            "SELECT json_build_object('id', h.id, 'account_id', h.account_id,"
+            " 'merchant_account_id', h.merchant_account_id, 'currency', h.currency,"
+            " 'amount', h.amount, 'captured_amount', h.captured_amount, 'status', h.status,"
+            " 'expires_at', h.expires_at, 'memo', h.memo,"
+            " 'capture_transaction_id', h.capture_transaction_id, 'created_by', h.created_by,"
+            " 'created_at', h.created_at) FROM holds h WHERE h.id = CAST(:id AS uuid)",
+            {"id": hold_id},
+        )
+        return hold_from_json(document) if document else None
+
+    async def history(
+        self, owner_id: str, filters: HistoryFilter, after: HistoryCursor | None, limit: int
+    ) -> list[Transaction]:
+        params = {
+            "owner": owner_id,
+            "wallet": filters.wallet_id,
+            "type": filters.type.value if filters.type else None,
+            "status": filters.status.value if filters.status else None,
+            "start": filters.start,
+            "end": filters.end,
+            "after_time": after.created_at if after else None,
+            "after_id": after.transaction_id if after else None,
+            "limit": limit,
+        }
+        async with self._shards.for_owner(owner_id).connect() as connection:
+            documents = (await connection.execute(_HISTORY, params)).scalars()
+            return [transaction_from_json(document) for document in documents]
+
+    async def expire_holds(self, now: datetime, limit: int) -> list[tuple[str, str]]:
+        released: list[tuple[str, str]] = []
+        for engine in self._shards.all():
+            async with engine.connect() as connection:
+                rows = await connection.execute(
+                    text("SELECT account_id, owner_id FROM ledger_expire_holds(:now, :limit)"),
+                    {"now": now, "limit": limit},
+                )
+                released += [(str(row.account_id), str(row.owner_id)) for row in rows]
+        return released
+
+    async def audit(self) -> list[AuditFinding]:
+        findings: list[AuditFinding] = []
+        for engine in self._shards.all():
+            async with engine.connect() as connection:
+                rows = (await connection.execute(text("SELECT * FROM ledger_audit()"))).all()
+            findings += [AuditFinding(r.check_name, r.subject, r.expected, r.actual) for r in rows]
+        return findings

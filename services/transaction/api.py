@@ -1,0 +1,397 @@
+"""gRPC handlers of wallet.transaction.v1.TransactionService: protobuf in,
+domain call, protobuf out. Errors are mapped by the runtime's ServiceBoundary."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf import timestamp_pb2
+from google.protobuf.message import DecodeError, Message
+
+from services.runtime.auth import Caller, current_caller
+from services.runtime.errors import InvalidArgument
+from services.runtime.interceptors import Context
+from services.transaction.adapters.user_directory import GrpcUserDirectory
+from services.transaction.domain import receipts
+from services.transaction.domain.ledger import AmountInput, Ledger, request_hash
+from services.transaction.domain.model import (
+    HistoryCursor,
+    HistoryFilter,
+    Hold,
+    HoldStatus,
+    IdempotencyKey,
+    Party,
+    Transaction,
+    TransactionStatus,
+    TransactionType,
+    Wallet,
+    WalletStatus,
+)
+from services.transaction.domain.money import format_decimal
+from wallet.transaction.v1 import transaction_service_pb2 as pb
+from wallet.transaction.v1 import transaction_service_pb2_grpc
+from wallet.type.v1 import money_pb2, page_pb2
+
+IDEMPOTENCY_HEADER = "idempotency-key"
+
+_WALLET_STATUS = {
+    WalletStatus.ACTIVE: pb.WALLET_STATUS_ACTIVE,
+    WalletStatus.FROZEN: pb.WALLET_STATUS_FROZEN,
+    WalletStatus.CLOSED: pb.WALLET_STATUS_CLOSED,
+}
+_TYPES = {
+    TransactionType.TRANSFER: pb.TRANSACTION_TYPE_TRANSFER,
+    TransactionType.PAYMENT: pb.TRANSACTION_TYPE_PAYMENT,
+    TransactionType.REFUND: pb.TRANSACTION_TYPE_REFUND,
+    TransactionType.ADJUSTMENT: pb.TRANSACTION_TYPE_ADJUSTMENT,
+    TransactionType.FREEZE: pb.TRANSACTION_TYPE_FREEZE,
+    TransactionType.UNFREEZE: pb.TRANSACTION_TYPE_UNFREEZE,
+}
+_TYPES_BY_PROTO = {value: key for key, value in _TYPES.items()}
+_STATUSES = {
+    TransactionStatus.POSTED: pb.TRANSACTION_STATUS_POSTED,
+    TransactionStatus.PARTIALLY_REFUNDED: pb.TRANSACTION_STATUS_PARTIALLY_REFUNDED,
+    TransactionStatus.REFUNDED: pb.TRANSACTION_STATUS_REFUNDED,
+}
+_STATUSES_BY_PROTO = {value: key for key, value in _STATUSES.items()}
+_HOLD_STATUS = {
+    HoldStatus.ACTIVE: pb.HOLD_STATUS_ACTIVE,
+    HoldStatus.CAPTURED: pb.HOLD_STATUS_CAPTURED,
+    HoldStatus.VOIDED: pb.HOLD_STATUS_VOIDED,
+    HoldStatus.EXPIRED: pb.HOLD_STATUS_EXPIRED,
+}
+
+
+def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def money(amount: int, currency: str) -> money_pb2.Money:
+    return money_pb2.Money(
+        currency=currency, amount=amount, decimal=format_decimal(amount, currency)
+    )
+
+
+def wallet_message(wallet: Wallet) -> pb.Wallet:
+    return pb.Wallet(
+        wallet_id=wallet.id,
+        owner_user_id=wallet.owner_id,
+        currency=wallet.currency,
+        balance=money(wallet.balance, wallet.currency),
+        available_balance=money(wallet.available, wallet.currency),
+        status=_WALLET_STATUS[wallet.status],
+        create_time=_timestamp(wallet.created_at),
+    )
+
+
+def transaction_message(transaction: Transaction) -> pb.Transaction:
+    currency = transaction.currency
+    return pb.Transaction(
+        transaction_id=transaction.id,
+        type=_TYPES[transaction.type],
+        status=_STATUSES[transaction.status],
+        amount=money(transaction.amount, currency),
+        source_wallet_id=transaction.source_wallet_id or "",
+        destination_wallet_id=transaction.destination_wallet_id or "",
+        source_user_id=transaction.source_owner_id or "",
+        destination_user_id=transaction.destination_owner_id or "",
+        fee=money(transaction.fee, currency),
+        memo=transaction.memo,
+        metadata=transaction.metadata,
+        receipt_number=transaction.receipt_number,
+        refunded_amount=money(transaction.refunded_amount, currency),
+        refund_of_transaction_id=transaction.refund_of or "",
+        hold_id=transaction.hold_id or "",
+        create_time=_timestamp(transaction.created_at),
+    )
+
+
+def hold_message(hold: Hold) -> pb.Hold:
+    return pb.Hold(
+        hold_id=hold.id,
+        wallet_id=hold.wallet_id,
+        merchant_wallet_id=hold.merchant_wallet_id,
+        amount=money(hold.amount, hold.currency),
+        captured_amount=money(hold.captured_amount, hold.currency),
+        status=_HOLD_STATUS[hold.status],
+        expire_time=_timestamp(hold.expires_at),
+        memo=hold.memo,
+        capture_transaction_id=hold.capture_transaction_id or "",
+        create_time=_timestamp(hold.created_at),
+    )
+
+
+def amount_input(message: money_pb2.Money) -> AmountInput:
+    return AmountInput(message.currency.strip().upper(), message.amount, message.decimal.strip())
+
+
+def idempotency_key(
+    caller: Caller, request: Any, context: Context, operation: str
+) -> IdempotencyKey:
+    """The request's idempotency key (field or REST header) and a hash of the
+    request without it: the same key may only come back with the same request."""
+    header = next(
+        (str(v) for k, v in context.invocation_metadata() or () if k == IDEMPOTENCY_HEADER), ""
+    )
+    key = request.request_id or header
+    if request.request_id and header and request.request_id != header:
+        raise InvalidArgument.single(
+            "request_id", "differs from the Idempotency-Key header; send one of them"
+        )
+    canonical = type(request)()
+    canonical.CopyFrom(request)
+    canonical.ClearField("request_id")
+    return IdempotencyKey(
+        caller.user_id,
+        key,
+        operation,
+        request_hash(operation, canonical.SerializeToString(deterministic=True)),
+    )
+
+
+def encode_page_token(cursor: HistoryCursor | None) -> str:
+    if cursor is None:
+        return ""
+    micros = int(cursor.created_at.timestamp() * 1_000_000)
+    raw = page_pb2.PageCursor(
+        after_sort_key=micros, after_id=cursor.transaction_id
+    ).SerializeToString()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page_token(token: str) -> HistoryCursor | None:
+    if not token:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        cursor = page_pb2.PageCursor.FromString(raw)
+        if not cursor.after_id:
+            raise ValueError("empty cursor")
+        created_at = datetime.fromtimestamp(cursor.after_sort_key / 1_000_000, tz=UTC)
+    except (binascii.Error, DecodeError, ValueError, OverflowError) as error:
+        raise InvalidArgument.single(
+            "page_token", "is not a token returned by this list"
+        ) from error
+    return HistoryCursor(created_at, cursor.after_id)
+
+
+def _time_filter(message: Message, field: str) -> datetime | None:
+    if not message.HasField(field):
+        return None
+    stamp: timestamp_pb2.Timestamp = getattr(message, field)
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+class TransactionApi(transaction_service_pb2_grpc.TransactionServiceServicer):
+    def __init__(self, ledger: Ledger, users: GrpcUserDirectory) -> None:
+        self._ledger = ledger
+        self._users = users
+
+    async def CreateWallet(
+        self, request: pb.CreateWalletRequest, context: Context
+    ) -> pb.CreateWalletResponse:
+        caller = current_caller()
+        key = idempotency_key(caller, request, context, "CreateWallet")
+        wallet = await self._ledger.create_wallet(caller, key, request.currency)
+        return pb.CreateWalletResponse(wallet=wallet_message(wallet))
+
+    async def ListWallets(
+        self, request: pb.ListWalletsRequest, context: Context
+    ) -> pb.ListWalletsResponse:
+        wallets = await self._ledger.wallets(current_caller())
+        return pb.ListWalletsResponse(wallets=[wallet_message(w) for w in wallets])
+
+    async def GetWallet(
+        self, request: pb.GetWalletRequest, context: Context
+    ) -> pb.GetWalletResponse:
+        wallet = await self._ledger.wallet(current_caller(), request.wallet_id)
+        return pb.GetWalletResponse(wallet=wallet_message(wallet))
+
+    async def CloseWallet(
+        self, request: pb.CloseWalletRequest, context: Context
+    ) -> pb.CloseWalletResponse:
+        caller = current_caller()
+        key = idempotency_key(caller, request, context, "CloseWallet")
+        wallet = await self._ledger.close_wallet(caller, key, request.wallet_id)
+        return pb.CloseWalletResponse(wallet=wallet_message(wallet))
+
+    async def CreateTransfer(
+        self, request: pb.CreateTransferRequest, context: Context
+    ) -> pb.CreateTransferResponse:
+        caller = current_caller()
+        key = idempotency_key(caller, request, context, "CreateTransfer")
+        if not request.HasField("amount"):
+            raise InvalidArgument.single("amount", "is required")
+        transaction = await self._ledger.transfer(
+            caller,
+            key,
+            request.source_wallet_id,
+            request.destination_wallet_id,
+            request.recipient_email,
+            amount_input(request.amount),
+            request.memo,
+            dict(request.metadata),
+        )
+        return pb.CreateTransferResponse(transaction=transaction_message(transaction))
+
+    async def CreateHold(
+        self, request: pb.CreateHoldRequest, context: Context
+    ) -> pb.CreateHoldResponse:
+        caller = current_caller()
+        key = idempotency_key(caller, request, context, "CreateHold")
+        if not request.HasField("amount"):
+            raise InvalidArgument.single("amount", "is required")
+        hold = await self._ledger.create_hold(
+            caller,
+            key,
+            request.wallet_id,
+            request.merchant_wallet_id,
+            amount_input(request.amount),
+            request.expires_in_seconds,
+            request.memo,
+        )
+        return pb.CreateHoldResponse(hold=hold_message(hold))
+
+    async def GetHold(self, request: pb.GetHoldRequest, context: Context) -> pb.GetHoldResponse:
+        hold = await self._ledger.hold(current_caller(), request.hold_id)
+        return pb.GetHoldResponse(hold=hold_message(hold))
+
+    async def CaptureHold(
+        self, request: pb.CaptureHoldRequest, context: Context
+    ) -> pb.CaptureHoldResponse:
+        caller = current_caller()
+        key = idempotency_key(caller, request, context, "CaptureHold")
+        hold, transaction = await self._ledger.capture_hold(
+            caller, key, request.hold_id, amount_input(request.amount)
+        )
+        return pb.CaptureHoldResponse(
+            hold=hold_message(hold), transaction=transaction_message(transaction)
+        )
+
+    async def VoidHold(self, request: pb.VoidHoldRequest, context: Context) -> pb.VoidHoldResponse:
+        caller = current_caller()
+        key = idempotency_key(caller, request, context, "VoidHold")
+        hold = await self._ledger.void_hold(caller, key, request.hold_id)
+        return pb.VoidHoldResponse(hold=hold_message(hold))
+
+    async def RefundTransaction(
+        self, request: pb.RefundTransactionRequest, context: Context
+    ) -> pb.RefundTransactionResponse:
+        caller = current_caller()
+        key = idempotency_key(caller, request, context, "RefundTransaction")
+        refund = await self._ledger.refund(
+            caller, key, request.transaction_id, amount_input(request.amount), request.reason
+        )
+        return pb.RefundTransactionResponse(transaction=transaction_message(refund))
+
+    async def ListTransactions(
+        self, request: pb.ListTransactionsRequest, context: Context
+    ) -> pb.ListTransactionsResponse:
+        filters = HistoryFilter(
+            wallet_id=request.wallet_id or None,
+            type=_TYPES_BY_PROTO.get(request.type),
+            status=_STATUSES_BY_PROTO.get(request.status),
+            start=_time_filter(request, "start_time"),
+            end=_time_filter(request, "end_time"),
+        )
+        page, cursor = await self._ledger.history(
+            current_caller(), filters, request.page_size, decode_page_token(request.page_token)
+        )
+        return pb.ListTransactionsResponse(
+            transactions=[transaction_message(t) for t in page],
+            next_page_token=encode_page_token(cursor),
+        )
+
+    async def GetTransaction(
+        self, request: pb.GetTransactionRequest, context: Context
+    ) -> pb.GetTransactionResponse:
+        transaction = await self._ledger.transaction(current_caller(), request.transaction_id)
+        return pb.GetTransactionResponse(transaction=transaction_message(transaction))
+
+    async def GetReceipt(
+        self, request: pb.GetReceiptRequest, context: Context
+    ) -> pb.GetReceiptResponse:
+        receipt = await self._ledger.receipt(current_caller(), request.transaction_id)
+        transaction = receipt.transaction
+        currency = transaction.currency
+
+        def party(side: Party) -> pb.ReceiptParty:
+            return pb.ReceiptParty(
+                user_id=side.user_id or "",
+                display_name=side.display_name,
+                wallet_id=side.wallet_id or "",
+            )
+
+        return pb.GetReceiptResponse(
+            receipt=pb.Receipt(
+                receipt_number=transaction.receipt_number,
+                transaction_id=transaction.id,
+                type=_TYPES[transaction.type],
+                status=_STATUSES[transaction.status],
+                payer=party(receipt.payer),
+                payee=party(receipt.payee),
+                amount=money(transaction.amount, currency),
+                fee=money(transaction.fee, currency),
+                total=money(transaction.amount + transaction.fee, currency),
+                refunded_amount=money(transaction.refunded_amount, currency),
+                memo=transaction.memo,
+                create_time=_timestamp(transaction.created_at),
+                issue_time=_timestamp(receipt.issued_at),
+            ),
+            text=receipts.render(receipt),
+        )
+
+    async def GetAccountSummary(
+        self, request: pb.GetAccountSummaryRequest, context: Context
+    ) -> pb.GetAccountSummaryResponse:
+        caller = current_caller()
+        user = await self._users.me(caller.access_token)
+        wallets, recent = await self._ledger.summary(caller)
+        return pb.GetAccountSummaryResponse(
+            user=user,
+            wallets=[wallet_message(w) for w in wallets],
+            recent_transactions=[transaction_message(t) for t in recent],
+        )
+
+    async def AdjustWallet(
+        self, request: pb.AdjustWalletRequest, context: Context
+    ) -> pb.AdjustWalletResponse:
+        caller = current_caller()
+        key = idempotency_key(caller, request, context, "AdjustWallet")
+        if not request.HasField("amount"):
+            raise InvalidArgument.single("amount", "is required")
+        transaction, wallet = await self._ledger.adjust(
+            caller, key, request.wallet_id, amount_input(request.amount), request.reason
+        )
+        return pb.AdjustWalletResponse(
+            transaction=transaction_message(transaction), wallet=wallet_message(wallet)
+        )
+
+    async def FreezeWallet(
+        self, request: pb.FreezeWalletRequest, context: Context
+    ) -> pb.FreezeWalletResponse:
+        caller = current_caller()
+        key = idempotency_key(caller, request, context, "FreezeWallet")
+        transaction, wallet = await self._ledger.set_status(
+            caller, key, request.wallet_id, WalletStatus.FROZEN, request.reason
+        )
+        return pb.FreezeWalletResponse(
+            wallet=wallet_message(wallet), transaction=transaction_message(transaction)
+        )
+
+    async def UnfreezeWallet(
+        self, request: pb.UnfreezeWalletRequest, context: Context
+    ) -> pb.UnfreezeWalletResponse:
+        caller = current_caller()
+        key = idempotency_key(caller, request, context, "UnfreezeWallet")
+        transaction, wallet = await self._ledger.set_status(
+            caller, key, request.wallet_id, WalletStatus.ACTIVE, request.reason
+        )
+        return pb.UnfreezeWalletResponse(
+            wallet=wallet_message(wallet), transaction=transaction_message(transaction)
+        )

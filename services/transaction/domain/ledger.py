@@ -1,0 +1,541 @@
+"""The transaction service's use cases: wallets, transfers, holds, refunds,
+history, receipts and operator functions.
+
+Plain Python: no gRPC, no SQL. The money itself moves inside the database (one
+function call per movement, see the adapters); this layer validates input,
+decides who may do what, turns ledger outcomes into domain errors, and keeps
+the cache honest (invalidate after commit, before answering).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+
+from services.runtime.auth import Caller
+from services.runtime.errors import (
+    Aborted,
+    AlreadyExists,
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ViolationCollector,
+)
+from services.transaction.domain.model import (
+    HistoryCursor,
+    HistoryFilter,
+    Hold,
+    IdempotencyKey,
+    LedgerResult,
+    Party,
+    Receipt,
+    Transaction,
+    Wallet,
+    WalletStatus,
+)
+from services.transaction.domain.money import check_currency, parse_amount
+from services.transaction.domain.ports import Clock, Directory, LedgerCache, LedgerStore
+
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+MEMO_MAX = 280
+REASON_MAX = 500
+METADATA_MAX_PAIRS = 20
+METADATA_KEY_MAX = 40
+METADATA_VALUE_MAX = 500
+HOLD_DEFAULT_SECONDS = 86_400
+HOLD_MAX_SECONDS = 7 * 86_400
+SUMMARY_RECENT = 5
+HOUSE = "Wallet mesh (settlement)"
+
+
+@dataclass(frozen=True)
+class AmountInput:
+    """An amount as the client sent it: minor units and/or a decimal string."""
+
+    currency: str
+    amount: int
+    decimal: str
+
+    @property
+    def given(self) -> bool:
+        return bool(self.currency or self.amount or self.decimal)
+
+
+# Ledger outcomes that are refusals, as the errors a caller sees.
+_REFUSALS: dict[str, DomainError] = {
+    "in_progress": Aborted(
+        "a request with this idempotency key is still in progress; retry later",
+        reason="IDEMPOTENCY_KEY_IN_USE",
+    ),
+    "key_mismatch": FailedPrecondition(
+        "this idempotency key was already used for a different request",
+        reason="IDEMPOTENCY_KEY_REUSED",
+    ),
+    "wallet_not_found": NotFound("no such wallet", reason="WALLET_NOT_FOUND"),
+    "destination_not_found": NotFound("no such destination wallet", reason="DESTINATION_NOT_FOUND"),
+    "hold_not_found": NotFound("no such hold", reason="HOLD_NOT_FOUND"),
+    "transaction_not_found": NotFound("no such transaction", reason="TRANSACTION_NOT_FOUND"),
+    "not_owner": PermissionDenied(
+        "only the receiving wallet's owner may do this", reason="NOT_OWNER"
+    ),
+    "wallet_exists": AlreadyExists(
+        "you already have a wallet in this currency", reason="WALLET_EXISTS"
+    ),
+    "currency_mismatch": InvalidArgument.single(
+        "amount.currency", "must be the currency of both wallets"
+    ),
+    "self_transfer": InvalidArgument.single(
+        "destination", "must be another person's wallet, not your own"
+    ),
+    "source_frozen": FailedPrecondition(
+        "the paying wallet is frozen: no money may leave it", reason="WALLET_FROZEN"
+    ),
+    "source_closed": FailedPrecondition("the paying wallet is closed", reason="WALLET_CLOSED"),
+    "destination_closed": FailedPrecondition(
+        "the receiving wallet is closed", reason="DESTINATION_CLOSED"
+    ),
+    "wallet_closed": FailedPrecondition("the wallet is closed", reason="WALLET_CLOSED"),
+    "insufficient_funds": FailedPrecondition(
+        "insufficient funds: the available balance is lower than the amount",
+        reason="INSUFFICIENT_FUNDS",
+    ),
+    "hold_not_active": FailedPrecondition("the hold is no longer active", reason="HOLD_NOT_ACTIVE"),
+    "hold_expired": FailedPrecondition("the hold has expired", reason="HOLD_EXPIRED"),
+    "amount_exceeds_hold": InvalidArgument.single(
+        "amount.amount", "must not exceed the held amount"
+    ),
+    "not_refundable": FailedPrecondition(
+        "only transfers and payments can be refunded", reason="NOT_REFUNDABLE"
+    ),
+    "amount_exceeds_refundable": InvalidArgument.single(
+        "amount.amount", "must not exceed what is left to refund"
+    ),
+    "status_unchanged": FailedPrecondition(
+        "the wallet already has that status", reason="STATUS_UNCHANGED"
+    ),
+    "balance_not_zero": FailedPrecondition(
+        "a wallet can be closed only with a zero balance and no active holds",
+        reason="BALANCE_NOT_ZERO",
+    ),
+}
+
+
+def _accepted(result: LedgerResult) -> LedgerResult:
+    if result.outcome in ("ok", "replayed"):
+        return result
+    refusal = _REFUSALS.get(result.outcome)
+    if refusal is None:
+        raise RuntimeError(f"unexpected ledger outcome {result.outcome!r}")
+    # A fresh instance each time: exceptions carry tracebacks.
+    raise _copy(refusal)
+
+
+def _copy(error: DomainError) -> DomainError:
+    if isinstance(error, InvalidArgument):
+        return InvalidArgument(list(error.violations))
+    return type(error)(error.message, reason=error.reason)
+
+
+def request_hash(operation: str, canonical_request: bytes) -> str:
+    return hashlib.sha256(operation.encode() + b"\0" + canonical_request).hexdigest()
+
+
+def _check_key(key: IdempotencyKey, errors: ViolationCollector) -> None:
+    if not key.key:
+        errors.add("request_id", "is required (or send an Idempotency-Key header)")
+    elif len(key.key) > 255:
+        errors.add("request_id", "must be at most 255 characters")
+
+
+def _check_uuid(value: str, field: str, errors: ViolationCollector) -> str:
+    if not value:
+        errors.add(field, "is required")
+        return value
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        errors.add(field, "must be an id (a UUID)")
+        return value
+
+
+def _check_text(value: str, field: str, limit: int, errors: ViolationCollector) -> str:
+    text = value.strip()
+    if len(text) > limit:
+        errors.add(field, f"must be at most {limit} characters")
+    return text
+
+
+def _check_metadata(metadata: dict[str, str], errors: ViolationCollector) -> None:
+    if len(metadata) > METADATA_MAX_PAIRS:
+        errors.add("metadata", f"must have at most {METADATA_MAX_PAIRS} pairs")
+    for name, value in metadata.items():
+        if not name or len(name) > METADATA_KEY_MAX:
+            errors.add(f"metadata[{name}]", f"keys must be 1 to {METADATA_KEY_MAX} characters")
+        if len(value) > METADATA_VALUE_MAX:
+            errors.add(
+                f"metadata[{name}]", f"values must be at most {METADATA_VALUE_MAX} characters"
+            )
+
+
+class Ledger:
+    def __init__(
+        self, store: LedgerStore, cache: LedgerCache, directory: Directory, clock: Clock
+    ) -> None:
+        self._store = store
+        self._cache = cache
+        self._directory = directory
+        self._clock = clock
+
+    # --- wallets ---------------------------------------------------------------------
+
+    async def create_wallet(self, caller: Caller, key: IdempotencyKey, currency: str) -> Wallet:
+        errors = ViolationCollector()
+        _check_key(key, errors)
+        code = check_currency(currency.strip().upper(), "currency", errors)
+        errors.raise_if_any()
+        assert code is not None
+        result = _accepted(await self._store.create_wallet(key, code))
+        assert result.wallet is not None
+        await self._cache.invalidate({result.wallet.id}, {caller.user_id})
+        return result.wallet
+
+    async def wallets(self, caller: Caller) -> list[Wallet]:
+        return await self._store.wallets_of(caller.user_id)
+
+    async def wallet(self, caller: Caller, wallet_id: str) -> Wallet:
+        errors = ViolationCollector()
+        wallet_id = _check_uuid(wallet_id, "wallet_id", errors)
+        errors.raise_if_any()
+        wallet = await self._cache.wallet(wallet_id)
+        if wallet is None:
+            wallet = await self._store.wallet(wallet_id)
+            if wallet is not None:
+                await self._cache.put_wallet(wallet)
+        # Someone else's wallet does not exist, as far as the caller can tell.
+        if wallet is None or (wallet.owner_id != caller.user_id and not caller.is_admin):
+            raise NotFound("no such wallet", reason="WALLET_NOT_FOUND")
+        return wallet
+
+    async def close_wallet(self, caller: Caller, key: IdempotencyKey, wallet_id: str) -> Wallet:
+        errors = ViolationCollector()
+        _check_key(key, errors)
+        wallet_id = _check_uuid(wallet_id, "wallet_id", errors)
+        errors.raise_if_any()
+        result = _accepted(await self._store.close_wallet(key, wallet_id))
+        assert result.wallet is not None
+        await self._cache.invalidate({wallet_id}, {caller.user_id})
+        return result.wallet
+
+    # --- moving money ----------------------------------------------------------------
+
+    async def transfer(
+        self,
+        caller: Caller,
+        key: IdempotencyKey,
+        source_wallet_id: str,
+        destination_wallet_id: str,
+        recipient_email: str,
+        amount: AmountInput,
+        memo: str,
+        metadata: dict[str, str],
+    ) -> Transaction:
+        errors = ViolationCollector()
+        _check_key(key, errors)
+        source_wallet_id = _check_uuid(source_wallet_id, "source_wallet_id", errors)
+        if destination_wallet_id:
+            destination_wallet_id = _check_uuid(
+                destination_wallet_id, "destination_wallet_id", errors
+            )
+        elif not recipient_email.strip():
+            errors.add("destination", "give destination_wallet_id or recipient_email")
+        money = parse_amount(amount.currency, amount.amount, amount.decimal, "amount", errors)
+        memo = _check_text(memo, "memo", MEMO_MAX, errors)
+        _check_metadata(metadata, errors)
+        errors.raise_if_any()
+        assert money is not None
+        if not destination_wallet_id:
+            replay = await self._replay(key)
+            if replay is not None:
+                replayed = _accepted(replay)
+                assert replayed.transaction is not None
+                return replayed.transaction
+            destination_wallet_id = await self._wallet_for_email(
+                caller, recipient_email.strip(), money.currency
+            )
+        result = _accepted(
+            await self._store.transfer(
+                key, source_wallet_id, destination_wallet_id, money, memo, metadata
+            )
+        )
+        assert result.transaction is not None
+        await self._invalidate_for(result.transaction)
+        return result.transaction
+
+    async def _wallet_for_email(self, caller: Caller, email: str, currency: str) -> str:
+        user_id = await self._directory.user_id_for_email(caller.access_token, email)
+        if user_id is None:
+            raise NotFound("no user with this email", reason="RECIPIENT_NOT_FOUND")
+        if user_id == caller.user_id:
+            raise InvalidArgument.single(
+                "recipient_email", "must be another person's email, not your own"
+            )
+        wallet = await self._store.wallet_of(user_id, currency)
+        if wallet is None:
+            raise NotFound(
+                f"the recipient has no {currency} wallet", reason="DESTINATION_NOT_FOUND"
+            )
+        return wallet.id
+
+    async def _replay(self, key: IdempotencyKey) -> LedgerResult | None:
+        """A key's stored result, checked before work that must not run twice
+        (looking a recipient up could give another answer the second time)."""
+        if not key.key:
+            return None
+        return await self._store.replay(key)
+
+    async def create_hold(
+        self,
+        caller: Caller,
+        key: IdempotencyKey,
+        wallet_id: str,
+        merchant_wallet_id: str,
+        amount: AmountInput,
+        expires_in_seconds: int,
+        memo: str,
+    ) -> Hold:
+        errors = ViolationCollector()
+        _check_key(key, errors)
+        wallet_id = _check_uuid(wallet_id, "wallet_id", errors)
+        merchant_wallet_id = _check_uuid(merchant_wallet_id, "merchant_wallet_id", errors)
+        money = parse_amount(amount.currency, amount.amount, amount.decimal, "amount", errors)
+        if not 0 <= expires_in_seconds <= HOLD_MAX_SECONDS:
+            errors.add("expires_in_seconds", f"must be between 1 and {HOLD_MAX_SECONDS}")
+        memo = _check_text(memo, "memo", MEMO_MAX, errors)
+        errors.raise_if_any()
+        assert money is not None
+        expires_at = self._clock.now() + timedelta(
+            seconds=expires_in_seconds or HOLD_DEFAULT_SECONDS
+        )
+        result = _accepted(
+            await self._store.create_hold(
+                key, wallet_id, merchant_wallet_id, money, expires_at, memo
+            )
+        )
+        assert result.hold is not None
+        await self._cache.invalidate({wallet_id}, {caller.user_id})
+        return result.hold
+
+    async def hold(self, caller: Caller, hold_id: str) -> Hold:
+        errors = ViolationCollector()
+        hold_id = _check_uuid(hold_id, "hold_id", errors)
+        errors.raise_if_any()
+        hold = await self._store.hold(hold_id)
+        if hold is None or not await self._may_see_hold(caller, hold):
+            raise NotFound("no such hold", reason="HOLD_NOT_FOUND")
+        return hold
+
+    async def _may_see_hold(self, caller: Caller, hold: Hold) -> bool:
+        if caller.is_admin:
+            return True
+        for wallet_id in (hold.wallet_id, hold.merchant_wallet_id):
+            wallet = await self._store.wallet(wallet_id)
+            if wallet is not None and wallet.owner_id == caller.user_id:
+                return True
+        return False
+
+    async def capture_hold(
+        self, caller: Caller, key: IdempotencyKey, hold_id: str, amount: AmountInput
+    ) -> tuple[Hold, Transaction]:
+        errors = ViolationCollector()
+        _check_key(key, errors)
+        hold_id = _check_uuid(hold_id, "hold_id", errors)
+        money = (
+            parse_amount(amount.currency, amount.amount, amount.decimal, "amount", errors)
+            if amount.given
+            else None
+        )
+        errors.raise_if_any()
+        if money is not None:
+            hold = await self._store.hold(hold_id)
+            if hold is not None and hold.currency != money.currency:
+                raise InvalidArgument.single("amount.currency", "must be the hold's currency")
+        result = _accepted(
+            await self._store.capture_hold(
+                key, hold_id, money.amount if money else None, self._clock.now()
+            )
+        )
+        assert result.hold is not None
+        assert result.transaction is not None
+        await self._invalidate_for(result.transaction)
+        return result.hold, result.transaction
+
+    async def void_hold(self, caller: Caller, key: IdempotencyKey, hold_id: str) -> Hold:
+        errors = ViolationCollector()
+        _check_key(key, errors)
+        hold_id = _check_uuid(hold_id, "hold_id", errors)
+        errors.raise_if_any()
+        result = _accepted(await self._store.void_hold(key, hold_id))
+        assert result.hold is not None
+        payer = await self._store.wallet(result.hold.wallet_id)
+        await self._cache.invalidate({result.hold.wallet_id}, {payer.owner_id} if payer else set())
+        return result.hold
+
+    async def expire_holds(self, limit: int = 100) -> int:
+        released = await self._store.expire_holds(self._clock.now(), limit)
+        if released:
+            await self._cache.invalidate(
+                {wallet_id for wallet_id, _ in released}, {owner for _, owner in released}
+            )
+        return len(released)
+
+    async def refund(
+        self,
+        caller: Caller,
+        key: IdempotencyKey,
+        transaction_id: str,
+        amount: AmountInput,
+        reason: str,
+    ) -> Transaction:
+        errors = ViolationCollector()
+        _check_key(key, errors)
+        transaction_id = _check_uuid(transaction_id, "transaction_id", errors)
+        money = (
+            parse_amount(amount.currency, amount.amount, amount.decimal, "amount", errors)
+            if amount.given
+            else None
+        )
+        reason = _check_text(reason, "reason", REASON_MAX, errors)
+        errors.raise_if_any()
+        if money is not None:
+            original = await self._store.transaction(transaction_id)
+            if original is not None and original.currency != money.currency:
+                raise InvalidArgument.single(
+                    "amount.currency", "must be the transaction's currency"
+                )
+        result = _accepted(
+            await self._store.refund(
+                key, transaction_id, money.amount if money else None, reason, caller.is_admin
+            )
+        )
+        assert result.transaction is not None
+        await self._invalidate_for(result.transaction)
+        return result.transaction
+
+    # --- operators -------------------------------------------------------------------
+
+    async def adjust(
+        self, caller: Caller, key: IdempotencyKey, wallet_id: str, amount: AmountInput, reason: str
+    ) -> tuple[Transaction, Wallet]:
+        caller.require_admin()
+        errors = ViolationCollector()
+        _check_key(key, errors)
+        wallet_id = _check_uuid(wallet_id, "wallet_id", errors)
+        money = parse_amount(
+            amount.currency, amount.amount, amount.decimal, "amount", errors, signed=True
+        )
+        reason = self._required_reason(reason, errors)
+        errors.raise_if_any()
+        assert money is not None
+        wallet = await self._store.wallet(wallet_id)
+        if wallet is not None and wallet.currency != money.currency:
+            raise InvalidArgument.single("amount.currency", "must be the wallet's currency")
+        result = _accepted(await self._store.adjust(key, wallet_id, money, reason))
+        assert result.transaction is not None
+        assert result.wallet is not None
+        await self._invalidate_for(result.transaction)
+        return result.transaction, result.wallet
+
+    async def set_status(
+        self,
+        caller: Caller,
+        key: IdempotencyKey,
+        wallet_id: str,
+        status: WalletStatus,
+        reason: str,
+    ) -> tuple[Transaction, Wallet]:
+        caller.require_admin()
+        errors = ViolationCollector()
+        _check_key(key, errors)
+        wallet_id = _check_uuid(wallet_id, "wallet_id", errors)
+        reason = self._required_reason(reason, errors)
+        errors.raise_if_any()
+        result = _accepted(await self._store.set_wallet_status(key, wallet_id, status, reason))
+        assert result.transaction is not None
+        assert result.wallet is not None
+        await self._cache.invalidate({wallet_id}, {result.wallet.owner_id})
+        return result.transaction, result.wallet
+
+    @staticmethod
+    def _required_reason(reason: str, errors: ViolationCollector) -> str:
+        text = _check_text(reason, "reason", REASON_MAX, errors)
+        if not text:
+            errors.add("reason", "is required: operator actions are recorded with a reason")
+        return text
+
+    # --- reading history -------------------------------------------------------------
+
+    async def history(
+        self,
+        caller: Caller,
+        filters: HistoryFilter,
+        page_size: int,
+        after: HistoryCursor | None,
+    ) -> tuple[list[Transaction], HistoryCursor | None]:
+        errors = ViolationCollector()
+        if not 0 <= page_size <= MAX_PAGE_SIZE:
+            errors.add("page_size", f"must be between 0 and {MAX_PAGE_SIZE}")
+        if filters.wallet_id:
+            _check_uuid(filters.wallet_id, "wallet_id", errors)
+        if filters.start and filters.end and filters.start >= filters.end:
+            errors.add("end_time", "must be after start_time")
+        errors.raise_if_any()
+        if filters.wallet_id:
+            await self.wallet(caller, filters.wallet_id)  # NotFound unless the caller's
+        limit = page_size or DEFAULT_PAGE_SIZE
+        query = json.dumps([asdict(filters), limit, asdict(after) if after else None], default=str)
+        rows = await self._cache.history_page(caller.user_id, query)
+        if rows is None:
+            rows = await self._store.history(caller.user_id, filters, after, limit + 1)
+            await self._cache.put_history_page(caller.user_id, query, rows)
+        page = rows[:limit]
+        next_cursor = HistoryCursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
+        return page, next_cursor
+
+    async def transaction(self, caller: Caller, transaction_id: str) -> Transaction:
+        errors = ViolationCollector()
+        transaction_id = _check_uuid(transaction_id, "transaction_id", errors)
+        errors.raise_if_any()
+        found = await self._store.transaction(transaction_id)
+        parties = {found.source_owner_id, found.destination_owner_id} if found else set()
+        if found is None or (caller.user_id not in parties and not caller.is_admin):
+            raise NotFound("no such transaction", reason="TRANSACTION_NOT_FOUND")
+        return found
+
+    async def receipt(self, caller: Caller, transaction_id: str) -> Receipt:
+        found = await self.transaction(caller, transaction_id)
+        payer = await self._party(caller, found.source_owner_id, found.source_wallet_id)
+        payee = await self._party(caller, found.destination_owner_id, found.destination_wallet_id)
+        return Receipt(found, payer, payee, self._clock.now())
+
+    async def _party(self, caller: Caller, user_id: str | None, wallet_id: str | None) -> Party:
+        if user_id is None:
+            return Party(None, HOUSE, wallet_id)
+        name = await self._directory.display_name(caller.access_token, user_id)
+        return Party(user_id, name or "(unknown)", wallet_id)
+
+    async def summary(self, caller: Caller) -> tuple[list[Wallet], list[Transaction]]:
+        recent, _ = await self.history(caller, HistoryFilter(), SUMMARY_RECENT, None)
+        return await self.wallets(caller), recent
+
+    async def _invalidate_for(self, transaction: Transaction) -> None:
+        wallets = {
+            w for w in (transaction.source_wallet_id, transaction.destination_wallet_id) if w
+        }
+        owners = {o for o in (transaction.source_owner_id, transaction.destination_owner_id) if o}
+        await self._cache.invalidate(wallets, owners)

@@ -1,0 +1,145 @@
+"""The ledger as the domain sees it: wallets, transactions, holds. Plain data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+class WalletStatus(StrEnum):
+    ACTIVE = "active"
+    FROZEN = "frozen"
+    CLOSED = "closed"
+
+
+class TransactionType(StrEnum):
+    TRANSFER = "transfer"
+    PAYMENT = "payment"
+    REFUND = "refund"
+    ADJUSTMENT = "adjustment"
+    FREEZE = "freeze"
+    UNFREEZE = "unfreeze"
+
+
+class TransactionStatus(StrEnum):
+    POSTED = "posted"
+    PARTIALLY_REFUNDED = "partially_refunded"
+    REFUNDED = "refunded"
+
+
+class HoldStatus(StrEnum):
+    ACTIVE = "active"
+    CAPTURED = "captured"
+    VOIDED = "voided"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True)
+class Wallet:
+    id: str
+    owner_id: str
+    currency: str
+    balance: int
+    held: int
+    overdraft_limit: int
+    status: WalletStatus
+    created_at: datetime
+
+    @property
+    def available(self) -> int:
+        return self.balance - self.held
+
+
+@dataclass(frozen=True)
+class Transaction:
+    id: str
+    type: TransactionType
+    status: TransactionStatus
+    amount: int
+    currency: str
+    fee: int
+    source_wallet_id: str | None
+    destination_wallet_id: str | None
+    source_owner_id: str | None
+    destination_owner_id: str | None
+    memo: str
+    metadata: dict[str, str]
+    receipt_number: str
+    refunded_amount: int
+    refund_of: str | None
+    hold_id: str | None
+    initiated_by: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Hold:
+    id: str
+    wallet_id: str
+    merchant_wallet_id: str
+    currency: str
+    amount: int
+    captured_amount: int
+    status: HoldStatus
+    expires_at: datetime
+    memo: str
+    capture_transaction_id: str | None
+    created_by: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class LedgerResult:
+    """What one ledger operation returned: an outcome word and the records it
+    touched (see the SQL functions in migrations/versions/0001_ledger.py)."""
+
+    outcome: str
+    transaction: Transaction | None = None
+    hold: Hold | None = None
+    wallet: Wallet | None = None
+
+
+@dataclass(frozen=True)
+class HistoryFilter:
+    wallet_id: str | None = None
+    type: TransactionType | None = None
+    status: TransactionStatus | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+@dataclass(frozen=True)
+class HistoryCursor:
+    """Position after the last transaction of a page (newest first)."""
+
+    created_at: datetime
+    transaction_id: str
+
+
+@dataclass(frozen=True)
+class IdempotencyKey:
+    """Who asked, with which key, for which operation, and a hash of the request."""
+
+    owner_id: str
+    key: str
+    operation: str
+    request_hash: str
+
+
+@dataclass(frozen=True)
+class Party:
+    """A side of a receipt."""
+
+    user_id: str | None
+    display_name: str
+    wallet_id: str | None
+
+
+@dataclass(frozen=True)
+class Receipt:
+    transaction: Transaction
+    payer: Party
+    payee: Party
+    issued_at: datetime
+    lines: list[str] = field(default_factory=list)

@@ -1,0 +1,101 @@
+"""Wiring of the transaction service: settings → engine, Redis, user-service
+channel → domain → gRPC app."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from services.runtime import db
+from services.runtime.auth import RevokedTokens, TokenVerifier
+from services.runtime.cache import create_redis
+from services.runtime.config import RuntimeSettings, env, env_int
+from services.runtime.interceptors import ServiceBoundary
+from services.runtime.jwks import RemotePublicKeys
+from services.runtime.server import GrpcApp
+from services.transaction.adapters.ledger_cache import RedisLedgerCache
+from services.transaction.adapters.ledger_store import Shards, SqlLedgerStore
+from services.transaction.adapters.user_directory import GrpcUserDirectory, user_service_channel
+from services.transaction.api import TransactionApi
+from services.transaction.domain.ledger import Ledger
+from services.transaction.edge_policy import PUBLIC_METHODS, SERVICE_NAME
+from wallet.transaction.v1 import transaction_service_pb2_grpc
+
+ENV_PREFIX = "TRANSACTION_"
+MIGRATIONS = Path(__file__).parent / "migrations"
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TransactionSettings:
+    runtime: RuntimeSettings
+    # Every user-service instance, e.g. "ipv4:127.0.0.1:50051,127.0.0.1:50052".
+    user_service_target: str
+    hold_sweep_seconds: int
+
+    @classmethod
+    def from_env(cls) -> TransactionSettings:
+        return cls(
+            runtime=RuntimeSettings.from_env("transaction", ENV_PREFIX),
+            user_service_target=env(ENV_PREFIX, "USER_SERVICE_TARGET"),
+            hold_sweep_seconds=env_int(ENV_PREFIX, "HOLD_SWEEP_SECONDS", 1),
+        )
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+def build_app(settings: TransactionSettings) -> tuple[GrpcApp, Ledger]:
+    runtime = settings.runtime
+    engine = db.create_engine(runtime.database_url, pool_size=runtime.database_pool_size)
+    redis = create_redis(runtime.redis_url)
+    channel = user_service_channel(settings.user_service_target)
+    users = GrpcUserDirectory(channel)
+    ledger = Ledger(SqlLedgerStore(Shards(engine)), RedisLedgerCache(redis), users, SystemClock())
+    verifier = TokenVerifier(
+        RemotePublicKeys(users.jwks),
+        RevokedTokens(redis),
+        issuer=runtime.jwt_issuer,
+        audience=runtime.jwt_audience,
+    )
+
+    async def sweep_expired_holds() -> None:
+        # Every instance sweeps; the SQL skips holds another one has locked.
+        while True:
+            await asyncio.sleep(settings.hold_sweep_seconds)
+            try:
+                released = await ledger.expire_holds()
+                if released:
+                    log.info("released expired holds", extra={"count": released})
+            except Exception as error:
+                log.warning("hold sweep failed", extra={"error": repr(error)})
+
+    async def close() -> None:
+        await channel.close(grace=None)
+        await redis.aclose()
+        await engine.dispose()
+
+    api = TransactionApi(ledger, users)
+    app = GrpcApp(
+        name="transaction",
+        service_names=(SERVICE_NAME,),
+        register=lambda server: (
+            transaction_service_pb2_grpc.add_TransactionServiceServicer_to_server(api, server)
+        ),
+        interceptors=[
+            ServiceBoundary(
+                verifier,
+                guarded_prefixes=(f"/{SERVICE_NAME}/",),
+                public_methods=frozenset(PUBLIC_METHODS),
+            )
+        ],
+        readiness_check=lambda: db.ping(engine),
+        on_shutdown=[close],
+        background=[sweep_expired_holds],
+    )
+    return app, ledger

@@ -1,0 +1,279 @@
+"""The transaction service's use cases with a scripted ledger: validation,
+authorization, outcome → error mapping and cache invalidation. (The money
+itself moves in SQL; tests/integration covers that on real PostgreSQL.)"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from services.runtime.auth import Caller
+from services.runtime.errors import (
+    Aborted,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
+from services.transaction.domain.ledger import AmountInput, Ledger, request_hash
+from services.transaction.domain.model import (
+    HistoryFilter,
+    IdempotencyKey,
+    LedgerResult,
+    Transaction,
+    TransactionStatus,
+    TransactionType,
+    Wallet,
+    WalletStatus,
+)
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+ADA = "00000000-0000-0000-0000-00000000000a"
+BOB = "00000000-0000-0000-0000-00000000000b"
+ADA_EUR = "10000000-0000-0000-0000-00000000000a"
+BOB_EUR = "10000000-0000-0000-0000-00000000000b"
+
+
+def wallet(wallet_id: str, owner: str, balance: int = 0) -> Wallet:
+    return Wallet(wallet_id, owner, "EUR", balance, 0, 0, WalletStatus.ACTIVE, NOW)
+
+
+def transaction(index: int = 0, created_at: datetime = NOW) -> Transaction:
+    return Transaction(
+        f"20000000-0000-0000-0000-{index:012d}", TransactionType.TRANSFER,
+        TransactionStatus.POSTED, 500, "EUR", 0, ADA_EUR, BOB_EUR, ADA, BOB, "", {},
+        f"R-{index:011d}", 0, None, None, ADA, created_at,
+    )  # fmt: skip
+
+
+class ScriptedStore:
+    """Answers every ledger call with `self.outcome`; records the calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.outcome = "ok"
+        self.wallets = {ADA_EUR: wallet(ADA_EUR, ADA, 1000), BOB_EUR: wallet(BOB_EUR, BOB)}
+        self.stored: LedgerResult | None = None
+        self.rows: list[Transaction] = []
+
+    def _result(self, name: str, *args: Any) -> LedgerResult:
+        self.calls.append((name, args))
+        if self.outcome != "ok":
+            return LedgerResult(self.outcome)
+        return LedgerResult("ok", transaction=transaction(), wallet=self.wallets[ADA_EUR])
+
+    async def transfer(self, *args: Any) -> LedgerResult:
+        return self._result("transfer", *args)
+
+    async def adjust(self, *args: Any) -> LedgerResult:
+        return self._result("adjust", *args)
+
+    async def replay(self, key: IdempotencyKey) -> LedgerResult | None:
+        return self.stored
+
+    async def wallet(self, wallet_id: str) -> Wallet | None:
+        return self.wallets.get(wallet_id)
+
+    async def wallet_of(self, owner_id: str, currency: str) -> Wallet | None:
+        return next((w for w in self.wallets.values() if w.owner_id == owner_id), None)
+
+    async def history(self, owner_id: str, filters: Any, after: Any, limit: int) -> list[Any]:
+        self.calls.append(("history", (limit,)))
+        return self.rows[:limit]
+
+
+class RecordingCache:
+    def __init__(self) -> None:
+        self.invalidated: list[tuple[set[str], set[str]]] = []
+        self.wallets: dict[str, Wallet] = {}
+
+    async def wallet(self, wallet_id: str) -> Wallet | None:
+        return self.wallets.get(wallet_id)
+
+    async def put_wallet(self, wallet: Wallet) -> None:
+        self.wallets[wallet.id] = wallet
+
+    async def history_page(self, owner_id: str, query: str) -> None:
+        return None
+
+    async def put_history_page(self, owner_id: str, query: str, page: Any) -> None:
+        return None
+
+    async def invalidate(self, wallet_ids: set[str], owner_ids: set[str]) -> None:
+        self.invalidated.append((wallet_ids, owner_ids))
+
+
+class Directory:
+    def __init__(self) -> None:
+        self.lookups = 0
+
+    async def user_id_for_email(self, access_token: str, email: str) -> str | None:
+        self.lookups += 1
+        return {"bob@example.com": BOB, "ada@example.com": ADA}.get(email.lower())
+
+    async def display_name(self, access_token: str, user_id: str) -> str | None:
+        return {ADA: "Ada", BOB: "Bob"}.get(user_id)
+
+
+class Clock:
+    def now(self) -> datetime:
+        return NOW
+
+
+@pytest.fixture
+def store() -> ScriptedStore:
+    return ScriptedStore()
+
+
+@pytest.fixture
+def cache() -> RecordingCache:
+    return RecordingCache()
+
+
+@pytest.fixture
+def directory() -> Directory:
+    return Directory()
+
+
+@pytest.fixture
+def ledger(store: ScriptedStore, cache: RecordingCache, directory: Directory) -> Ledger:
+    return Ledger(store, cache, directory, Clock())  # type: ignore[arg-type]
+
+
+def ada(*roles: str) -> Caller:
+    return Caller(ADA, frozenset(roles or ("user",)), "jti", 0, "token")
+
+
+def key(value: str = "k-1") -> IdempotencyKey:
+    return IdempotencyKey(ADA, value, "CreateTransfer", request_hash("CreateTransfer", b"x"))
+
+
+EUR_5 = AmountInput("EUR", 500, "")
+
+
+async def test_transfer_calls_the_ledger_once_and_invalidates_both_sides(
+    ledger: Ledger, store: ScriptedStore, cache: RecordingCache
+) -> None:
+    done = await ledger.transfer(ada(), key(), ADA_EUR, BOB_EUR, "", EUR_5, "lunch", {"a": "b"})
+    assert done.amount == 500
+    assert [name for name, _ in store.calls] == ["transfer"]
+    assert cache.invalidated == [({ADA_EUR, BOB_EUR}, {ADA, BOB})]
+
+
+async def test_invalid_transfer_lists_every_field_and_never_reaches_the_ledger(
+    ledger: Ledger, store: ScriptedStore
+) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        await ledger.transfer(
+            ada(), key(""), "nope", "", "", AmountInput("EUR", -1, ""), "x" * 281, {"": "v"}
+        )
+    fields = {v.field for v in caught.value.violations}
+    assert fields == {
+        "request_id", "source_wallet_id", "destination", "amount.amount", "memo", "metadata[]",
+    }  # fmt: skip
+    assert store.calls == []
+
+
+@pytest.mark.parametrize(
+    ("outcome", "error", "reason"),
+    [
+        ("insufficient_funds", FailedPrecondition, "INSUFFICIENT_FUNDS"),
+        ("in_progress", Aborted, "IDEMPOTENCY_KEY_IN_USE"),
+        ("key_mismatch", FailedPrecondition, "IDEMPOTENCY_KEY_REUSED"),
+        ("wallet_not_found", NotFound, "WALLET_NOT_FOUND"),
+        ("source_frozen", FailedPrecondition, "WALLET_FROZEN"),
+        ("destination_closed", FailedPrecondition, "DESTINATION_CLOSED"),
+    ],
+)
+async def test_ledger_refusals_become_domain_errors(
+    ledger: Ledger,
+    store: ScriptedStore,
+    cache: RecordingCache,
+    outcome: str,
+    error: type,
+    reason: str,
+) -> None:
+    store.outcome = outcome
+    with pytest.raises(error) as caught:
+        await ledger.transfer(ada(), key(), ADA_EUR, BOB_EUR, "", EUR_5, "", {})
+    assert caught.value.reason == reason
+    assert cache.invalidated == []
+
+
+async def test_currency_mismatch_and_self_transfer_name_their_fields(
+    ledger: Ledger, store: ScriptedStore
+) -> None:
+    for outcome, field in (
+        ("currency_mismatch", "amount.currency"),
+        ("self_transfer", "destination"),
+    ):
+        store.outcome = outcome
+        with pytest.raises(InvalidArgument) as caught:
+            await ledger.transfer(ada(), key(), ADA_EUR, BOB_EUR, "", EUR_5, "", {})
+        assert caught.value.violations[0].field == field
+
+
+async def test_transfer_by_email_resolves_the_recipients_wallet(
+    ledger: Ledger, store: ScriptedStore, directory: Directory
+) -> None:
+    await ledger.transfer(ada(), key(), ADA_EUR, "", "BOB@example.com", EUR_5, "", {})
+    _, args = store.calls[0]
+    assert args[2] == BOB_EUR
+    with pytest.raises(InvalidArgument):
+        await ledger.transfer(ada(), key("k-2"), ADA_EUR, "", "ada@example.com", EUR_5, "", {})
+    with pytest.raises(NotFound):
+        await ledger.transfer(ada(), key("k-3"), ADA_EUR, "", "eve@example.com", EUR_5, "", {})
+
+
+async def test_replayed_transfer_by_email_does_not_look_the_recipient_up_again(
+    ledger: Ledger, store: ScriptedStore, directory: Directory
+) -> None:
+    store.stored = LedgerResult("replayed", transaction=transaction(7))
+    done = await ledger.transfer(ada(), key(), ADA_EUR, "", "bob@example.com", EUR_5, "", {})
+    assert done.receipt_number == "R-00000000007"
+    assert directory.lookups == 0
+    assert store.calls == []
+    store.stored = LedgerResult("key_mismatch")
+    with pytest.raises(FailedPrecondition):
+        await ledger.transfer(ada(), key(), ADA_EUR, "", "bob@example.com", EUR_5, "", {})
+
+
+async def test_someone_elses_wallet_is_not_found_but_admins_see_it(
+    ledger: Ledger, cache: RecordingCache
+) -> None:
+    with pytest.raises(NotFound):
+        await ledger.wallet(ada(), BOB_EUR)
+    assert (await ledger.wallet(ada("admin"), BOB_EUR)).owner_id == BOB
+    assert BOB_EUR in cache.wallets  # the read filled the cache
+    assert (await ledger.wallet(ada(), ADA_EUR)).balance == 1000
+
+
+async def test_adjust_needs_admin_and_a_reason(ledger: Ledger, store: ScriptedStore) -> None:
+    with pytest.raises(PermissionDenied):
+        await ledger.adjust(ada(), key(), ADA_EUR, AmountInput("EUR", 100, ""), "bonus")
+    with pytest.raises(InvalidArgument) as caught:
+        await ledger.adjust(ada("admin"), key(), ADA_EUR, AmountInput("EUR", 100, ""), "  ")
+    assert caught.value.violations[0].field == "reason"
+    with pytest.raises(InvalidArgument):
+        await ledger.adjust(ada("admin"), key(), ADA_EUR, AmountInput("USD", 100, ""), "bonus")
+    await ledger.adjust(ada("admin"), key(), ADA_EUR, AmountInput("EUR", -100, ""), "fix")
+    assert [name for name, _ in store.calls] == ["adjust"]
+
+
+async def test_history_pages_by_cursor_and_checks_filters(
+    ledger: Ledger, store: ScriptedStore
+) -> None:
+    store.rows = [transaction(i, NOW - timedelta(minutes=i)) for i in range(3)]
+    page, cursor = await ledger.history(ada(), HistoryFilter(), 2, None)
+    assert [t.receipt_number for t in page] == ["R-00000000000", "R-00000000001"]
+    assert cursor is not None
+    assert cursor.transaction_id == page[-1].id
+    last, none = await ledger.history(ada(), HistoryFilter(), 3, None)
+    assert len(last) == 3
+    assert none is None
+    with pytest.raises(InvalidArgument):
+        await ledger.history(ada(), HistoryFilter(start=NOW, end=NOW), 2, None)
+    with pytest.raises(NotFound):
+        await ledger.history(ada(), HistoryFilter(wallet_id=BOB_EUR), 2, None)
