@@ -3,6 +3,8 @@
 #   make test   run every test (unit, integration, end-to-end); sets up what it needs
 #   make lint   ruff, mypy, buf lint, and a check that gen/ is up to date
 #   make gen    regenerate gen/ from protos/
+#   make admin EMAIL=...  give a registered user the admin role (make run's database)
+#   make audit  recompute every ledger invariant of make run's database
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -62,6 +64,10 @@ fmt: $(STAMP)
 .PHONY: run
 run: $(STAMP) system-deps
 	$(BIN)/python -m services.localmesh run
+
+.PHONY: audit
+audit: $(STAMP)
+	$(BIN)/python -m services.localmesh audit
 
 .PHONY: admin
 admin: $(STAMP)

@@ -2,6 +2,7 @@
 
 python -m services.localmesh run                start everything on localhost, until Ctrl-C
 python -m services.localmesh grant-admin EMAIL  give a registered user the admin role
+python -m services.localmesh audit              check every invariant of the ledger
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from services.localmesh.mesh import USER, Mesh, MeshConfig, MeshError
+from services.localmesh.mesh import TRANSACTION, USER, Mesh, MeshConfig, MeshError, ServiceSpec
 from services.localmesh.postgres import PostgresError
 from services.localmesh.processes import ProcessError
 from services.localmesh.redis import RedisError
@@ -39,13 +40,16 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("run", help="start the whole mesh on localhost until Ctrl-C")
     grant = commands.add_parser("grant-admin", help="give a registered user the admin role")
     grant.add_argument("email")
+    commands.add_parser("audit", help="check every invariant of the ledger")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
         config = MeshConfig.for_development()
         if args.command == "grant-admin":
-            return grant_admin(config, args.email)
+            return service_command(config, USER, "grant-admin", args.email)
+        if args.command == "audit":
+            return service_command(config, TRANSACTION, "audit")
         return run(config)
     except (MeshError, ProcessError, PostgresError, RedisError, TimeoutError) as error:
         # Expected failures (a busy port, a service that does not start): the message
@@ -113,14 +117,13 @@ Ctrl-C stops everything.
     )
 
 
-def grant_admin(config: MeshConfig, email: str) -> int:
-    """`python -m services.user grant-admin EMAIL` with the user service's development
-    environment; PostgreSQL is started for the command if it is not running."""
+def service_command(config: MeshConfig, spec: ServiceSpec, *args: str) -> int:
+    """`python -m <service> <args>` with the service's development environment
+    (grant-admin, audit); PostgreSQL is started for the command if it is not running."""
     mesh = Mesh(config)
     if not mesh.postgres.is_initialized:
         print(
-            f"no database in {config.run_dir} yet: start the mesh (make run) and register "
-            "the user first",
+            f"no database in {config.run_dir} yet: start the mesh first (make run)",
             file=sys.stderr,
         )
         return 1
@@ -130,8 +133,8 @@ def grant_admin(config: MeshConfig, email: str) -> int:
         mesh.postgres.start()
     try:
         result = subprocess.run(
-            mesh.service_command(USER, "grant-admin", email),
-            env=mesh.service_env(USER, 0),
+            mesh.service_command(spec, *args),
+            env=mesh.service_env(spec, 0),
             cwd=config.repo_root,
             check=False,
         )
