@@ -21,7 +21,7 @@ from wallet.type.v1 import money_pb2
 WALLETS = 6
 FUNDING = 10_000
 CLIENTS = 32
-TRANSFERS = 1_600
+TRANSFERS = 2_400
 RETRY_SHARE = 0.15
 
 
