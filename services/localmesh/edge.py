@@ -20,6 +20,7 @@ DESCRIPTOR_SET = REPO_ROOT / "gen" / "descriptors" / "wallet.pb"
 
 # Name of the cluster through which Envoy fetches the JWKS from its own listener.
 EDGE_SELF_CLUSTER = "edge_self"
+RATELIMIT_CLUSTER = "ratelimit_grpc"
 # REST path of UserService.GetJwks (its google.api.http binding).
 JWKS_PATH = "/.well-known/jwks.json"
 
@@ -50,6 +51,25 @@ class UpstreamService:
     # Read-only gRPC methods, as "/<service>/<Method>" paths: retried on UNAVAILABLE and
     # resets too (others only when the request never reached the application).
     idempotent_methods: tuple[str, ...] = ()
+    # Methods that move money: rate-limited in the stricter "money" class.
+    money_methods: tuple[str, ...] = ()
+    # Methods never rate-limited (the JWKS, which Envoy itself fetches through the edge).
+    unlimited_methods: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RateLimitSettings:
+    """The global rate-limit service (Envoy's RLS protocol) and its route classes.
+
+    Public methods are limited per client address in class "anonymous"; the others
+    per user in "money" (money_methods) or "default". Classes in `fail_closed` are
+    refused when the rate-limit service cannot answer; the others pass.
+    """
+
+    endpoints: tuple[Endpoint, ...]
+    fail_closed: frozenset[str] = frozenset({"money"})
+    domain: str = "wallet"
+    timeout_ms: int = 500
 
 
 @dataclass(frozen=True)
@@ -75,6 +95,12 @@ class EdgeSettings:
     user_id_header: str = "x-wallet-user-id"
     # Headers only the edge may set: removed from every client request.
     internal_headers: tuple[str, ...] = ("x-wallet-user-id", "x-wallet-roles")
+    # Global, shared token buckets (None: no global rate limiting).
+    ratelimit: RateLimitSettings | None = None
+    # Per-Envoy backstop for everything, whatever the global limits say.
+    local_requests_per_second: int = 2_000
+    # Browser origins allowed to call the API (CORS), exact matches.
+    cors_origins: tuple[str, ...] = ("http://localhost:3000", "http://127.0.0.1:3000")
 
 
 @dataclass(frozen=True)
@@ -165,7 +191,8 @@ def validate_edge_settings(settings: EdgeSettings) -> None:
     clusters: set[str] = set()
     services: set[str] = set()
     for upstream in settings.upstreams:
-        if not _CLUSTER_NAME.match(upstream.cluster) or upstream.cluster == EDGE_SELF_CLUSTER:
+        reserved = (EDGE_SELF_CLUSTER, RATELIMIT_CLUSTER)
+        if not _CLUSTER_NAME.match(upstream.cluster) or upstream.cluster in reserved:
             raise ValueError(f"cluster name {upstream.cluster!r} is invalid or reserved")
         if upstream.cluster in clusters:
             raise ValueError(f"cluster {upstream.cluster!r} is defined twice")
@@ -188,6 +215,19 @@ def validate_edge_settings(settings: EdgeSettings) -> None:
             services.add(service)
         _check_method_paths(upstream, "public method", upstream.public_methods, known)
         _check_method_paths(upstream, "idempotent method", upstream.idempotent_methods, known)
+        _check_method_paths(upstream, "money method", upstream.money_methods, known)
+        _check_method_paths(upstream, "unlimited method", upstream.unlimited_methods, known)
+
+    if settings.ratelimit is not None:
+        if not settings.ratelimit.endpoints:
+            raise ValueError("ratelimit: no endpoints")
+        for endpoint in settings.ratelimit.endpoints:
+            _check_port("ratelimit endpoint port", endpoint.port)
+    if settings.local_requests_per_second <= 0:
+        raise ValueError("local_requests_per_second must be positive")
+    for origin in settings.cors_origins:
+        if not _HEADER_SAFE.match(origin):
+            raise ValueError(f"CORS origin {origin!r} is not a plain origin")
 
     # jwt_authn fetches the JWKS through the edge: that call must not need a token.
     jwks_method = known.get_bindings.get(JWKS_PATH)
@@ -197,6 +237,76 @@ def validate_edge_settings(settings: EdgeSettings) -> None:
             f"GET {JWKS_PATH} must be bound to a public method of an upstream "
             f"(found {jwks_method or 'no binding'})"
         )
+
+
+ANONYMOUS, DEFAULT, MONEY = "anonymous", "default", "money"
+
+
+@dataclass(frozen=True)
+class Route:
+    """One upstream route, as the template writes it."""
+
+    name: str
+    cluster: str
+    path: str | None  # exact gRPC method path, or None for a service prefix
+    prefix: str | None
+    retry_on: str
+    rate_limit_class: str | None  # None: not rate-limited
+    stage: int  # the rate-limit filter that handles it: 0 fails open, 1 fails closed
+
+
+_RETRY_ANY = "unavailable,reset,connect-failure,refused-stream"
+# The request never reached the application: safe to retry any call.
+_RETRY_UNSENT = "connect-failure,refused-stream"
+
+
+def upstream_routes(settings: EdgeSettings) -> list[Route]:
+    """Exact routes for methods with a policy of their own, then one prefix route
+    per service for the rest."""
+    closed = settings.ratelimit.fail_closed if settings.ratelimit else frozenset()
+    routes: list[Route] = []
+    for upstream in settings.upstreams:
+        special = dict.fromkeys(
+            (
+                *upstream.public_methods,
+                *upstream.money_methods,
+                *upstream.idempotent_methods,
+                *upstream.unlimited_methods,
+            )
+        )
+        for path in special:
+            if path in upstream.unlimited_methods:
+                limit_class = None
+            elif path in upstream.public_methods:
+                limit_class = ANONYMOUS
+            elif path in upstream.money_methods:
+                limit_class = MONEY
+            else:
+                limit_class = DEFAULT
+            routes.append(
+                Route(
+                    name=upstream.cluster + path.replace("/", "_").replace(".", "_"),
+                    cluster=upstream.cluster,
+                    path=path,
+                    prefix=None,
+                    retry_on=_RETRY_ANY if path in upstream.idempotent_methods else _RETRY_UNSENT,
+                    rate_limit_class=limit_class,
+                    stage=1 if limit_class in closed else 0,
+                )
+            )
+        for service in upstream.grpc_services:
+            routes.append(
+                Route(
+                    name=f"{upstream.cluster}_{service.replace('.', '_')}",
+                    cluster=upstream.cluster,
+                    path=None,
+                    prefix=f"/{service}/",
+                    retry_on=_RETRY_UNSENT,
+                    rate_limit_class=DEFAULT,
+                    stage=1 if DEFAULT in closed else 0,
+                )
+            )
+    return routes
 
 
 def _loopback_for(host: str) -> str:
@@ -229,4 +339,6 @@ def render_envoy_config(settings: EdgeSettings) -> str:
         jwks_uri=f"http://{uri_host}:{settings.listen_port}{JWKS_PATH}",
         all_grpc_services=[s for u in settings.upstreams for s in u.grpc_services],
         first_upstream=settings.upstreams[0],
+        routes=upstream_routes(settings),
+        ratelimit_cluster=RATELIMIT_CLUSTER,
     )

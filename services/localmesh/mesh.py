@@ -17,7 +17,6 @@ Layout of the run folder (git-ignored):
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import shutil
@@ -36,18 +35,21 @@ from services.localmesh.edge import (
     REPO_ROOT,
     EdgeSettings,
     Endpoint,
+    RateLimitSettings,
     UpstreamService,
     render_envoy_config,
 )
 from services.localmesh.postgres import PostgresServer
 from services.localmesh.processes import ManagedProcess
 from services.localmesh.redis import RedisServer
+from services.ratelimit.limits import load_limits
 from services.transaction import edge_policy as transaction_edge_policy
 from services.user import edge_policy as user_edge_policy
 
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
+DEFAULT_LIMITS = REPO_ROOT / "services" / "ratelimit" / "limits.yaml"
 
 
 class MeshError(RuntimeError):
@@ -61,16 +63,22 @@ class ServiceSpec:
     name: str  # "user": cluster "user_grpc", instances "user-1", "user-2"
     module: str  # "services.user": run as `python -m <module> serve|migrate`
     env_prefix: str  # "USER_": prefix of the service's environment variables
-    database: str  # its own database in the shared cluster
+    database: str | None  # its own database in the shared cluster (None: needs none)
     grpc_services: tuple[str, ...]  # the first one is the one health checks ask about
     public_methods: tuple[str, ...] = ()  # gRPC paths callable without a JWT
     idempotent_methods: tuple[str, ...] = ()  # gRPC paths Envoy may retry freely
+    money_methods: tuple[str, ...] = ()  # gRPC paths in the stricter rate-limit class
+    unlimited_methods: tuple[str, ...] = ()  # gRPC paths never rate-limited
     instances: int = 2
     # Services this one calls directly (client-side round robin over their
     # instances): each gets <PREFIX><NAME>_SERVICE_TARGET in the environment.
     calls: tuple[str, ...] = ()
     # Only the issuer of access tokens gets the private signing key.
     signs_tokens: bool = False
+    # Behind the edge as an upstream (False: a helper Envoy calls, like rate limiting).
+    routed: bool = True
+    # Gets the rate-limit classes file (<PREFIX>CONFIG_FILE).
+    reads_limits: bool = False
 
 
 USER = ServiceSpec(
@@ -81,6 +89,7 @@ USER = ServiceSpec(
     grpc_services=(user_edge_policy.SERVICE_NAME,),
     public_methods=user_edge_policy.PUBLIC_METHODS,
     idempotent_methods=user_edge_policy.IDEMPOTENT_METHODS,
+    unlimited_methods=user_edge_policy.UNLIMITED_METHODS,
     signs_tokens=True,
 )
 
@@ -92,10 +101,21 @@ TRANSACTION = ServiceSpec(
     grpc_services=(transaction_edge_policy.SERVICE_NAME,),
     public_methods=transaction_edge_policy.PUBLIC_METHODS,
     idempotent_methods=transaction_edge_policy.IDEMPOTENT_METHODS,
+    money_methods=transaction_edge_policy.MONEY_METHODS,
     calls=("user",),
 )
 
-SERVICES: tuple[ServiceSpec, ...] = (USER, TRANSACTION)
+RATELIMIT = ServiceSpec(
+    name="ratelimit",
+    module="services.ratelimit",
+    env_prefix="RATELIMIT_",
+    database=None,
+    grpc_services=("envoy.service.ratelimit.v3.RateLimitService",),
+    routed=False,
+    reads_limits=True,
+)
+
+SERVICES: tuple[ServiceSpec, ...] = (USER, TRANSACTION, RATELIMIT)
 
 
 def _env_port(name: str, default: int) -> int:
@@ -131,6 +151,8 @@ class MeshConfig:
     # Longest wait for any one readiness step (a migration gets five times this).
     ready_timeout: float = 60.0
     log_level: str = "INFO"
+    # The rate-limit classes (limits and failure modes) of the rate-limit service.
+    ratelimit_config: Path = DEFAULT_LIMITS
     # Names of the variables that override each port, for error messages.
     port_variables: Mapping[str, str] = field(default_factory=dict)
 
@@ -215,6 +237,27 @@ def find_envoy() -> str:
     return found
 
 
+@dataclass(frozen=True)
+class EdgeReplica:
+    """An extra Envoy of a mesh (see Mesh.start_edge_replica)."""
+
+    port: int
+    admin_port: int
+    process: ManagedProcess
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.admin_port}"
+
+
 class Mesh:
     """Starts, supervises and stops one local mesh. Use as a context manager."""
 
@@ -263,20 +306,26 @@ class Mesh:
         if os.environ.get("PYTHONPATH"):
             python_path.append(os.environ["PYTHONPATH"])
         prefix = spec.env_prefix
+        optional: dict[str, str] = {}
+        if spec.database:
+            optional[f"{prefix}DATABASE_URL"] = self.postgres.dsn(spec.database)
+        if spec.signs_tokens:
+            optional[f"{prefix}JWT_SIGNING_KEY_FILE"] = str(self.signing_key_path)
+        if spec.reads_limits:
+            optional[f"{prefix}CONFIG_FILE"] = str(self.config.ratelimit_config)
         return {
             **os.environ,
             "PYTHONPATH": os.pathsep.join(python_path),
             "PYTHONUNBUFFERED": "1",  # logs reach the log file as they are written
             f"{prefix}GRPC_ADDRESS": self.instance_addresses(spec.name)[index],
-            f"{prefix}DATABASE_URL": self.postgres.dsn(spec.database),
+            **(
+                {f"{prefix}DATABASE_URL": self.postgres.dsn(spec.database)} if spec.database else {}
+            ),
             f"{prefix}REDIS_URL": self.redis.url,
+            "RATELIMIT_CONFIG_FILE": str(self.config.ratelimit_config),
             f"{prefix}INSTANCE_ID": f"{spec.name}-{index + 1}",
             "LOG_LEVEL": self.config.log_level,
-            **(
-                {f"{prefix}JWT_SIGNING_KEY_FILE": str(self.signing_key_path)}
-                if spec.signs_tokens
-                else {}
-            ),
+            **optional,
             **{
                 f"{prefix}{callee.upper()}_SERVICE_TARGET": "ipv4:"
                 + ",".join(self.instance_addresses(callee))
@@ -323,13 +372,15 @@ class Mesh:
         log.info("starting PostgreSQL on port %s", self.config.postgres_port)
         self.postgres.start()
         for spec in self.config.services:
-            self.postgres.create_database(spec.database)
+            if spec.database:
+                self.postgres.create_database(spec.database)
         log.info("starting Redis on port %s", self.config.redis_port)
         self.redis.start()
         if ensure_signing_key(self.signing_key_path):
             log.info("generated a development JWT signing key in %s", self.signing_key_path)
         for spec in self.config.services:
-            self.migrate(spec)
+            if spec.database:
+                self.migrate(spec)
 
         for spec in self.config.services:
             self._instances[spec.name] = [
@@ -413,62 +464,91 @@ class Mesh:
 
     # --- the edge ---------------------------------------------------------------------
 
-    def edge_settings(self) -> EdgeSettings:
-        """The Envoy settings for this mesh's services and ports."""
-        has_idempotent = "idempotent_methods" in {
-            f.name for f in dataclasses.fields(UpstreamService)
-        }
-        upstreams = []
-        for spec in self.config.services:
-            upstream = UpstreamService(
+    def edge_settings(
+        self, *, listen_port: int | None = None, admin_port: int | None = None
+    ) -> EdgeSettings:
+        """The Envoy settings for this mesh's services and ports (another port pair
+        gives a second Envoy replica in front of the same services)."""
+        upstreams = tuple(
+            UpstreamService(
                 cluster=f"{spec.name}_grpc",
                 grpc_services=spec.grpc_services,
                 endpoints=tuple(Endpoint(LOOPBACK, port) for port in self._ports[spec.name]),
                 public_methods=spec.public_methods,
+                idempotent_methods=spec.idempotent_methods,
+                money_methods=spec.money_methods,
+                unlimited_methods=spec.unlimited_methods,
             )
-            if has_idempotent:
-                upstream = dataclasses.replace(upstream, idempotent_methods=spec.idempotent_methods)
-            upstreams.append(upstream)
+            for spec in self.config.services
+            if spec.routed
+        )
+        limits = load_limits(self.config.ratelimit_config)
+        ratelimit = RateLimitSettings(
+            endpoints=tuple(Endpoint(LOOPBACK, port) for port in self._ports[RATELIMIT.name]),
+            fail_closed=frozenset(limits.fail_closed_classes()),
+            domain=limits.domain,
+        )
+        port = listen_port or self.config.envoy_port
         return EdgeSettings(
             listen_host=LOOPBACK,
-            listen_port=self.config.envoy_port,
-            admin_port=self.config.envoy_admin_port,
-            upstreams=tuple(upstreams),
-            access_log_path=self.logs_dir / "envoy-access.log",
+            listen_port=port,
+            admin_port=admin_port or self.config.envoy_admin_port,
+            upstreams=upstreams,
+            access_log_path=self.logs_dir
+            / f"envoy-{listen_port or self.config.envoy_port}-access.log",
+            ratelimit=ratelimit,
         )
 
     def write_envoy_config(self) -> Path:
         self.envoy_config_path.write_text(render_envoy_config(self.edge_settings()))
         return self.envoy_config_path
 
-    def _start_envoy(self) -> None:
-        config_path = self.write_envoy_config()
-        self._envoy = ManagedProcess(
-            "envoy",
+    def _envoy_process(self, name: str, config_path: Path) -> ManagedProcess:
+        return ManagedProcess(
+            name,
             [find_envoy(), "-c", str(config_path), "--use-dynamic-base-id", "--log-level", "warn"],
-            log_path=self.logs_dir / "envoy.log",
+            log_path=self.logs_dir / f"{name}.log",
             cwd=self.run_dir,
-            pid_file=self.pids_dir / "envoy.pid",
+            pid_file=self.pids_dir / f"{name}.pid",
         )
+
+    def _start_envoy(self) -> None:
+        self._envoy = self._envoy_process("envoy", self.write_envoy_config())
         log.info("starting Envoy on port %s", self.config.envoy_port)
         self._envoy.start()
+
+    def start_edge_replica(self) -> EdgeReplica:
+        """A second Envoy on free ports in front of the same instances and the same
+        rate-limit service (tests of what replicas share). The caller stops it."""
+        port, admin_port = processes.free_port(), processes.free_port()
+        config_path = self.run_dir / f"envoy-{port}.yaml"
+        settings = self.edge_settings(listen_port=port, admin_port=admin_port)
+        config_path.write_text(render_envoy_config(settings))
+        process = self._envoy_process(f"envoy-{port}", config_path)
+        process.start()
+        replica = EdgeReplica(port, admin_port, process)
+        self._wait_for_envoy(process, replica.admin_url, self.config.ready_timeout)
+        return replica
 
     def wait_for_edge(self, timeout: float | None = None) -> None:
         """Wait until Envoy is ready and reports every instance of every service healthy."""
         if self._envoy is None:
             raise MeshError("Envoy is not started")
         timeout = self.config.ready_timeout if timeout is None else timeout
-        processes.wait_for_http(f"{self.admin_url}/ready", timeout, process=self._envoy)
+        self._wait_for_envoy(self._envoy, self.admin_url, timeout)
+
+    def _wait_for_envoy(self, envoy: ManagedProcess, admin_url: str, timeout: float) -> None:
+        processes.wait_for_http(f"{admin_url}/ready", timeout, process=envoy)
         processes.wait_until(
-            self._unhealthy_upstream_hosts,
+            lambda: self._unhealthy_upstream_hosts(admin_url),
             timeout,
             what="Envoy to report every instance healthy",
-            process=self._envoy,
+            process=envoy,
         )
 
-    def _unhealthy_upstream_hosts(self) -> list[str]:
+    def _unhealthy_upstream_hosts(self, admin_url: str) -> list[str]:
         """Instances Envoy does not (yet) consider healthy, from admin /clusters."""
-        clusters = processes.http_get_json(f"{self.admin_url}/clusters?format=json")
+        clusters = processes.http_get_json(f"{admin_url}/clusters?format=json")
         statuses = {c.get("name"): c for c in _dicts(_field(clusters, "cluster_statuses"))}
         # A cluster missing from the output reports its instances "unknown to Envoy".
         problems: list[str] = []

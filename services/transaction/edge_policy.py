@@ -16,3 +16,15 @@ PUBLIC_METHODS: tuple[str, ...] = ()
 IDEMPOTENT_METHODS: tuple[str, ...] = tuple(
     f"/{SERVICE_NAME}/{method.name}" for method in _SERVICE.methods
 )
+# Calls that move money: the stricter rate-limit class, which fails closed.
+MONEY_METHODS: tuple[str, ...] = tuple(
+    f"/{SERVICE_NAME}/{method}"
+    for method in (
+        "CreateTransfer",
+        "CreateHold",
+        "CaptureHold",
+        "VoidHold",
+        "RefundTransaction",
+        "AdjustWallet",
+    )
+)

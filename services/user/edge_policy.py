@@ -18,3 +18,5 @@ def _paths(*methods: str) -> tuple[str, ...]:
 PUBLIC_METHODS = _paths("CreateUser", "Login", "RefreshToken", "GetJwks")
 # Reads: a retry after the instance saw the request changes nothing.
 IDEMPOTENT_METHODS = _paths("GetUser", "LookupUser", "ListUsers", "GetJwks")
+# Never rate-limited: Envoy itself fetches the JWKS through the edge.
+UNLIMITED_METHODS = _paths("GetJwks")

@@ -3,10 +3,12 @@ each service, Envoy) started once per session on free loopback ports."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import httpx
@@ -19,9 +21,18 @@ PASSWORD = "correct horse battery"
 _emails = itertools.count()
 
 
+GENEROUS_LIMITS = Path(__file__).with_name("limits-generous.yaml")
+TIGHT_LIMITS = Path(__file__).with_name("limits-tight.yaml")
+
+
+def mesh_config_for_tests(run_dir: Path, limits: Path) -> MeshConfig:
+    return dataclasses.replace(MeshConfig.for_tests(run_dir), ratelimit_config=limits)
+
+
 @pytest.fixture(scope="session")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    with Mesh(MeshConfig.for_tests(tmp_path_factory.mktemp("mesh"))) as running:
+    config = mesh_config_for_tests(tmp_path_factory.mktemp("mesh"), GENEROUS_LIMITS)
+    with Mesh(config) as running:
         yield running
 
 

@@ -1,0 +1,69 @@
+"""Wiring of the rate-limit service: settings and limits → Redis → token buckets →
+gRPC app. The only module that knows every concrete class.
+
+Envoy is the only caller and the service listens on loopback, so there is no token
+check (no interceptors); readiness is Redis answering PING, since without Redis no
+decision can be made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# xds-protos ships no type information.
+from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc  # type: ignore[import-untyped]
+
+from services.ratelimit.api import RateLimitApi
+from services.ratelimit.buckets import TokenBuckets
+from services.ratelimit.limits import Limits
+from services.runtime.cache import create_redis
+from services.runtime.config import env
+from services.runtime.server import GrpcApp
+
+ENV_PREFIX = "RATELIMIT_"
+DEFAULT_LIMITS_FILE = Path(__file__).with_name("limits.yaml")
+# Also the health service name Envoy's health checks ask for.
+SERVICE_NAME: str = rls_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name
+
+
+@dataclass(frozen=True)
+class RateLimitSettings:
+    instance_id: str  # "ratelimit-1"
+    grpc_address: str  # "127.0.0.1:8081"
+    redis_url: str  # redis://...
+    limits_file: Path
+
+    @classmethod
+    def from_env(cls) -> RateLimitSettings:
+        return cls(
+            instance_id=env(ENV_PREFIX, "INSTANCE_ID", "ratelimit-0"),
+            grpc_address=env(ENV_PREFIX, "GRPC_ADDRESS", "127.0.0.1:8081"),
+            redis_url=env(ENV_PREFIX, "REDIS_URL"),
+            limits_file=Path(env(ENV_PREFIX, "CONFIG_FILE", str(DEFAULT_LIMITS_FILE))),
+        )
+
+
+def build_app(settings: RateLimitSettings, limits: Limits) -> GrpcApp:
+    """The app for `limits` (loaded by the caller, so a bad file stops the process
+    before anything starts)."""
+    # Short socket timeouts and no client retries (create_redis): a decision that
+    # waits on a dead Redis is worse than Envoy's failure mode.
+    redis = create_redis(settings.redis_url)
+    api = RateLimitApi(limits, TokenBuckets(redis))
+
+    async def redis_answers() -> None:
+        if not await redis.ping():
+            raise ConnectionError("Redis did not answer PING")
+
+    async def close() -> None:
+        await redis.aclose()
+
+    return GrpcApp(
+        name="ratelimit",
+        service_names=(SERVICE_NAME,),
+        register=lambda server: rls_pb2_grpc.add_RateLimitServiceServicer_to_server(api, server),
+        interceptors=[],
+        readiness_check=redis_answers,
+        on_shutdown=[close],
+    )

@@ -1,0 +1,97 @@
+"""One transaction-service instance killed under steady load: reads see no
+error (Envoy retries them on the other instance), and no transfer is executed
+twice however often it is retried (idempotency keys)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import grpc
+import psycopg
+
+from services.localmesh.mesh import Mesh
+from tests.e2e.conftest import Bank, Person, audit_ledger
+from wallet.transaction.v1 import transaction_service_pb2 as pb
+from wallet.transaction.v1 import transaction_service_pb2_grpc
+from wallet.type.v1 import money_pb2
+
+WORKERS = 8
+SECONDS = 4.0
+KILL_AFTER = 1.0
+
+
+async def test_instance_killed_under_load(bank: Bank, mesh: Mesh) -> None:
+    people: list[tuple[Person, str]] = [
+        bank.funded_person(f"steady{i}", 1_000_000) for i in range(4)
+    ]
+    read_errors: list[str] = []
+    reads = 0
+    transfers: dict[str, str] = {}  # idempotency key -> transaction id
+    client_retries = 0
+    unexpected: list[str] = []
+
+    async def worker(index: int, stub: transaction_service_pb2_grpc.TransactionServiceStub) -> None:
+        nonlocal reads, client_retries
+        person, wallet_id = people[index % len(people)]
+        _, destination = people[(index + 1) % len(people)]
+        auth = (("authorization", f"Bearer {person.access_token}"),)
+        deadline = time.monotonic() + SECONDS
+        while time.monotonic() < deadline:
+            try:
+                await stub.GetWallet(
+                    pb.GetWalletRequest(wallet_id=wallet_id), metadata=auth, timeout=10
+                )
+                reads += 1
+            except grpc.aio.AioRpcError as error:
+                read_errors.append(f"{error.code().name}: {error.details()}")
+            key = str(uuid.uuid4())
+            request = pb.CreateTransferRequest(
+                request_id=key,
+                source_wallet_id=wallet_id,
+                destination_wallet_id=destination,
+                amount=money_pb2.Money(currency="EUR", amount=1),
+            )
+            for _attempt in range(100):
+                try:
+                    response = await stub.CreateTransfer(request, metadata=auth, timeout=10)
+                except grpc.aio.AioRpcError as error:
+                    # A client retries what may not have happened, with the same key.
+                    if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED):
+                        unexpected.append(f"{error.code().name}: {error.details()}")
+                        return
+                    client_retries += 1
+                    await asyncio.sleep(0.05)
+                    continue
+                transfers[key] = response.transaction.transaction_id
+                break
+            else:
+                raise AssertionError(f"transfer {key} never went through")
+
+    async def killer() -> None:
+        await asyncio.sleep(KILL_AFTER)
+        mesh.kill_instance("transaction", 0)
+
+    channel = grpc.aio.insecure_channel(mesh.edge_grpc_target)
+    try:
+        stub = transaction_service_pb2_grpc.TransactionServiceStub(channel)
+        await asyncio.gather(killer(), *(worker(i, stub) for i in range(WORKERS)))
+    finally:
+        await channel.close()
+        mesh.restart_instance("transaction", 0, wait_for_edge=True)
+
+    assert read_errors == []
+    assert unexpected == []
+    assert reads > 50
+    wallet_ids = [wallet_id for _, wallet_id in people]
+    with psycopg.connect(mesh.postgres.conninfo("ledger")) as connection:
+        stored = connection.execute(
+            "SELECT id::text FROM transactions WHERE type = 'transfer'"
+            " AND source_account_id = ANY(%s::uuid[])",
+            (wallet_ids,),
+        ).fetchall()
+    stored_ids = sorted(row[0] for row in stored)
+    # Every transfer exactly once, however many times it was sent.
+    assert stored_ids == sorted(transfers.values())
+    assert "ledger audit: OK" in audit_ledger(mesh)
