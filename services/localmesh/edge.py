@@ -98,7 +98,7 @@ class EdgeSettings:
     # Global, shared token buckets (None: no global rate limiting).
     ratelimit: RateLimitSettings | None = None
     # Per-Envoy backstop for everything, whatever the global limits say.
-    local_requests_per_second: int = 2_000
+    local_requests_per_second: int = 5_000
     # Browser origins allowed to call the API (CORS), exact matches.
     cors_origins: tuple[str, ...] = ("http://localhost:3000", "http://127.0.0.1:3000")
 

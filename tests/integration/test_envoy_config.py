@@ -18,9 +18,12 @@ from services.localmesh.edge import (
     DESCRIPTOR_SET,
     EdgeSettings,
     Endpoint,
+    RateLimitSettings,
     UpstreamService,
     render_envoy_config,
+    upstream_routes,
 )
+from services.localmesh.mesh import Mesh, MeshConfig
 
 ENVOY = Path(sys.executable).parent / "envoy"
 USER = "wallet.user.v1.UserService"
@@ -186,3 +189,38 @@ def test_envoy_validate_catches_a_service_missing_from_the_descriptor(tmp_path: 
 
     assert result.returncode != 0
     assert "NoSuchService" in result.stderr
+
+
+def test_rate_limited_config_validates_with_classes_and_stages(tmp_path: Path) -> None:
+    money = "/wallet.user.v1.UserService/UpdateUser"  # any method: the class is configuration
+    upstream = dataclasses.replace(user_upstream(50061, 50062), money_methods=(money,))
+    settings = settings_for(
+        upstream, ratelimit=RateLimitSettings(endpoints=(Endpoint("127.0.0.1", 50070),))
+    )
+    config = render_envoy_config(settings)
+
+    result = envoy_validate(config, tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    filters = config[config.index("http_filters:") :]
+    assert filters.index("envoy.filters.http.jwt_authn") < filters.index(
+        "envoy.filters.http.ratelimit"
+    )
+    assert "failure_mode_deny: false" in config
+    assert "failure_mode_deny: true" in config
+    routes = {route.path: route for route in upstream_routes(settings) if route.path}
+    assert (routes[money].rate_limit_class, routes[money].stage) == ("money", 1)
+    login = "/wallet.user.v1.UserService/Login"
+    assert (routes[login].rate_limit_class, routes[login].stage) == ("anonymous", 0)
+
+
+def test_the_development_config_validates(tmp_path: Path) -> None:
+    """The config `make run` renders, as shipped."""
+    mesh = Mesh(dataclasses.replace(MeshConfig.for_development(), run_dir=tmp_path / "run"))
+    mesh.logs_dir.mkdir(parents=True)  # validation opens the access log
+    config = render_envoy_config(mesh.edge_settings())
+
+    result = envoy_validate(config, tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert "port_value: 8080" in config
