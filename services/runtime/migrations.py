@@ -19,3 +19,20 @@ def alembic_config(script_location: Path, database_url: str) -> Config:
 
 def upgrade_to_head(script_location: Path, database_url: str) -> None:
     command.upgrade(alembic_config(script_location, database_url), "head")
+
+
+def run_online() -> None:
+    """The body of every service's alembic env.py: migrate the database named by
+    the config's sqlalchemy.url, one transaction per migration."""
+    from alembic import context
+    from sqlalchemy import create_engine, pool
+
+    url = context.config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise RuntimeError("sqlalchemy.url must be set by the caller")
+    engine = create_engine(url, poolclass=pool.NullPool)
+    with engine.connect() as connection:
+        context.configure(connection=connection, transaction_per_migration=True)
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()

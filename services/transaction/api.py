@@ -3,14 +3,13 @@ domain call, protobuf out. Errors are mapped by the runtime's ServiceBoundary.""
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import timestamp_pb2
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 
+from services.runtime import pagination
 from services.runtime.auth import Caller, current_caller
 from services.runtime.errors import InvalidArgument
 from services.runtime.interceptors import Context
@@ -33,7 +32,7 @@ from services.transaction.domain.model import (
 from services.transaction.domain.money import format_decimal
 from wallet.transaction.v1 import transaction_service_pb2 as pb
 from wallet.transaction.v1 import transaction_service_pb2_grpc
-from wallet.type.v1 import money_pb2, page_pb2
+from wallet.type.v1 import money_pb2
 
 IDEMPOTENCY_HEADER = "idempotency-key"
 
@@ -155,29 +154,14 @@ def idempotency_key(
 
 
 def encode_page_token(cursor: HistoryCursor | None) -> str:
-    if cursor is None:
-        return ""
-    micros = int(cursor.created_at.timestamp() * 1_000_000)
-    raw = page_pb2.PageCursor(
-        after_sort_key=micros, after_id=cursor.transaction_id
-    ).SerializeToString()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return pagination.encode_page_token(
+        (cursor.created_at, cursor.transaction_id) if cursor else None
+    )
 
 
 def decode_page_token(token: str) -> HistoryCursor | None:
-    if not token:
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        cursor = page_pb2.PageCursor.FromString(raw)
-        if not cursor.after_id:
-            raise ValueError("empty cursor")
-        created_at = datetime.fromtimestamp(cursor.after_sort_key / 1_000_000, tz=UTC)
-    except (binascii.Error, DecodeError, ValueError, OverflowError) as error:
-        raise InvalidArgument.single(
-            "page_token", "is not a token returned by this list"
-        ) from error
-    return HistoryCursor(created_at, cursor.after_id)
+    after = pagination.decode_page_token(token)
+    return HistoryCursor(*after) if after else None
 
 
 def _time_filter(message: Message, field: str) -> datetime | None:

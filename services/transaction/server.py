@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from services.runtime import db
 from services.runtime.auth import RevokedTokens, TokenVerifier
 from services.runtime.cache import create_redis
+from services.runtime.clock import SystemClock
 from services.runtime.config import RuntimeSettings, env, env_int
 from services.runtime.interceptors import ServiceBoundary
 from services.runtime.jwks import RemotePublicKeys
@@ -43,11 +43,6 @@ class TransactionSettings:
             user_service_target=env(ENV_PREFIX, "USER_SERVICE_TARGET"),
             hold_sweep_seconds=env_int(ENV_PREFIX, "HOLD_SWEEP_SECONDS", 1),
         )
-
-
-class SystemClock:
-    def now(self) -> datetime:
-        return datetime.now(UTC)
 
 
 def build_app(settings: TransactionSettings) -> tuple[GrpcApp, Ledger]:

@@ -4,20 +4,17 @@ ServiceBoundary interceptor."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TypeVar
 
 from google.protobuf import timestamp_pb2
-from google.protobuf.message import DecodeError
 
+from services.runtime import pagination
 from services.runtime.auth import current_caller
 from services.runtime.errors import InvalidArgument
 from services.runtime.interceptors import Context
 from services.user.domain.accounts import Accounts, ProfileUpdate, Registration
 from services.user.domain.model import Role, Session, User, UserCursor
-from wallet.type.v1 import page_pb2
 from wallet.user.v1 import user_service_pb2 as pb
 from wallet.user.v1 import user_service_pb2_grpc
 
@@ -43,27 +40,12 @@ def user_message(user: User) -> pb.User:
 
 
 def encode_page_token(cursor: UserCursor | None) -> str:
-    if cursor is None:
-        return ""
-    micros = int(cursor.created_at.timestamp() * 1_000_000)
-    raw = page_pb2.PageCursor(after_sort_key=micros, after_id=cursor.user_id).SerializeToString()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return pagination.encode_page_token((cursor.created_at, cursor.user_id) if cursor else None)
 
 
 def decode_page_token(token: str) -> UserCursor | None:
-    if not token:
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        cursor = page_pb2.PageCursor.FromString(raw)
-        if not cursor.after_id:
-            raise ValueError("empty cursor")
-        created_at = datetime.fromtimestamp(cursor.after_sort_key / 1_000_000, tz=UTC)
-    except (binascii.Error, DecodeError, ValueError, OverflowError) as error:
-        raise InvalidArgument.single(
-            "page_token", "is not a token returned by this list"
-        ) from error
-    return UserCursor(created_at, cursor.after_id)
+    after = pagination.decode_page_token(token)
+    return UserCursor(*after) if after else None
 
 
 class UserApi(user_service_pb2_grpc.UserServiceServicer):

@@ -4,12 +4,13 @@ gRPC app. The only module that knows every concrete class."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from services.runtime import db
 from services.runtime.auth import RevokedTokens, TokenVerifier
 from services.runtime.cache import JsonCache, create_redis
+from services.runtime.clock import SystemClock
 from services.runtime.config import RuntimeSettings, env, env_int
 from services.runtime.interceptors import ServiceBoundary
 from services.runtime.server import GrpcApp
@@ -43,11 +44,6 @@ class UserSettings:
             refresh_token_days=env_int(ENV_PREFIX, "REFRESH_TOKEN_DAYS", 30),
             profile_cache_seconds=env_int(ENV_PREFIX, "PROFILE_CACHE_SECONDS", 300),
         )
-
-
-class SystemClock:
-    def now(self) -> datetime:
-        return datetime.now(UTC)
 
 
 def build_app(settings: UserSettings) -> tuple[GrpcApp, Accounts]:
