@@ -272,6 +272,7 @@ class Mesh:
         self.postgres = PostgresServer(run_dir / "postgres", config.postgres_port)
         self.redis = RedisServer(run_dir / "redis", config.redis_port)
         self._ports = self._assign_ports()
+        self._metrics_ports = self._assign_metrics_ports()
         self._instances: dict[str, list[ManagedProcess]] = {}
         self._envoy: ManagedProcess | None = None
 
@@ -297,6 +298,10 @@ class Mesh:
 
     def instance_addresses(self, service: str) -> tuple[str, ...]:
         return tuple(f"{LOOPBACK}:{port}" for port in self._ports[service])
+
+    def metrics_addresses(self, service: str) -> tuple[str, ...]:
+        """host:port of each instance's Prometheus endpoint (GET /metrics)."""
+        return tuple(f"{LOOPBACK}:{port}" for port in self._metrics_ports[service])
 
     def service_env(self, spec: ServiceSpec, index: int) -> dict[str, str]:
         """The environment of instance `index` (0-based) of `spec`, also used for its
@@ -324,6 +329,8 @@ class Mesh:
             f"{prefix}REDIS_URL": self.redis.url,
             "RATELIMIT_CONFIG_FILE": str(self.config.ratelimit_config),
             f"{prefix}INSTANCE_ID": f"{spec.name}-{index + 1}",
+            # Prometheus metrics of this instance (GET /metrics).
+            f"{prefix}METRICS_ADDRESS": self.metrics_addresses(spec.name)[index],
             "LOG_LEVEL": self.config.log_level,
             **optional,
             **{
@@ -581,6 +588,16 @@ class Mesh:
                     next_port += 1
             ports[spec.name] = tuple(chosen)
         return ports
+
+    def _assign_metrics_ports(self) -> dict[str, tuple[int, ...]]:
+        """Each instance's gRPC port + 1000 in development (50051 → 51051), free ports
+        in tests."""
+        if self.config.base_grpc_port is None:
+            return {
+                service: tuple(processes.free_port() for _ in ports)
+                for service, ports in self._ports.items()
+            }
+        return {service: tuple(p + 1000 for p in ports) for service, ports in self._ports.items()}
 
     def _instance_process(self, spec: ServiceSpec, index: int) -> ManagedProcess:
         name = f"{spec.name}-{index + 1}"
