@@ -65,6 +65,10 @@ fmt: $(STAMP)
 run: $(STAMP) system-deps
 	$(BIN)/python -m services.localmesh run
 
+.PHONY: traces
+traces: $(STAMP)
+	$(BIN)/python -m services.localmesh traces
+
 .PHONY: audit
 audit: $(STAMP)
 	$(BIN)/python -m services.localmesh audit

@@ -3,11 +3,13 @@
 python -m services.localmesh run                start everything on localhost, until Ctrl-C
 python -m services.localmesh grant-admin EMAIL  give a registered user the admin role
 python -m services.localmesh audit              check every invariant of the ledger
+python -m services.localmesh traces [--last N]  print the last traces (WALLET_TRACES=1 make run)
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import shutil
@@ -19,11 +21,13 @@ from pathlib import Path
 from types import FrameType
 
 from services.localmesh.mesh import TRANSACTION, USER, Mesh, MeshConfig, MeshError, ServiceSpec
+from services.localmesh.otlp_sink import OtlpSink, load_spans, render_traces
 from services.localmesh.postgres import PostgresError
-from services.localmesh.processes import ProcessError
+from services.localmesh.processes import ProcessError, free_port
 from services.localmesh.redis import RedisError
 
 log = logging.getLogger("services.localmesh")
+TRACES_FILE = "traces.jsonl"
 
 
 class _StopRequested(Exception):
@@ -41,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     grant = commands.add_parser("grant-admin", help="give a registered user the admin role")
     grant.add_argument("email")
     commands.add_parser("audit", help="check every invariant of the ledger")
+    traces = commands.add_parser("traces", help="print the last recorded traces as trees")
+    traces.add_argument("--last", type=int, default=5)
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -50,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             return service_command(config, USER, "grant-admin", args.email)
         if args.command == "audit":
             return service_command(config, TRANSACTION, "audit")
+        if args.command == "traces":
+            return show_traces(config, args.last)
         return run(config)
     except (MeshError, ProcessError, PostgresError, RedisError, TimeoutError) as error:
         # Expected failures (a busy port, a service that does not start): the message
@@ -59,7 +67,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(config: MeshConfig) -> int:
-    """Start the mesh, print how to use it, and stop it all on Ctrl-C or SIGTERM."""
+    """Start the mesh, print how to use it, and stop it all on Ctrl-C or SIGTERM.
+
+    Traces: WALLET_TRACES=1 starts a small OTLP receiver that keeps every span in
+    <run folder>/traces.jsonl (read them with `python -m services.localmesh traces`);
+    WALLET_OTLP_ENDPOINT=host:port sends them to a collector of your own instead.
+    """
+    sink: OtlpSink | None = None
+    if os.environ.get("WALLET_OTLP_ENDPOINT"):
+        config = dataclasses.replace(config, otlp_endpoint=os.environ["WALLET_OTLP_ENDPOINT"])
+    elif os.environ.get("WALLET_TRACES", "") not in ("", "0"):
+        config.run_dir.mkdir(parents=True, exist_ok=True)
+        sink = OtlpSink(free_port(), config.run_dir / TRACES_FILE)
+        sink.start()
+        config = dataclasses.replace(config, otlp_endpoint=f"127.0.0.1:{sink.port}")
+        log.info("tracing to %s", config.run_dir / TRACES_FILE)
     mesh = Mesh(config)
     stop = threading.Event()
 
@@ -87,7 +109,19 @@ def run(config: MeshConfig) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         log.info("stopping the mesh")
         mesh.stop()
+        if sink is not None:
+            sink.stop()
         log.info("stopped; data kept in %s", config.run_dir)
+    return 0
+
+
+def show_traces(config: MeshConfig, last: int) -> int:
+    """Prints the last traces `make run` recorded (WALLET_TRACES=1) as trees."""
+    spans = load_spans(config.run_dir / TRACES_FILE)
+    if not spans:
+        print(f"no traces in {config.run_dir / TRACES_FILE}: start with WALLET_TRACES=1 make run")
+        return 1
+    print(render_traces(spans, last=last))
     return 0
 
 

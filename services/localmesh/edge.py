@@ -21,6 +21,7 @@ DESCRIPTOR_SET = REPO_ROOT / "gen" / "descriptors" / "wallet.pb"
 # Name of the cluster through which Envoy fetches the JWKS from its own listener.
 EDGE_SELF_CLUSTER = "edge_self"
 RATELIMIT_CLUSTER = "ratelimit_grpc"
+OTLP_CLUSTER = "otel_collector"
 # REST path of UserService.GetJwks (its google.api.http binding).
 JWKS_PATH = "/.well-known/jwks.json"
 
@@ -99,6 +100,8 @@ class EdgeSettings:
     ratelimit: RateLimitSettings | None = None
     # Per-Envoy backstop for everything, whatever the global limits say.
     local_requests_per_second: int = 5_000
+    # OTLP/gRPC trace receiver (None: Envoy does not trace).
+    otlp_endpoint: Endpoint | None = None
     # Browser origins allowed to call the API (CORS), exact matches.
     cors_origins: tuple[str, ...] = ("http://localhost:3000", "http://127.0.0.1:3000")
 
@@ -191,7 +194,7 @@ def validate_edge_settings(settings: EdgeSettings) -> None:
     clusters: set[str] = set()
     services: set[str] = set()
     for upstream in settings.upstreams:
-        reserved = (EDGE_SELF_CLUSTER, RATELIMIT_CLUSTER)
+        reserved = (EDGE_SELF_CLUSTER, RATELIMIT_CLUSTER, OTLP_CLUSTER)
         if not _CLUSTER_NAME.match(upstream.cluster) or upstream.cluster in reserved:
             raise ValueError(f"cluster name {upstream.cluster!r} is invalid or reserved")
         if upstream.cluster in clusters:
@@ -341,4 +344,5 @@ def render_envoy_config(settings: EdgeSettings) -> str:
         first_upstream=settings.upstreams[0],
         routes=upstream_routes(settings),
         ratelimit_cluster=RATELIMIT_CLUSTER,
+        otlp_cluster=OTLP_CLUSTER,
     )

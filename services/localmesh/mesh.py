@@ -153,6 +153,8 @@ class MeshConfig:
     log_level: str = "INFO"
     # The rate-limit classes (limits and failure modes) of the rate-limit service.
     ratelimit_config: Path = DEFAULT_LIMITS
+    # OTLP/gRPC trace receiver "host:port" for Envoy and every service (None: off).
+    otlp_endpoint: str | None = None
     # Names of the variables that override each port, for error messages.
     port_variables: Mapping[str, str] = field(default_factory=dict)
 
@@ -318,6 +320,14 @@ class Mesh:
             optional[f"{prefix}JWT_SIGNING_KEY_FILE"] = str(self.signing_key_path)
         if spec.reads_limits:
             optional[f"{prefix}CONFIG_FILE"] = str(self.config.ratelimit_config)
+        if self.config.otlp_endpoint:
+            # The standard OpenTelemetry variables (see services/runtime/telemetry.py).
+            optional |= {
+                "OTEL_TRACES_EXPORTER": "otlp",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{self.config.otlp_endpoint}",
+                "OTEL_EXPORTER_OTLP_INSECURE": "true",
+                "OTEL_SERVICE_NAME": f"wallet-{spec.name}",
+            }
         return {
             **os.environ,
             "PYTHONPATH": os.pathsep.join(python_path),
@@ -504,6 +514,7 @@ class Mesh:
             access_log_path=self.logs_dir
             / f"envoy-{listen_port or self.config.envoy_port}-access.log",
             ratelimit=ratelimit,
+            otlp_endpoint=_endpoint(self.config.otlp_endpoint),
         )
 
     def write_envoy_config(self) -> Path:
@@ -646,6 +657,13 @@ class Mesh:
             hints = sorted({var for _, _, var in busy if var is not None})
             hint = f" Move them with {', '.join(hints)}." if hints else ""
             raise MeshError(f"ports in use: {listed}. Is another mesh running?{hint}")
+
+
+def _endpoint(address: str | None) -> Endpoint | None:
+    if not address:
+        return None
+    host, _, port = address.rpartition(":")
+    return Endpoint(host, int(port))
 
 
 def _port_is_free(port: int) -> bool:

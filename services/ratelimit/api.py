@@ -24,6 +24,7 @@ from google.protobuf import duration_pb2
 
 from services.ratelimit.buckets import Decision, TokenBuckets
 from services.ratelimit.limits import ClassLimit, Limits, Match, Per, Unmatched
+from services.ratelimit.metrics import DecisionCounts, Outcome
 from services.runtime.errors import Unavailable
 from services.runtime.interceptors import Context
 
@@ -58,6 +59,7 @@ class RateLimitApi(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[misc]
         }
         self._warned: set[str] = set()
         self._store_down = False
+        self._counts = DecisionCounts(limits.classes)
 
     async def ShouldRateLimit(
         self, request: rls_pb2.RateLimitRequest, context: Context
@@ -72,6 +74,7 @@ class RateLimitApi(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[misc]
             )
             if isinstance(found, Unmatched):
                 self._warn_once(found.reason)
+                self._counts.unmatched()
                 statuses.append(_Response.DescriptorStatus(code=_Response.OK))
                 continue
             # A descriptor's own hits_addend (newer Envoys) overrides the request's.
@@ -86,11 +89,16 @@ class RateLimitApi(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[misc]
             decisions = await self._decide(to_decide)
         except Unavailable as error:
             self._note_store(error)
+            for _, found, _ in to_decide:
+                self._counts.decided(found.limit.name, Outcome.ERROR)
             await context.abort(grpc.StatusCode.UNAVAILABLE, "rate-limit store unavailable")
         if to_decide:
             self._note_store(None)
         for (index, found, _), decision in zip(to_decide, decisions, strict=True):
             statuses[index] = self._status(found.limit, decision)
+            self._counts.decided(
+                found.limit.name, Outcome.OK if decision.allowed else Outcome.OVER_LIMIT
+            )
         over = any(status.code == _Response.OVER_LIMIT for status in statuses)
         return _Response(
             overall_code=_Response.OVER_LIMIT if over else _Response.OK, statuses=statuses

@@ -2,8 +2,8 @@
 gRPC app. The only module that knows every concrete class.
 
 Envoy is the only caller and the service listens on loopback, so there is no token
-check (no interceptors); readiness is Redis answering PING, since without Redis no
-decision can be made.
+check (RpcMetrics is its only interceptor); readiness is Redis answering PING, since
+without Redis no decision can be made.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from services.ratelimit.api import RateLimitApi
 from services.ratelimit.buckets import TokenBuckets
 from services.ratelimit.limits import Limits
 from services.runtime.cache import create_redis
-from services.runtime.config import env
+from services.runtime.config import env, env_optional
+from services.runtime.metrics import RpcMetrics
 from services.runtime.server import GrpcApp
 
 ENV_PREFIX = "RATELIMIT_"
@@ -33,6 +34,7 @@ class RateLimitSettings:
     grpc_address: str  # "127.0.0.1:8081"
     redis_url: str  # redis://...
     limits_file: Path
+    metrics_address: str | None = None  # "127.0.0.1:9100"; None: no metrics endpoint
 
     @classmethod
     def from_env(cls) -> RateLimitSettings:
@@ -41,6 +43,7 @@ class RateLimitSettings:
             grpc_address=env(ENV_PREFIX, "GRPC_ADDRESS", "127.0.0.1:8081"),
             redis_url=env(ENV_PREFIX, "REDIS_URL"),
             limits_file=Path(env(ENV_PREFIX, "CONFIG_FILE", str(DEFAULT_LIMITS_FILE))),
+            metrics_address=env_optional(ENV_PREFIX, "METRICS_ADDRESS"),
         )
 
 
@@ -63,7 +66,7 @@ def build_app(settings: RateLimitSettings, limits: Limits) -> GrpcApp:
         name="ratelimit",
         service_names=(SERVICE_NAME,),
         register=lambda server: rls_pb2_grpc.add_RateLimitServiceServicer_to_server(api, server),
-        interceptors=[],
+        interceptors=[RpcMetrics()],
         readiness_check=redis_answers,
         on_shutdown=[close],
     )

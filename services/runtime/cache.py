@@ -13,6 +13,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from services.runtime.metrics import CACHE_OPERATIONS
+
 log = logging.getLogger(__name__)
 
 
@@ -28,7 +30,8 @@ def create_redis(redis_url: str) -> Redis:
 
 @dataclass
 class CacheStats:
-    """Counters read by tests and, later, exported as metrics."""
+    """Counters of one cache, read by tests; every change is also counted in
+    cache_operations_total (by namespace, across instances of the same cache)."""
 
     hits: int = 0
     misses: int = 0
@@ -60,6 +63,11 @@ class JsonCache:
         self._clock = clock
         self._down_until = 0.0
         self.stats = CacheStats()
+        # Bound once: these run on every cached read.
+        self._hit, self._miss, self._error, self._bypassed = (
+            CACHE_OPERATIONS.labels(namespace, result)
+            for result in ("hit", "miss", "error", "bypassed")
+        )
 
     def _key(self, key: str) -> str:
         return f"{self._namespace}:{key}"
@@ -67,12 +75,14 @@ class JsonCache:
     def available(self) -> bool:
         if self._clock() < self._down_until:
             self.stats.bypassed += 1
+            self._bypassed.inc()
             return False
         return True
 
     def failed(self, operation: str, error: Exception) -> None:
         """Records a Redis failure and starts the cooldown."""
         self.stats.errors += 1
+        self._error.inc()
         self._down_until = self._clock() + self._cooldown
         log.warning(
             "cache unavailable, using the database",
@@ -89,8 +99,10 @@ class JsonCache:
             return None
         if raw is None:
             self.stats.misses += 1
+            self._miss.inc()
             return None
         self.stats.hits += 1
+        self._hit.inc()
         return json.loads(raw)
 
     async def put(self, key: str, value: Any) -> None:

@@ -17,6 +17,11 @@ def env(prefix: str, name: str, default: str | None = None) -> str:
     return value
 
 
+def env_optional(prefix: str, name: str) -> str | None:
+    """A setting whose absence turns a feature off: None when unset or empty."""
+    return os.environ.get(prefix + name) or None
+
+
 def env_int(prefix: str, name: str, default: int) -> int:
     raw = os.environ.get(prefix + name)
     if raw is None or raw == "":
@@ -39,6 +44,7 @@ class RuntimeSettings:
     database_pool_size: int
     jwt_issuer: str
     jwt_audience: str
+    metrics_address: str | None = None  # "127.0.0.1:9100"; None: no metrics endpoint
 
     @classmethod
     def from_env(cls, service: str, prefix: str) -> RuntimeSettings:
@@ -51,4 +57,5 @@ class RuntimeSettings:
             database_pool_size=env_int(prefix, "DATABASE_POOL_SIZE", 10),
             jwt_issuer=env("WALLET_", "JWT_ISSUER", "wallet-mesh"),
             jwt_audience=env("WALLET_", "JWT_AUDIENCE", "wallet-mesh"),
+            metrics_address=env_optional(prefix, "METRICS_ADDRESS"),
         )

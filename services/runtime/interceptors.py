@@ -14,6 +14,7 @@ from grpc_status import rpc_status
 
 from services.runtime.auth import TokenVerifier, bearer_token, set_current_caller
 from services.runtime.errors import DomainError, ErrorKind, InvalidArgument, Unauthenticated
+from services.runtime.telemetry import annotate_current_span, tracing_enabled
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,19 @@ def _pack(message: Any) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)
     return packed
+
+
+def ids_of(message: Any, *, nested: bool = False) -> dict[str, str]:
+    """The ids a message carries (wallet, transaction, hold, user...), as span
+    attributes `wallet.<field>`: what an operator needs to find one payment's
+    trace. Only *_id string fields: never amounts, emails, tokens or secrets."""
+    found: dict[str, str] = {}
+    for field, value in message.ListFields():
+        if isinstance(value, str) and field.name.endswith("_id"):
+            found[f"wallet.{field.name}"] = value
+        elif nested and field.type == field.TYPE_MESSAGE and not field.is_repeated:
+            found.update(ids_of(value))
+    return found
 
 
 class ServiceBoundary(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
@@ -115,9 +129,22 @@ class ServiceBoundary(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                         raise Unauthenticated(
                             "this call needs an access token", reason="TOKEN_MISSING"
                         )
-                    reset = set_current_caller(await verifier.verify(token))
-                return await behavior(request, context)
+                    caller = await verifier.verify(token)
+                    reset = set_current_caller(caller)
+                    if tracing_enabled():
+                        annotate_current_span({"enduser.id": caller.user_id})
+                if tracing_enabled():
+                    annotate_current_span(ids_of(request))
+                response = await behavior(request, context)
+                if tracing_enabled():
+                    annotate_current_span(ids_of(response, nested=True))
+                return response
             except DomainError as error:
+                # What an operator looks for first; the line carries the trace id.
+                log.info(
+                    "refused",
+                    extra={"rpc": method, "code": error.kind.name, "reason": error.reason},
+                )
                 status = rpc_status.to_status(status_for(error))
                 await context.abort(status.code, status.details, status.trailing_metadata)
             except grpc.aio.AbortError:

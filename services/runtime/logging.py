@@ -11,6 +11,8 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
+from services.runtime.telemetry import current_trace_ids
+
 # Attribute names whose values are never written.
 _SECRET_KEYS = re.compile(r"pass(word)?|secret|token|authorization|api[_-]?key|card", re.I)
 # A JWT (three base64url parts, the first starting with `{"`) anywhere in text.
@@ -56,6 +58,9 @@ class _ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.service = self._service
         record.instance = self._instance
+        ids = current_trace_ids()
+        if ids is not None:
+            record.trace_id, record.span_id = ids
         return True
 
 

@@ -23,6 +23,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 
 from services.runtime.contracts import mesh_service_names
+from services.runtime.telemetry import shutdown_tracing
 
 HealthServicer = Any
 log = logging.getLogger(__name__)
@@ -137,3 +138,4 @@ async def serve(app: GrpcApp, address: str, *, grace: float = 5.0) -> None:
     for callback in app.on_shutdown:
         with contextlib.suppress(Exception):
             await callback()
+    shutdown_tracing()

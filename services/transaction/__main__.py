@@ -17,7 +17,9 @@ import uvloop
 from services.runtime import db, migrations
 from services.runtime.config import env
 from services.runtime.logging import configure_logging
+from services.runtime.metrics import start_metrics_server
 from services.runtime.server import serve
+from services.runtime.telemetry import configure_tracing
 from services.transaction.adapters.ledger_store import Shards, SqlLedgerStore
 from services.transaction.server import ENV_PREFIX, MIGRATIONS, TransactionSettings, build_app
 
@@ -41,11 +43,14 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(audit())
     settings = TransactionSettings.from_env()
     configure_logging("transaction", settings.runtime.instance_id)
+    configure_tracing("transaction", settings.runtime.instance_id)
     uvloop.run(_serve(settings))
     return 0
 
 
 async def _serve(settings: TransactionSettings) -> None:
+    if settings.runtime.metrics_address:
+        start_metrics_server(settings.runtime.metrics_address)
     # Built inside the running loop: gRPC channels and pools bind to it.
     app, _ = build_app(settings)
     await serve(app, settings.runtime.grpc_address)

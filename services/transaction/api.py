@@ -13,6 +13,7 @@ from services.runtime import pagination
 from services.runtime.auth import Caller, current_caller
 from services.runtime.errors import InvalidArgument
 from services.runtime.interceptors import Context
+from services.transaction import metrics
 from services.transaction.adapters.user_directory import GrpcUserDirectory
 from services.transaction.domain import receipts
 from services.transaction.domain.ledger import AmountInput, Ledger, request_hash
@@ -204,6 +205,7 @@ class TransactionApi(transaction_service_pb2_grpc.TransactionServiceServicer):
         wallet = await self._ledger.close_wallet(caller, key, request.wallet_id)
         return pb.CloseWalletResponse(wallet=wallet_message(wallet))
 
+    @metrics.counts_refusals(TransactionType.TRANSFER)
     async def CreateTransfer(
         self, request: pb.CreateTransferRequest, context: Context
     ) -> pb.CreateTransferResponse:
@@ -211,7 +213,7 @@ class TransactionApi(transaction_service_pb2_grpc.TransactionServiceServicer):
         key = idempotency_key(caller, request, context, "CreateTransfer")
         if not request.HasField("amount"):
             raise InvalidArgument.single("amount", "is required")
-        transaction = await self._ledger.transfer(
+        posted = await self._ledger.transfer(
             caller,
             key,
             request.source_wallet_id,
@@ -221,7 +223,8 @@ class TransactionApi(transaction_service_pb2_grpc.TransactionServiceServicer):
             request.memo,
             dict(request.metadata),
         )
-        return pb.CreateTransferResponse(transaction=transaction_message(transaction))
+        metrics.record_posted(posted)
+        return pb.CreateTransferResponse(transaction=transaction_message(posted.transaction))
 
     async def CreateHold(
         self, request: pb.CreateHoldRequest, context: Context
@@ -245,16 +248,18 @@ class TransactionApi(transaction_service_pb2_grpc.TransactionServiceServicer):
         hold = await self._ledger.hold(current_caller(), request.hold_id)
         return pb.GetHoldResponse(hold=hold_message(hold))
 
+    @metrics.counts_refusals(TransactionType.PAYMENT)
     async def CaptureHold(
         self, request: pb.CaptureHoldRequest, context: Context
     ) -> pb.CaptureHoldResponse:
         caller = current_caller()
         key = idempotency_key(caller, request, context, "CaptureHold")
-        hold, transaction = await self._ledger.capture_hold(
+        hold, posted = await self._ledger.capture_hold(
             caller, key, request.hold_id, amount_input(request.amount)
         )
+        metrics.record_posted(posted)
         return pb.CaptureHoldResponse(
-            hold=hold_message(hold), transaction=transaction_message(transaction)
+            hold=hold_message(hold), transaction=transaction_message(posted.transaction)
         )
 
     async def VoidHold(self, request: pb.VoidHoldRequest, context: Context) -> pb.VoidHoldResponse:
@@ -263,15 +268,17 @@ class TransactionApi(transaction_service_pb2_grpc.TransactionServiceServicer):
         hold = await self._ledger.void_hold(caller, key, request.hold_id)
         return pb.VoidHoldResponse(hold=hold_message(hold))
 
+    @metrics.counts_refusals(TransactionType.REFUND)
     async def RefundTransaction(
         self, request: pb.RefundTransactionRequest, context: Context
     ) -> pb.RefundTransactionResponse:
         caller = current_caller()
         key = idempotency_key(caller, request, context, "RefundTransaction")
-        refund = await self._ledger.refund(
+        posted = await self._ledger.refund(
             caller, key, request.transaction_id, amount_input(request.amount), request.reason
         )
-        return pb.RefundTransactionResponse(transaction=transaction_message(refund))
+        metrics.record_posted(posted)
+        return pb.RefundTransactionResponse(transaction=transaction_message(posted.transaction))
 
     async def ListTransactions(
         self, request: pb.ListTransactionsRequest, context: Context
@@ -342,6 +349,7 @@ class TransactionApi(transaction_service_pb2_grpc.TransactionServiceServicer):
             recent_transactions=[transaction_message(t) for t in recent],
         )
 
+    @metrics.counts_refusals(TransactionType.ADJUSTMENT)
     async def AdjustWallet(
         self, request: pb.AdjustWalletRequest, context: Context
     ) -> pb.AdjustWalletResponse:
@@ -349,33 +357,38 @@ class TransactionApi(transaction_service_pb2_grpc.TransactionServiceServicer):
         key = idempotency_key(caller, request, context, "AdjustWallet")
         if not request.HasField("amount"):
             raise InvalidArgument.single("amount", "is required")
-        transaction, wallet = await self._ledger.adjust(
+        posted, wallet = await self._ledger.adjust(
             caller, key, request.wallet_id, amount_input(request.amount), request.reason
         )
+        metrics.record_posted(posted)
         return pb.AdjustWalletResponse(
-            transaction=transaction_message(transaction), wallet=wallet_message(wallet)
+            transaction=transaction_message(posted.transaction), wallet=wallet_message(wallet)
         )
 
+    @metrics.counts_refusals(TransactionType.FREEZE)
     async def FreezeWallet(
         self, request: pb.FreezeWalletRequest, context: Context
     ) -> pb.FreezeWalletResponse:
         caller = current_caller()
         key = idempotency_key(caller, request, context, "FreezeWallet")
-        transaction, wallet = await self._ledger.set_status(
+        posted, wallet = await self._ledger.set_status(
             caller, key, request.wallet_id, WalletStatus.FROZEN, request.reason
         )
+        metrics.record_posted(posted)
         return pb.FreezeWalletResponse(
-            wallet=wallet_message(wallet), transaction=transaction_message(transaction)
+            wallet=wallet_message(wallet), transaction=transaction_message(posted.transaction)
         )
 
+    @metrics.counts_refusals(TransactionType.UNFREEZE)
     async def UnfreezeWallet(
         self, request: pb.UnfreezeWalletRequest, context: Context
     ) -> pb.UnfreezeWalletResponse:
         caller = current_caller()
         key = idempotency_key(caller, request, context, "UnfreezeWallet")
-        transaction, wallet = await self._ledger.set_status(
+        posted, wallet = await self._ledger.set_status(
             caller, key, request.wallet_id, WalletStatus.ACTIVE, request.reason
         )
+        metrics.record_posted(posted)
         return pb.UnfreezeWalletResponse(
-            wallet=wallet_message(wallet), transaction=transaction_message(transaction)
+            wallet=wallet_message(wallet), transaction=transaction_message(posted.transaction)
         )

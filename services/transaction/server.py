@@ -15,6 +15,7 @@ from services.runtime.clock import SystemClock
 from services.runtime.config import RuntimeSettings, env, env_int
 from services.runtime.interceptors import ServiceBoundary
 from services.runtime.jwks import RemotePublicKeys
+from services.runtime.metrics import RpcMetrics, watch_pool
 from services.runtime.server import GrpcApp
 from services.transaction.adapters.ledger_cache import RedisLedgerCache
 from services.transaction.adapters.ledger_store import Shards, SqlLedgerStore
@@ -48,6 +49,7 @@ class TransactionSettings:
 def build_app(settings: TransactionSettings) -> tuple[GrpcApp, Ledger]:
     runtime = settings.runtime
     engine = db.create_engine(runtime.database_url, pool_size=runtime.database_pool_size)
+    watch_pool(runtime.service, engine)
     redis = create_redis(runtime.redis_url)
     channel = user_service_channel(settings.user_service_target)
     users = GrpcUserDirectory(channel)
@@ -83,11 +85,13 @@ def build_app(settings: TransactionSettings) -> tuple[GrpcApp, Ledger]:
             transaction_service_pb2_grpc.add_TransactionServiceServicer_to_server(api, server)
         ),
         interceptors=[
+            # First, so authentication failures are counted too.
+            RpcMetrics(),
             ServiceBoundary(
                 verifier,
                 guarded_prefixes=(f"/{SERVICE_NAME}/",),
                 public_methods=frozenset(PUBLIC_METHODS),
-            )
+            ),
         ],
         readiness_check=lambda: db.ping(engine),
         on_shutdown=[close],

@@ -13,6 +13,7 @@ from services.runtime import pagination
 from services.runtime.auth import current_caller
 from services.runtime.errors import InvalidArgument
 from services.runtime.interceptors import Context
+from services.user import metrics
 from services.user.domain.accounts import Accounts, ProfileUpdate, Registration
 from services.user.domain.model import Role, Session, User, UserCursor
 from wallet.user.v1 import user_service_pb2 as pb
@@ -56,9 +57,10 @@ class UserApi(user_service_pb2_grpc.UserServiceServicer):
     async def CreateUser(
         self, request: pb.CreateUserRequest, context: Context
     ) -> pb.CreateUserResponse:
-        user = await self._accounts.register(
-            Registration(request.email, request.password, request.display_name, request.phone)
-        )
+        with metrics.REGISTRATIONS.counting():
+            user = await self._accounts.register(
+                Registration(request.email, request.password, request.display_name, request.phone)
+            )
         return pb.CreateUserResponse(user=user_message(user))
 
     async def GetUser(self, request: pb.GetUserRequest, context: Context) -> pb.GetUserResponse:
@@ -102,7 +104,8 @@ class UserApi(user_service_pb2_grpc.UserServiceServicer):
         return pb.UpdateUserResponse(user=user_message(user))
 
     async def Login(self, request: pb.LoginRequest, context: Context) -> pb.LoginResponse:
-        session = await self._accounts.login(request.email, request.password)
+        with metrics.LOGINS.counting():
+            session = await self._accounts.login(request.email, request.password)
         return _session_message(pb.LoginResponse, session)
 
     async def RefreshToken(

@@ -13,6 +13,7 @@ from services.runtime.cache import JsonCache, create_redis
 from services.runtime.clock import SystemClock
 from services.runtime.config import RuntimeSettings, env, env_int
 from services.runtime.interceptors import ServiceBoundary
+from services.runtime.metrics import RpcMetrics, watch_pool
 from services.runtime.server import GrpcApp
 from services.user.adapters.passwords import Argon2Passwords
 from services.user.adapters.profile_cache import RedisProfileCache
@@ -49,6 +50,7 @@ class UserSettings:
 def build_app(settings: UserSettings) -> tuple[GrpcApp, Accounts]:
     runtime = settings.runtime
     engine = db.create_engine(runtime.database_url, pool_size=runtime.database_pool_size)
+    watch_pool(runtime.service, engine)
     redis = create_redis(runtime.redis_url)
     signing_key = SigningKey.from_pem_file(settings.signing_key_file)
     public_keys = LocalPublicKeys(signing_key)
@@ -86,11 +88,13 @@ def build_app(settings: UserSettings) -> tuple[GrpcApp, Accounts]:
             api, server
         ),
         interceptors=[
+            # First, so authentication failures are counted too.
+            RpcMetrics(),
             ServiceBoundary(
                 verifier,
                 guarded_prefixes=(f"/{SERVICE_NAME}/",),
                 public_methods=frozenset(PUBLIC_METHODS),
-            )
+            ),
         ],
         readiness_check=lambda: db.ping(engine),
         on_shutdown=[close],

@@ -157,7 +157,8 @@ async def test_transfer_calls_the_ledger_once_and_invalidates_both_sides(
     ledger: Ledger, store: ScriptedStore, cache: RecordingCache
 ) -> None:
     done = await ledger.transfer(ada(), key(), ADA_EUR, BOB_EUR, "", EUR_5, "lunch", {"a": "b"})
-    assert done.amount == 500
+    assert done.transaction.amount == 500
+    assert not done.replayed
     assert [name for name, _ in store.calls] == ["transfer"]
     assert cache.invalidated == [({ADA_EUR, BOB_EUR}, {ADA, BOB})]
 
@@ -232,7 +233,8 @@ async def test_replayed_transfer_by_email_does_not_look_the_recipient_up_again(
 ) -> None:
     store.stored = LedgerResult("replayed", transaction=transaction(7))
     done = await ledger.transfer(ada(), key(), ADA_EUR, "", "bob@example.com", EUR_5, "", {})
-    assert done.receipt_number == "R-00000000007"
+    assert done.transaction.receipt_number == "R-00000000007"
+    assert done.replayed
     assert directory.lookups == 0
     assert store.calls == []
     store.stored = LedgerResult("key_mismatch")

@@ -33,6 +33,7 @@ from services.transaction.domain.model import (
     IdempotencyKey,
     LedgerResult,
     Party,
+    Posted,
     Receipt,
     Transaction,
     Wallet,
@@ -134,6 +135,12 @@ def _accepted(result: LedgerResult) -> LedgerResult:
         raise RuntimeError(f"unexpected ledger outcome {result.outcome!r}")
     # A fresh instance each time: exceptions carry tracebacks.
     raise _copy(refusal)
+
+
+def _posted(result: LedgerResult) -> Posted:
+    """The transaction of an accepted movement, and whether it was replayed."""
+    assert result.transaction is not None
+    return Posted(result.transaction, replayed=result.outcome == "replayed")
 
 
 def _copy(error: DomainError) -> DomainError:
@@ -244,7 +251,7 @@ class Ledger:
         amount: AmountInput,
         memo: str,
         metadata: dict[str, str],
-    ) -> Transaction:
+    ) -> Posted:
         errors = ViolationCollector()
         _check_key(key, errors)
         source_wallet_id = _check_uuid(source_wallet_id, "source_wallet_id", errors)
@@ -262,9 +269,7 @@ class Ledger:
         if not destination_wallet_id:
             replay = await self._replay(key)
             if replay is not None:
-                replayed = _accepted(replay)
-                assert replayed.transaction is not None
-                return replayed.transaction
+                return _posted(_accepted(replay))
             destination_wallet_id = await self._wallet_for_email(
                 caller, recipient_email.strip(), money.currency
             )
@@ -273,9 +278,9 @@ class Ledger:
                 key, source_wallet_id, destination_wallet_id, money, memo, metadata
             )
         )
-        assert result.transaction is not None
-        await self._invalidate_for(result.transaction)
-        return result.transaction
+        posted = _posted(result)
+        await self._invalidate_for(posted.transaction)
+        return posted
 
     async def _wallet_for_email(self, caller: Caller, email: str, currency: str) -> str:
         user_id = await self._directory.user_id_for_email(caller.access_token, email)
@@ -351,7 +356,7 @@ class Ledger:
 
     async def capture_hold(
         self, caller: Caller, key: IdempotencyKey, hold_id: str, amount: AmountInput
-    ) -> tuple[Hold, Transaction]:
+    ) -> tuple[Hold, Posted]:
         errors = ViolationCollector()
         _check_key(key, errors)
         hold_id = _check_uuid(hold_id, "hold_id", errors)
@@ -371,9 +376,9 @@ class Ledger:
             )
         )
         assert result.hold is not None
-        assert result.transaction is not None
-        await self._invalidate_for(result.transaction)
-        return result.hold, result.transaction
+        posted = _posted(result)
+        await self._invalidate_for(posted.transaction)
+        return result.hold, posted
 
     async def void_hold(self, caller: Caller, key: IdempotencyKey, hold_id: str) -> Hold:
         errors = ViolationCollector()
@@ -401,7 +406,7 @@ class Ledger:
         transaction_id: str,
         amount: AmountInput,
         reason: str,
-    ) -> Transaction:
+    ) -> Posted:
         errors = ViolationCollector()
         _check_key(key, errors)
         transaction_id = _check_uuid(transaction_id, "transaction_id", errors)
@@ -423,15 +428,15 @@ class Ledger:
                 key, transaction_id, money.amount if money else None, reason, caller.is_admin
             )
         )
-        assert result.transaction is not None
-        await self._invalidate_for(result.transaction)
-        return result.transaction
+        posted = _posted(result)
+        await self._invalidate_for(posted.transaction)
+        return posted
 
     # --- operators -------------------------------------------------------------------
 
     async def adjust(
         self, caller: Caller, key: IdempotencyKey, wallet_id: str, amount: AmountInput, reason: str
-    ) -> tuple[Transaction, Wallet]:
+    ) -> tuple[Posted, Wallet]:
         caller.require_admin()
         errors = ViolationCollector()
         _check_key(key, errors)
@@ -446,10 +451,10 @@ class Ledger:
         if wallet is not None and wallet.currency != money.currency:
             raise InvalidArgument.single("amount.currency", "must be the wallet's currency")
         result = _accepted(await self._store.adjust(key, wallet_id, money, reason))
-        assert result.transaction is not None
         assert result.wallet is not None
-        await self._invalidate_for(result.transaction)
-        return result.transaction, result.wallet
+        posted = _posted(result)
+        await self._invalidate_for(posted.transaction)
+        return posted, result.wallet
 
     async def set_status(
         self,
@@ -458,7 +463,7 @@ class Ledger:
         wallet_id: str,
         status: WalletStatus,
         reason: str,
-    ) -> tuple[Transaction, Wallet]:
+    ) -> tuple[Posted, Wallet]:
         caller.require_admin()
         errors = ViolationCollector()
         _check_key(key, errors)
@@ -466,10 +471,9 @@ class Ledger:
         reason = self._required_reason(reason, errors)
         errors.raise_if_any()
         result = _accepted(await self._store.set_wallet_status(key, wallet_id, status, reason))
-        assert result.transaction is not None
         assert result.wallet is not None
         await self._cache.invalidate({wallet_id}, {result.wallet.owner_id})
-        return result.transaction, result.wallet
+        return _posted(result), result.wallet
 
     @staticmethod
     def _required_reason(reason: str, errors: ViolationCollector) -> str:

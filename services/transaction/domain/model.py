@@ -101,6 +101,16 @@ class LedgerResult:
 
 
 @dataclass(frozen=True)
+class Posted:
+    """The transaction a money-moving call answers with: written by this call, or
+    `replayed` from the answer stored under its idempotency key (the api layer counts
+    them apart)."""
+
+    transaction: Transaction
+    replayed: bool
+
+
+@dataclass(frozen=True)
 class HistoryFilter:
     wallet_id: str | None = None
     type: TransactionType | None = None

@@ -1,0 +1,157 @@
+"""Prometheus metrics every service shares, on prometheus_client's default registry,
+and the HTTP endpoint that serves them (GET /metrics).
+
+- RPCs: `rpc_requests_total` by final status and `rpc_request_duration_seconds`, per
+  gRPC method, recorded by `RpcMetrics`, the outermost interceptor.
+- Caches: `cache_operations_total` per namespace, counted by JsonCache.
+- Database pools: `db_pool_connections` (in use, size), read at each scrape.
+
+A service's own counters (ledger, logins, rate-limit decisions) live in its `metrics`
+module, next to the api layer that records them. Circuit-breaker states and the
+reconciler's backlog (issue 4) will be defined here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from wsgiref.simple_server import WSGIServer
+
+import grpc
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import QueuePool
+
+from services.runtime.config import ConfigError
+from services.runtime.interceptors import Behavior, Context
+
+log = logging.getLogger(__name__)
+
+# 1 ms to 5 s: a cached read takes about a millisecond; the edge gives up at 15 s.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+RPC_REQUESTS = Counter(
+    "rpc_requests_total",
+    "RPCs handled, by gRPC service, method and final status code.",
+    ["service", "method", "code"],
+)
+RPC_DURATION = Histogram(
+    "rpc_request_duration_seconds",
+    "Time from the call reaching the server's interceptors to its status.",
+    ["service", "method"],
+    buckets=LATENCY_BUCKETS,
+)
+CACHE_OPERATIONS = Counter(
+    "cache_operations_total",
+    "Cache lookups and failures: hit, miss, error (Redis failed), bypassed (cooldown).",
+    ["cache", "result"],
+)
+DB_POOL_CONNECTIONS = Gauge(
+    "db_pool_connections",
+    "Database connections: in_use (checked out) and size (the configured pool size;"
+    " as many again may open as overflow).",
+    ["service", "state"],
+)
+
+
+class _MethodSeries:
+    """One method's label children, bound once: `labels()` on every call would
+    take a lock and build a key each time."""
+
+    __slots__ = ("_counts", "_method", "_service", "duration", "path")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        # "/wallet.user.v1.UserService/Login" → ("wallet.user.v1.UserService", "Login")
+        self._service, _, self._method = path.lstrip("/").rpartition("/")
+        self.duration = RPC_DURATION.labels(self._service, self._method)
+        self._counts = {grpc.StatusCode.OK: RPC_REQUESTS.labels(self._service, self._method, "OK")}
+
+    def record(self, code: grpc.StatusCode, seconds: float) -> None:
+        count = self._counts.get(code)
+        if count is None:
+            count = RPC_REQUESTS.labels(self._service, self._method, code.name)
+            self._counts[code] = count
+        count.inc()
+        self.duration.observe(seconds)
+
+
+class RpcMetrics(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Counts and times every unary RPC by its final status. Put it first, so it
+    also sees what authentication refuses; streaming RPCs (reflection) pass as is.
+
+    An exception that nothing turned into a status is answered INTERNAL here, as
+    ServiceBoundary does: gRPC itself would answer UNKNOWN with the exception's
+    text, and the code counted must be the one the caller gets.
+    """
+
+    def __init__(self) -> None:
+        # Only methods with a handler get here, so the label values stay bounded.
+        self._series: dict[str, _MethodSeries] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method: str = handler_call_details.method
+        series = self._series.get(method)
+        if series is None:
+            series = self._series[method] = _MethodSeries(method)
+        return grpc.unary_unary_rpc_method_handler(
+            # grpc-stubs types aio handlers as sync ones; they are coroutines here.
+            _measured(handler.unary_unary, series),  # type: ignore[arg-type]
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _measured(behavior: Behavior, series: _MethodSeries) -> Behavior:
+    async def measured(request: Any, context: Context) -> Any:
+        start = time.perf_counter()
+        cancelled = False
+        try:
+            return await behavior(request, context)
+        except grpc.aio.AbortError:
+            raise
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
+        except Exception:
+            log.exception("unhandled error in %s", series.path)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        finally:
+            # The code set by abort or set_code; None when the handler just returned.
+            code = grpc.StatusCode.CANCELLED if cancelled else context.code()
+            series.record(code or grpc.StatusCode.OK, time.perf_counter() - start)
+
+    return measured
+
+
+def watch_pool(service: str, engine: AsyncEngine) -> None:
+    """Reports the engine's pool at each scrape. Calling it again for a service
+    replaces the engine watched (tests build apps more than once per process)."""
+    pool = engine.pool
+    if not isinstance(pool, QueuePool):
+        return  # NullPool and the like keep no connections to report
+    DB_POOL_CONNECTIONS.labels(service, "in_use").set_function(pool.checkedout)
+    DB_POOL_CONNECTIONS.labels(service, "size").set_function(pool.size)
+
+
+def start_metrics_server(address: str) -> WSGIServer:
+    """Serves GET /metrics on `address` ("host:port"; port 0 picks a free one) from
+    a daemon thread, so a scrape never waits for the event loop, nor blocks it."""
+    host, separator, port = address.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")  # "[::1]:9100"
+    if not separator or not host or not port.isdigit():
+        raise ConfigError(f"a metrics address must be host:port, got {address!r}")
+    server, _ = start_http_server(int(port), addr=host)
+    return server

@@ -1,0 +1,67 @@
+"""The ledger's counters: money-moving calls by outcome, and the money they moved.
+
+Recorded by the api layer, so the domain stays free of infrastructure: it says
+whether a movement was new or replayed (`Posted`), and refuses with DomainErrors.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import ParamSpec, TypeVar
+
+from prometheus_client import Counter
+
+from services.runtime.errors import DomainError
+from services.transaction.domain.model import Posted, TransactionType
+
+LEDGER_TRANSACTIONS = Counter(
+    "ledger_transactions_total",
+    "Money-moving calls by transaction type and outcome: ok (a new transaction), replayed"
+    " (the stored answer to a repeated idempotency key) or the refusal's reason.",
+    ["type", "outcome"],
+)
+LEDGER_AMOUNT = Counter(
+    "ledger_amount_minor_total",
+    "Minor units moved by new transactions (not replays), by type and currency.",
+    ["type", "currency"],
+)
+# Present from the start at 0, so rates over them are right from the first scrape.
+for _type in TransactionType:
+    LEDGER_TRANSACTIONS.labels(_type, "ok")
+    LEDGER_TRANSACTIONS.labels(_type, "replayed")
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def record_posted(posted: Posted) -> None:
+    transaction = posted.transaction
+    if posted.replayed:
+        LEDGER_TRANSACTIONS.labels(transaction.type, "replayed").inc()
+        return
+    LEDGER_TRANSACTIONS.labels(transaction.type, "ok").inc()
+    LEDGER_AMOUNT.labels(transaction.type, transaction.currency).inc(transaction.amount)
+
+
+def counts_refusals(
+    kind: TransactionType,
+) -> Callable[[Callable[_P, Awaitable[_R]]], Callable[_P, Awaitable[_R]]]:
+    """Counts each refusal of a money-moving handler under its reason (its kind,
+    e.g. INVALID_ARGUMENT, when it has none); INTERNAL for unexpected errors."""
+
+    def decorate(handler: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitable[_R]]:
+        @functools.wraps(handler)
+        async def counted(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            try:
+                return await handler(*args, **kwargs)
+            except DomainError as error:
+                LEDGER_TRANSACTIONS.labels(kind, error.reason or error.kind.name).inc()
+                raise
+            except Exception:
+                LEDGER_TRANSACTIONS.labels(kind, "INTERNAL").inc()
+                raise
+
+        return counted
+
+    return decorate
