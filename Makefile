@@ -26,6 +26,11 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# xds-protos (Envoy's rate-limit stubs) also ships an older copy of the
+	# OpenTelemetry protos into the same folder; whichever installs last wins. Put
+	# opentelemetry-proto's back so the OTLP exporter finds what it needs.
+	$(BIN)/pip install --quiet --no-deps --force-reinstall \
+	  "$$(grep -o 'opentelemetry-proto==[^"]*' pyproject.toml)"
 	# Generated code lives in gen/python; put it on the virtualenv's path.
 	echo "$(CURDIR)/gen/python" > $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/wallet-gen.pth
 	touch $@

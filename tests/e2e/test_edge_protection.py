@@ -241,3 +241,21 @@ def test_cors_preflight_and_security_headers(tight_mesh: Mesh, edge: httpx.Clien
     assert answer.headers["x-content-type-options"] == "nosniff"
     assert answer.headers["x-frame-options"] == "DENY"
     assert answer.headers["cache-control"] == "no-store"
+
+
+def test_rate_limit_service_down_same_failure_modes(tight_mesh: Mesh, edge: httpx.Client) -> None:
+    """Both rate-limit instances gone (Redis fine): reads pass, money is refused."""
+    ada = person(tight_mesh, "nolimiter")
+    bob = person(tight_mesh, "nolimiterto")
+    ada_wallet, bob_wallet = _wallet(edge, ada), _wallet(edge, bob)
+    for index in range(2):
+        tight_mesh.kill_instance("ratelimit", index)
+    try:
+        assert edge.get("/v1/wallets", headers=ada.auth).status_code == 200
+        refused = _transfer(edge, ada, ada_wallet, bob_wallet)
+        assert refused.status_code == 503, refused.text
+    finally:
+        for index in range(2):
+            tight_mesh.restart_instance("ratelimit", index, wait_for_edge=False)
+        tight_mesh.wait_for_edge()
+    assert _transfer(edge, ada, ada_wallet, bob_wallet).status_code == 400  # reached the ledger

@@ -83,3 +83,15 @@ def test_json_log_lines_carry_service_instance_and_iso_time(
     assert line["timestamp"].endswith("+00:00")
     assert line["password"] == REDACTED
     assert line["user_id"] == "u1"
+
+
+def test_envoy_and_opentelemetry_protos_coexist() -> None:
+    """xds-protos and opentelemetry-proto write the same files; the set-up must
+    leave OpenTelemetry's (the OTLP exporter imports them) next to Envoy's stubs."""
+    from envoy.service.ratelimit.v3 import rls_pb2  # type: ignore[import-untyped]
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.proto.common.v1 import common_pb2
+
+    assert hasattr(common_pb2, "InstrumentationScope")
+    assert rls_pb2.RateLimitResponse.Code.Name(2) == "OVER_LIMIT"
+    assert OTLPSpanExporter is not None
