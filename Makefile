@@ -5,6 +5,7 @@
 #   make gen    regenerate gen/ from protos/
 #   make admin EMAIL=...  give a registered user the admin role (make run's database)
 #   make audit  recompute every ledger invariant of make run's database
+#   make bench  benchmark transfers and reads (BENCH_ARGS='--seconds 10 --concurrency 8,32,128')
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -15,6 +16,8 @@ STAMP := $(VENV)/.installed
 TOOLS := $(CURDIR)/.tools
 OPENAPI_PLUGIN := $(TOOLS)/protoc-gen-openapi
 GNOSTIC_VERSION := v0.7.1
+GHZ := $(TOOLS)/ghz
+GHZ_VERSION := v0.120.0
 
 .PHONY: help
 help:
@@ -45,6 +48,9 @@ system-deps:
 $(OPENAPI_PLUGIN):
 	GOBIN=$(TOOLS) go install github.com/google/gnostic/cmd/protoc-gen-openapi@$(GNOSTIC_VERSION)
 
+$(GHZ):
+	GOBIN=$(TOOLS) go install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
+
 # --- contracts --------------------------------------------------------------
 .PHONY: gen
 gen: $(STAMP) $(OPENAPI_PLUGIN)
@@ -52,8 +58,8 @@ gen: $(STAMP) $(OPENAPI_PLUGIN)
 
 .PHONY: lint
 lint: $(STAMP)
-	$(BIN)/ruff check services tests
-	$(BIN)/ruff format --check services tests
+	$(BIN)/ruff check services tests bench
+	$(BIN)/ruff format --check services tests bench
 	$(BIN)/mypy
 	PATH=$(CURDIR)/$(BIN):$$PATH scripts/buf.sh lint
 	$(MAKE) --no-print-directory gen
@@ -62,8 +68,8 @@ lint: $(STAMP)
 
 .PHONY: fmt
 fmt: $(STAMP)
-	$(BIN)/ruff format services tests
-	$(BIN)/ruff check --fix services tests
+	$(BIN)/ruff format services tests bench
+	$(BIN)/ruff check --fix services tests bench
 
 # --- running ----------------------------------------------------------------
 .PHONY: run
@@ -82,6 +88,16 @@ audit: $(STAMP)
 admin: $(STAMP)
 	@test -n "$(EMAIL)" || { echo "usage: make admin EMAIL=person@example.com"; exit 2; }
 	$(BIN)/python -m services.localmesh grant-admin "$(EMAIL)"
+
+# --- benchmarks -------------------------------------------------------------
+# Its own mesh on free ports; results in bench/results/<UTC timestamp>/ (see README).
+# wrk (REST stage) is installed from Debian when missing and permitted, else skipped.
+BENCH_ARGS ?=
+
+.PHONY: bench
+bench: $(STAMP) system-deps $(GHZ)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m bench run $(BENCH_ARGS)
 
 # --- tests ------------------------------------------------------------------
 PYTEST := $(BIN)/python -m pytest
