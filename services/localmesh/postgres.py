@@ -61,6 +61,9 @@ PG_CTL_TIMEOUT = 60  # seconds pg_ctl waits for start or stop
 _MAX_SOCKET_DIR_LENGTH = 80
 
 
+MAX_CONNECTIONS = 300
+
+
 class PostgresError(RuntimeError):
     """PostgreSQL could not be found, initialised, started or stopped."""
 
@@ -244,6 +247,10 @@ class PostgresServer:
                 str(self.socket_dir),
                 "-c",
                 f"listen_addresses={LISTEN_ADDRESS}",
+                # Every instance keeps a full pool (services times instances times pool size)
+                # and pgbench's clients come on top: the default 100 is too few.
+                "-c",
+                f"max_connections={MAX_CONNECTIONS}",
             ]
         )
         # Own session: a Ctrl-C in the launcher's terminal must not reach the server, which

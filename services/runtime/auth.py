@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -24,6 +25,7 @@ from services.runtime.errors import PermissionDenied, Unauthenticated, Unavailab
 log = logging.getLogger(__name__)
 
 ADMIN_ROLE = "admin"
+VERIFIED_TOKENS_CACHED = 10_000
 # The only algorithm accepted: pinning it is what makes `alg: none` and
 # algorithm-confusion tokens fail.
 ACCESS_TOKEN_ALGORITHM = "EdDSA"  # noqa: S105 (an algorithm name, not a secret)
@@ -127,8 +129,25 @@ class TokenVerifier:
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway_seconds
+        # Tokens already verified, until they expire: a client sends the same token
+        # for minutes, and the signature check is the costliest step of a request.
+        # Revocation is still checked on every call.
+        self._verified: OrderedDict[str, Caller] = OrderedDict()
 
     async def verify(self, token: str) -> Caller:
+        caller = self._verified.get(token)
+        if caller is not None and caller.token_expires_at + self._leeway > time.time():
+            self._verified.move_to_end(token)
+        else:
+            caller = self._verify_signature_and_claims(token, await self._key_for(token))
+            self._verified[token] = caller
+            if len(self._verified) > VERIFIED_TOKENS_CACHED:
+                self._verified.popitem(last=False)
+        if await self._revoked.is_revoked(caller.token_id):
+            raise Unauthenticated("access token revoked", reason="TOKEN_REVOKED")
+        return caller
+
+    async def _key_for(self, token: str) -> Ed25519PublicKey:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as error:
@@ -139,6 +158,9 @@ class TokenVerifier:
         key = await self._keys.key_for(kid) if isinstance(kid, str) else None
         if key is None:
             raise Unauthenticated("access token signed by an unknown key", reason="TOKEN_INVALID")
+        return key
+
+    def _verify_signature_and_claims(self, token: str, key: Ed25519PublicKey) -> Caller:
         try:
             claims = jwt.decode(
                 token,
@@ -153,8 +175,6 @@ class TokenVerifier:
             raise Unauthenticated("access token expired", reason="TOKEN_EXPIRED") from error
         except jwt.PyJWTError as error:
             raise Unauthenticated("access token not valid", reason="TOKEN_INVALID") from error
-        if await self._revoked.is_revoked(claims["jti"]):
-            raise Unauthenticated("access token revoked", reason="TOKEN_REVOKED")
         roles = claims.get("roles", [])
         return Caller(
             user_id=str(claims["sub"]),

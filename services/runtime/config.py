@@ -54,7 +54,7 @@ class RuntimeSettings:
             grpc_address=env(prefix, "GRPC_ADDRESS", "127.0.0.1:50051"),
             database_url=env(prefix, "DATABASE_URL"),
             redis_url=env(prefix, "REDIS_URL"),
-            database_pool_size=env_int(prefix, "DATABASE_POOL_SIZE", 10),
+            database_pool_size=env_int(prefix, "DATABASE_POOL_SIZE", 20),
             jwt_issuer=env("WALLET_", "JWT_ISSUER", "wallet-mesh"),
             jwt_audience=env("WALLET_", "JWT_AUDIENCE", "wallet-mesh"),
             metrics_address=env_optional(prefix, "METRICS_ADDRESS"),

@@ -22,6 +22,7 @@ from wsgiref.simple_server import WSGIServer
 
 import grpc
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 
@@ -144,6 +145,17 @@ def watch_pool(service: str, engine: AsyncEngine) -> None:
         return  # NullPool and the like keep no connections to report
     DB_POOL_CONNECTIONS.labels(service, "in_use").set_function(pool.checkedout)
     DB_POOL_CONNECTIONS.labels(service, "size").set_function(pool.size)
+
+
+def watch_driver_pool(service: str, pool: AsyncConnectionPool[Any]) -> None:
+    """The same, for a plain psycopg pool (the ledger's hot path)."""
+
+    def in_use() -> float:
+        stats = pool.get_stats()
+        return float(stats.get("pool_size", 0) - stats.get("pool_available", 0))
+
+    DB_POOL_CONNECTIONS.labels(service, "in_use").set_function(in_use)
+    DB_POOL_CONNECTIONS.labels(service, "size").set_function(lambda: float(pool.max_size))
 
 
 def start_metrics_server(address: str) -> WSGIServer:

@@ -43,6 +43,8 @@ class GrpcApp:
     # Raises while the service cannot serve (e.g. the database does not answer).
     readiness_check: Callable[[], Awaitable[None]]
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Awaited in the running loop before the server starts (e.g. opening pools).
+    on_startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Long-running tasks of the service (e.g. a sweeper), cancelled on shutdown.
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
 
@@ -70,6 +72,8 @@ async def start(app: GrpcApp, address: str, *, probe_interval: float = 2.0) -> R
     Health starts NOT_SERVING and turns SERVING once the readiness check
     passes; it is re-checked every `probe_interval` seconds after that.
     """
+    for hook in app.on_startup:
+        await hook()
     server = grpc.aio.server(
         interceptors=app.interceptors,
         options=[

@@ -57,11 +57,12 @@ async def _serve(settings: TransactionSettings) -> None:
 
 
 async def audit() -> int:
-    engine = db.create_engine(env(ENV_PREFIX, "DATABASE_URL"), pool_size=1)
+    pool = db.create_driver_pool(env(ENV_PREFIX, "DATABASE_URL"), size=1)
+    await pool.open()
     try:
-        findings = await SqlLedgerStore(Shards(engine)).audit()
+        findings = await SqlLedgerStore(Shards(pool)).audit()
     finally:
-        await engine.dispose()
+        await pool.close()
     for finding in findings:
         print(
             f"FAIL {finding.check}: {finding.subject}: expected {finding.expected},"

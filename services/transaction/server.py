@@ -15,7 +15,7 @@ from services.runtime.clock import SystemClock
 from services.runtime.config import RuntimeSettings, env, env_int
 from services.runtime.interceptors import ServiceBoundary
 from services.runtime.jwks import RemotePublicKeys
-from services.runtime.metrics import RpcMetrics, watch_pool
+from services.runtime.metrics import RpcMetrics, watch_driver_pool
 from services.runtime.server import GrpcApp
 from services.transaction.adapters.ledger_cache import RedisLedgerCache
 from services.transaction.adapters.ledger_store import Shards, SqlLedgerStore
@@ -48,12 +48,12 @@ class TransactionSettings:
 
 def build_app(settings: TransactionSettings) -> tuple[GrpcApp, Ledger]:
     runtime = settings.runtime
-    engine = db.create_engine(runtime.database_url, pool_size=runtime.database_pool_size)
-    watch_pool(runtime.service, engine)
+    pool = db.create_driver_pool(runtime.database_url, size=runtime.database_pool_size)
+    watch_driver_pool(runtime.service, pool)
     redis = create_redis(runtime.redis_url)
     channel = user_service_channel(settings.user_service_target)
     users = GrpcUserDirectory(channel)
-    ledger = Ledger(SqlLedgerStore(Shards(engine)), RedisLedgerCache(redis), users, SystemClock())
+    ledger = Ledger(SqlLedgerStore(Shards(pool)), RedisLedgerCache(redis), users, SystemClock())
     verifier = TokenVerifier(
         RemotePublicKeys(users.jwks),
         RevokedTokens(redis),
@@ -75,7 +75,7 @@ def build_app(settings: TransactionSettings) -> tuple[GrpcApp, Ledger]:
     async def close() -> None:
         await channel.close(grace=None)
         await redis.aclose()
-        await engine.dispose()
+        await pool.close()
 
     api = TransactionApi(ledger, users)
     app = GrpcApp(
@@ -93,7 +93,8 @@ def build_app(settings: TransactionSettings) -> tuple[GrpcApp, Ledger]:
                 public_methods=frozenset(PUBLIC_METHODS),
             ),
         ],
-        readiness_check=lambda: db.ping(engine),
+        readiness_check=lambda: db.ping_pool(pool),
+        on_startup=[lambda: pool.open(wait=False)],
         on_shutdown=[close],
         background=[sweep_expired_holds],
     )

@@ -126,3 +126,17 @@ def test_bearer_token_parsing() -> None:
     assert bearer_token([("authorization", "Basic abc")]) is None
     assert bearer_token([("x-other", "Bearer abc")]) is None
     assert bearer_token([]) is None
+
+
+async def test_a_cached_token_is_still_checked_for_revocation(key: SigningKey) -> None:
+    issued = issuer(key).issue("u", frozenset({Role.USER}), now())
+    revoked = Revoked()
+    checker = TokenVerifier(
+        LocalPublicKeys(key), revoked, issuer="wallet-mesh", audience="wallet-mesh"
+    )
+    assert (await checker.verify(issued.token)).user_id == "u"
+    assert (await checker.verify(issued.token)).user_id == "u"  # from the cache
+    revoked.token_ids.add(issued.token_id)
+    with pytest.raises(Unauthenticated) as caught:
+        await checker.verify(issued.token)
+    assert caught.value.reason == "TOKEN_REVOKED"
