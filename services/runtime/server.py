@@ -11,19 +11,24 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 # The asyncio health servicer; grpc_health ships no type information for it.
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 from grpc_reflection.v1alpha import reflection
 
+from services.runtime.auth import TokenVerifier
 from services.runtime.contracts import mesh_service_names
-from services.runtime.telemetry import shutdown_tracing
+from services.runtime.interceptors import ServiceBoundary
+from services.runtime.logging import configure_logging
+from services.runtime.metrics import RpcMetrics, start_metrics_server
+from services.runtime.telemetry import configure_tracing, shutdown_tracing
 
 HealthServicer = Any
 log = logging.getLogger(__name__)
@@ -143,3 +148,39 @@ async def serve(app: GrpcApp, address: str, *, grace: float = 5.0) -> None:
         with contextlib.suppress(Exception):
             await callback()
     shutdown_tracing()
+
+
+def run_service(
+    service: str,
+    instance: str,
+    grpc_address: str,
+    metrics_address: str | None,
+    build: Callable[[], GrpcApp],
+) -> None:
+    """The `serve` command of every service: JSON logs, tracing (as the OTEL_*
+    variables say), the metrics endpoint, then the app — built inside the running
+    loop, where its gRPC channels and pools bind — until SIGTERM."""
+    configure_logging(service, instance)
+    configure_tracing(service, instance)
+
+    async def main() -> None:
+        if metrics_address:
+            start_metrics_server(metrics_address)
+        await serve(build(), grpc_address)
+
+    uvloop.run(main())
+
+
+def service_interceptors(
+    verifier: TokenVerifier, service_name: str, public_methods: Iterable[str]
+) -> list[grpc.aio.ServerInterceptor]:  # type: ignore[type-arg]
+    """The interceptors of a wallet service, outermost first: metrics (so that
+    authentication failures are counted too), then the boundary."""
+    return [
+        RpcMetrics(),
+        ServiceBoundary(
+            verifier,
+            guarded_prefixes=(f"/{service_name}/",),
+            public_methods=frozenset(public_methods),
+        ),
+    ]

@@ -12,14 +12,9 @@ import argparse
 import asyncio
 import sys
 
-import uvloop
-
 from services.runtime import db, migrations
 from services.runtime.config import env
-from services.runtime.logging import configure_logging
-from services.runtime.metrics import start_metrics_server
-from services.runtime.server import serve
-from services.runtime.telemetry import configure_tracing
+from services.runtime.server import run_service
 from services.transaction.adapters.ledger_store import Shards, SqlLedgerStore
 from services.transaction.server import ENV_PREFIX, MIGRATIONS, TransactionSettings, build_app
 
@@ -42,18 +37,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "audit":
         return asyncio.run(audit())
     settings = TransactionSettings.from_env()
-    configure_logging("transaction", settings.runtime.instance_id)
-    configure_tracing("transaction", settings.runtime.instance_id)
-    uvloop.run(_serve(settings))
+    runtime = settings.runtime
+    run_service(
+        "transaction",
+        runtime.instance_id,
+        runtime.grpc_address,
+        runtime.metrics_address,
+        lambda: build_app(settings)[0],
+    )
     return 0
-
-
-async def _serve(settings: TransactionSettings) -> None:
-    if settings.runtime.metrics_address:
-        start_metrics_server(settings.runtime.metrics_address)
-    # Built inside the running loop: gRPC channels and pools bind to it.
-    app, _ = build_app(settings)
-    await serve(app, settings.runtime.grpc_address)
 
 
 async def audit() -> int:

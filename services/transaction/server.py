@@ -13,10 +13,9 @@ from services.runtime.auth import RevokedTokens, TokenVerifier
 from services.runtime.cache import create_redis
 from services.runtime.clock import SystemClock
 from services.runtime.config import RuntimeSettings, env, env_int
-from services.runtime.interceptors import ServiceBoundary
 from services.runtime.jwks import RemotePublicKeys
-from services.runtime.metrics import RpcMetrics, watch_driver_pool
-from services.runtime.server import GrpcApp
+from services.runtime.metrics import watch_driver_pool
+from services.runtime.server import GrpcApp, service_interceptors
 from services.transaction.adapters.ledger_cache import RedisLedgerCache
 from services.transaction.adapters.ledger_store import Shards, SqlLedgerStore
 from services.transaction.adapters.user_directory import GrpcUserDirectory, user_service_channel
@@ -84,15 +83,7 @@ def build_app(settings: TransactionSettings) -> tuple[GrpcApp, Ledger]:
         register=lambda server: (
             transaction_service_pb2_grpc.add_TransactionServiceServicer_to_server(api, server)
         ),
-        interceptors=[
-            # First, so authentication failures are counted too.
-            RpcMetrics(),
-            ServiceBoundary(
-                verifier,
-                guarded_prefixes=(f"/{SERVICE_NAME}/",),
-                public_methods=frozenset(PUBLIC_METHODS),
-            ),
-        ],
+        interceptors=service_interceptors(verifier, SERVICE_NAME, PUBLIC_METHODS),
         readiness_check=lambda: db.ping_pool(pool),
         on_startup=[lambda: pool.open(wait=False)],
         on_shutdown=[close],

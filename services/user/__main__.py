@@ -11,14 +11,9 @@ import argparse
 import asyncio
 import sys
 
-import uvloop
-
 from services.runtime import migrations
 from services.runtime.config import env
-from services.runtime.logging import configure_logging
-from services.runtime.metrics import start_metrics_server
-from services.runtime.server import serve
-from services.runtime.telemetry import configure_tracing
+from services.runtime.server import run_service
 from services.user.server import ENV_PREFIX, MIGRATIONS, UserSettings, build_app
 
 
@@ -37,18 +32,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "grant-admin":
         return asyncio.run(_grant_admin(args.email))
     settings = UserSettings.from_env()
-    configure_logging("user", settings.runtime.instance_id)
-    configure_tracing("user", settings.runtime.instance_id)
-    uvloop.run(_serve(settings))
+    runtime = settings.runtime
+    run_service(
+        "user",
+        runtime.instance_id,
+        runtime.grpc_address,
+        runtime.metrics_address,
+        lambda: build_app(settings)[0],
+    )
     return 0
-
-
-async def _serve(settings: UserSettings) -> None:
-    if settings.runtime.metrics_address:
-        start_metrics_server(settings.runtime.metrics_address)
-    # Built inside the running loop: gRPC channels and pools bind to it.
-    app, _ = build_app(settings)
-    await serve(app, settings.runtime.grpc_address)
 
 
 async def _grant_admin(email: str) -> int:

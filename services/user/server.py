@@ -12,9 +12,8 @@ from services.runtime.auth import RevokedTokens, TokenVerifier
 from services.runtime.cache import JsonCache, create_redis
 from services.runtime.clock import SystemClock
 from services.runtime.config import RuntimeSettings, env, env_int
-from services.runtime.interceptors import ServiceBoundary
-from services.runtime.metrics import RpcMetrics, watch_pool
-from services.runtime.server import GrpcApp
+from services.runtime.metrics import watch_pool
+from services.runtime.server import GrpcApp, service_interceptors
 from services.user.adapters.passwords import Argon2Passwords
 from services.user.adapters.profile_cache import RedisProfileCache
 from services.user.adapters.repository import SqlRefreshTokenRepository, SqlUserRepository
@@ -87,15 +86,7 @@ def build_app(settings: UserSettings) -> tuple[GrpcApp, Accounts]:
         register=lambda server: user_service_pb2_grpc.add_UserServiceServicer_to_server(
             api, server
         ),
-        interceptors=[
-            # First, so authentication failures are counted too.
-            RpcMetrics(),
-            ServiceBoundary(
-                verifier,
-                guarded_prefixes=(f"/{SERVICE_NAME}/",),
-                public_methods=frozenset(PUBLIC_METHODS),
-            ),
-        ],
+        interceptors=service_interceptors(verifier, SERVICE_NAME, PUBLIC_METHODS),
         readiness_check=lambda: db.ping(engine),
         on_shutdown=[close],
     )
