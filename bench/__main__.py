@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -262,14 +261,7 @@ def _ghz(
 
 def _audit(mesh: Mesh) -> str:
     """`python -m services.transaction audit` with the mesh's environment; its last line."""
-    result = subprocess.run(
-        mesh.service_command(TRANSACTION, "audit"),
-        env=mesh.service_env(TRANSACTION, 0),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    result = mesh.run_command(TRANSACTION, "audit")
     lines = (result.stdout.strip() or result.stderr.strip() or "no output").splitlines()
     if result.returncode != 0:
         print(result.stdout + result.stderr, file=sys.stderr)

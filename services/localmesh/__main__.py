@@ -14,7 +14,6 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -166,12 +165,7 @@ def service_command(config: MeshConfig, spec: ServiceSpec, *args: str) -> int:
         log.info("starting PostgreSQL for this command")
         mesh.postgres.start()
     try:
-        result = subprocess.run(
-            mesh.service_command(spec, *args),
-            env=mesh.service_env(spec, 0),
-            cwd=config.repo_root,
-            check=False,
-        )
+        result = mesh.run_command(spec, *args, capture=False, timeout=3600)
     finally:
         if started_here:
             mesh.postgres.stop()

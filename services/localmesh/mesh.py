@@ -21,6 +21,7 @@ import logging
 import os
 import shutil
 import socket
+import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -353,6 +354,21 @@ class Mesh:
     def service_command(self, spec: ServiceSpec, *args: str) -> list[str]:
         """`python -m <module> <args>` with this interpreter."""
         return [sys.executable, "-m", spec.module, *args]
+
+    def run_command(
+        self, spec: ServiceSpec, *args: str, capture: bool = True, timeout: float = 600
+    ) -> subprocess.CompletedProcess[str]:
+        """A one-shot command of a service (grant-admin, audit) with the environment
+        of its first instance; never raises on a non-zero exit."""
+        return subprocess.run(
+            self.service_command(spec, *args),
+            env=self.service_env(spec, 0),
+            cwd=self.config.repo_root,
+            capture_output=capture,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
     # --- lifecycle --------------------------------------------------------------------
 

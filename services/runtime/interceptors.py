@@ -63,6 +63,18 @@ def _pack(message: Any) -> any_pb2.Any:
     return packed
 
 
+def with_behavior(
+    handler: grpc.RpcMethodHandler[Any, Any], behavior: Behavior
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """The same unary-unary handler (same (de)serializers), running `behavior`:
+    how an interceptor wraps the call it lets through."""
+    return grpc.unary_unary_rpc_method_handler(
+        behavior,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
 def ids_of(message: Any, *, nested: bool = False) -> dict[str, str]:
     """The ids a message carries (wallet, transaction, hold, user...), as span
     attributes `wallet.<field>`: what an operator needs to find one payment's
@@ -110,12 +122,9 @@ class ServiceBoundary(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         if not method.startswith(self._guarded_prefixes):
             return handler
         needs_token = method not in self._public_methods
-        return grpc.unary_unary_rpc_method_handler(
-            # grpc-stubs types aio handlers as sync ones; they are coroutines here.
-            self._wrap(handler.unary_unary, method, needs_token),  # type: ignore[arg-type]
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        # grpc-stubs types aio handlers as sync ones; they are coroutines here.
+        behavior: Behavior = handler.unary_unary  # type: ignore[assignment]
+        return with_behavior(handler, self._wrap(behavior, method, needs_token))
 
     def _wrap(self, behavior: Behavior, method: str, needs_token: bool) -> Behavior:
         verifier = self._verifier

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 
 from services.runtime.config import ConfigError
-from services.runtime.interceptors import Behavior, Context
+from services.runtime.interceptors import Behavior, Context, with_behavior
 
 log = logging.getLogger(__name__)
 
@@ -107,12 +107,9 @@ class RpcMetrics(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         series = self._series.get(method)
         if series is None:
             series = self._series[method] = _MethodSeries(method)
-        return grpc.unary_unary_rpc_method_handler(
-            # grpc-stubs types aio handlers as sync ones; they are coroutines here.
-            _measured(handler.unary_unary, series),  # type: ignore[arg-type]
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        # grpc-stubs types aio handlers as sync ones; they are coroutines here.
+        behavior: Behavior = handler.unary_unary  # type: ignore[assignment]
+        return with_behavior(handler, _measured(behavior, series))
 
 
 def _measured(behavior: Behavior, series: _MethodSeries) -> Behavior:

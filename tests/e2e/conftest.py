@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ import grpc
 import httpx
 import pytest
 
-from services.localmesh.mesh import USER, Mesh, MeshConfig
+from services.localmesh.mesh import TRANSACTION, USER, Mesh, MeshConfig
 from wallet.user.v1 import user_service_pb2_grpc
 
 PASSWORD = "correct horse battery"
@@ -83,14 +82,7 @@ def register_and_login(rest: httpx.Client, prefix: str = "user") -> Person:
 
 def grant_admin(mesh: Mesh, email: str) -> None:
     """The documented way to make an admin: the user service's grant-admin command."""
-    result = subprocess.run(
-        mesh.service_command(USER, "grant-admin", email),
-        env=mesh.service_env(USER, 0),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = mesh.run_command(USER, "grant-admin", email, timeout=60)
     assert result.returncode == 0, result.stderr
 
 
@@ -158,15 +150,6 @@ def bank(rest: httpx.Client, mesh: Mesh) -> Bank:
 
 def audit_ledger(mesh: Mesh) -> str:
     """Runs the documented audit command against the mesh's ledger."""
-    from services.localmesh.mesh import TRANSACTION
-
-    result = subprocess.run(
-        mesh.service_command(TRANSACTION, "audit"),
-        env=mesh.service_env(TRANSACTION, 0),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = mesh.run_command(TRANSACTION, "audit", timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
