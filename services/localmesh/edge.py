@@ -95,7 +95,13 @@ class EdgeSettings:
     # Header that carries the verified token's `sub` to the services.
     user_id_header: str = "x-wallet-user-id"
     # Headers only the edge may set: removed from every client request.
-    internal_headers: tuple[str, ...] = ("x-wallet-user-id", "x-wallet-roles")
+    # Set inside the mesh only: dropped from whatever a client sends (the service
+    # credential of internal calls among them).
+    internal_headers: tuple[str, ...] = (
+        "x-wallet-user-id",
+        "x-wallet-roles",
+        "x-wallet-service-token",
+    )
     # Global, shared token buckets (None: no global rate limiting).
     ratelimit: RateLimitSettings | None = None
     # Per-Envoy backstop for everything, whatever the global limits say.

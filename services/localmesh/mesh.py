@@ -10,6 +10,7 @@ Layout of the run folder (git-ignored):
     postgres/            the cluster and its password (see postgres.py)
     redis/               Redis's folder and log
     keys/jwt-signing.pem the development JWT signing key (Ed25519, mode 600)
+    keys/service-token   the credential of internal calls between services (mode 600)
     logs/                one log per process: user-1.log, envoy.log, ...
     pids/                pid files, to stop the orphans of a launcher that was killed
     envoy.yaml           the rendered edge config
@@ -19,11 +20,12 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -31,6 +33,7 @@ from types import TracebackType
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from services.gateway import edge_policy as gateway_edge_policy
 from services.localmesh import processes
 from services.localmesh.edge import (
     REPO_ROOT,
@@ -44,6 +47,7 @@ from services.localmesh.postgres import PostgresServer
 from services.localmesh.processes import ManagedProcess
 from services.localmesh.redis import RedisServer
 from services.ratelimit.limits import load_limits
+from services.runtime.auth import SERVICE_TOKEN_FILE_VARIABLE
 from services.transaction import edge_policy as transaction_edge_policy
 from services.user import edge_policy as user_edge_policy
 
@@ -80,6 +84,9 @@ class ServiceSpec:
     routed: bool = True
     # Gets the rate-limit classes file (<PREFIX>CONFIG_FILE).
     reads_limits: bool = False
+    # Runs the sandbox payment provider: gets where its webhooks go (the edge) and
+    # their signing secret (<PREFIX>SANDBOX_WEBHOOK_URL / _SECRET).
+    runs_sandbox: bool = False
 
 
 USER = ServiceSpec(
@@ -103,7 +110,21 @@ TRANSACTION = ServiceSpec(
     public_methods=transaction_edge_policy.PUBLIC_METHODS,
     idempotent_methods=transaction_edge_policy.IDEMPOTENT_METHODS,
     money_methods=transaction_edge_policy.MONEY_METHODS,
-    calls=("user",),
+    calls=("user", "gateway"),
+)
+
+GATEWAY = ServiceSpec(
+    name="gateway",
+    module="services.gateway",
+    env_prefix="GATEWAY_",
+    database="payments",
+    # Only the webhook receiver is routed; the payment API is internal.
+    grpc_services=(gateway_edge_policy.WEBHOOK_SERVICE_NAME,),
+    public_methods=gateway_edge_policy.PUBLIC_METHODS,
+    # Providers retry deliveries that are refused: never rate-limit them.
+    unlimited_methods=gateway_edge_policy.PUBLIC_METHODS,
+    calls=("transaction",),
+    runs_sandbox=True,
 )
 
 RATELIMIT = ServiceSpec(
@@ -116,7 +137,10 @@ RATELIMIT = ServiceSpec(
     reads_limits=True,
 )
 
-SERVICES: tuple[ServiceSpec, ...] = (USER, TRANSACTION, RATELIMIT)
+SERVICES: tuple[ServiceSpec, ...] = (USER, TRANSACTION, GATEWAY, RATELIMIT)
+# The sandbox provider's webhook signing secret in a local mesh (not a real secret:
+# tests sign their own deliveries with it).
+SANDBOX_WEBHOOK_SECRET = "whsec_sandbox_local"  # noqa: S105
 
 
 def _env_port(name: str, default: int) -> int:
@@ -158,6 +182,8 @@ class MeshConfig:
     otlp_endpoint: str | None = None
     # Names of the variables that override each port, for error messages.
     port_variables: Mapping[str, str] = field(default_factory=dict)
+    # Extra environment of every service process (tests: shorter timeouts).
+    extra_env: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def for_development(cls, repo_root: Path = REPO_ROOT) -> MeshConfig:
@@ -210,21 +236,34 @@ def ensure_signing_key(path: Path) -> bool:
     A development key only: it lives in the git-ignored run folder and is never
     committed. Returns True if a key was generated.
     """
+    return _ensure_secret_file(
+        path,
+        lambda: Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+
+
+def ensure_service_token(path: Path) -> bool:
+    """Generate the mesh's service credential (runtime/auth.py ServiceCredential) at
+    `path` unless one exists; mode 600, git-ignored. True if one was generated."""
+    return _ensure_secret_file(path, lambda: secrets.token_urlsafe(32).encode())
+
+
+def _ensure_secret_file(path: Path, make: Callable[[], bytes]) -> bool:
     if path.exists():
         return False
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    pem = Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
+    content = make()
     # Written under a temporary name with mode 600 from the start, then renamed: the key
     # is never readable by others, and never half-written.
     temporary = path.with_name(path.name + ".tmp")
     temporary.unlink(missing_ok=True)
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as file:
-        file.write(pem)
+        file.write(content)
     temporary.replace(path)
     return True
 
@@ -271,6 +310,7 @@ class Mesh:
         self.logs_dir = run_dir / "logs"
         self.pids_dir = run_dir / "pids"
         self.signing_key_path = run_dir / "keys" / "jwt-signing.pem"
+        self.service_token_path = run_dir / "keys" / "service-token"
         self.envoy_config_path = run_dir / "envoy.yaml"
         self.postgres = PostgresServer(run_dir / "postgres", config.postgres_port)
         self.redis = RedisServer(run_dir / "redis", config.redis_port)
@@ -321,6 +361,9 @@ class Mesh:
             optional[f"{prefix}JWT_SIGNING_KEY_FILE"] = str(self.signing_key_path)
         if spec.reads_limits:
             optional[f"{prefix}CONFIG_FILE"] = str(self.config.ratelimit_config)
+        if spec.runs_sandbox:
+            optional[f"{prefix}SANDBOX_WEBHOOK_URL"] = f"{self.edge_url}/v1/webhooks/sandbox"
+            optional[f"{prefix}SANDBOX_WEBHOOK_SECRET"] = SANDBOX_WEBHOOK_SECRET
         if self.config.otlp_endpoint:
             # The standard OpenTelemetry variables (see services/runtime/telemetry.py).
             optional |= {
@@ -343,12 +386,15 @@ class Mesh:
             # Prometheus metrics of this instance (GET /metrics).
             f"{prefix}METRICS_ADDRESS": self.metrics_addresses(spec.name)[index],
             "LOG_LEVEL": self.config.log_level,
+            # The credential of internal calls between services (auth.ServiceCredential).
+            SERVICE_TOKEN_FILE_VARIABLE: str(self.service_token_path),
             **optional,
             **{
                 f"{prefix}{callee.upper()}_SERVICE_TARGET": "ipv4:"
                 + ",".join(self.instance_addresses(callee))
                 for callee in spec.calls
             },
+            **self.config.extra_env,
         }
 
     def service_command(self, spec: ServiceSpec, *args: str) -> list[str]:
@@ -411,6 +457,8 @@ class Mesh:
         self.redis.start()
         if ensure_signing_key(self.signing_key_path):
             log.info("generated a development JWT signing key in %s", self.signing_key_path)
+        if ensure_service_token(self.service_token_path):
+            log.info("generated the mesh's service credential in %s", self.service_token_path)
         for spec in self.config.services:
             if spec.database:
                 self.migrate(spec)

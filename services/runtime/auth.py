@@ -8,7 +8,9 @@ token becomes a `Caller`, kept in a context variable for the length of one RPC.
 from __future__ import annotations
 
 import contextvars
+import hmac
 import logging
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Iterable
@@ -185,6 +187,51 @@ class TokenVerifier:
             token_expires_at=int(claims["exp"]),
             access_token=token,
         )
+
+
+SERVICE_TOKEN_HEADER = "x-wallet-service-token"  # noqa: S105 (a header name)
+SERVICE_TOKEN_FILE_VARIABLE = "WALLET_SERVICE_TOKEN_FILE"  # noqa: S105 (a variable name)
+
+
+class ServiceCredential:
+    """How the services of the mesh recognise each other on internal RPCs (the
+    gateway's charges, the ledger's payment notices): one shared secret, sent in
+    the `x-wallet-service-token` header and compared in constant time.
+
+    The edge never routes internal services and strips the header from what
+    clients send. In a cluster this is what mTLS between pods would replace.
+    Without a configured secret, internal calls are refused (fail closed).
+    """
+
+    def __init__(self, token: str | None) -> None:
+        self._token = token or None
+
+    @classmethod
+    def from_env(cls) -> ServiceCredential:
+        """The secret in the file named by WALLET_SERVICE_TOKEN_FILE (the launcher
+        generates one per mesh, mode 600); none if the variable is unset."""
+        path = os.environ.get(SERVICE_TOKEN_FILE_VARIABLE)
+        if not path:
+            return cls(None)
+        with open(path, encoding="utf-8") as file:
+            return cls(file.read().strip())
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """What an internal call sends."""
+        if self._token is None:
+            raise Unavailable("no service credential configured for internal calls")
+        return ((SERVICE_TOKEN_HEADER, self._token),)
+
+    def verify(self, metadata: Iterable[tuple[str, str | bytes]]) -> None:
+        presented = next(
+            (v for k, v in metadata if k == SERVICE_TOKEN_HEADER and isinstance(v, str)), None
+        )
+        if presented is None:
+            raise Unauthenticated(
+                "this internal call needs the service credential", reason="SERVICE_TOKEN_MISSING"
+            )
+        if self._token is None or not hmac.compare_digest(presented.encode(), self._token.encode()):
+            raise PermissionDenied("service credential not valid", reason="SERVICE_TOKEN_INVALID")
 
 
 def bearer_token(metadata: Iterable[tuple[str, str | bytes]]) -> str | None:

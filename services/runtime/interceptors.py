@@ -12,7 +12,12 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from services.runtime.auth import TokenVerifier, bearer_token, set_current_caller
+from services.runtime.auth import (
+    ServiceCredential,
+    TokenVerifier,
+    bearer_token,
+    set_current_caller,
+)
 from services.runtime.errors import DomainError, ErrorKind, InvalidArgument, Unauthenticated
 from services.runtime.telemetry import annotate_current_span, tracing_enabled
 
@@ -93,20 +98,25 @@ class ServiceBoundary(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     handler raises into a status.
 
     `public_methods` are full gRPC method paths ("/pkg.Service/Method") that
-    need no token. Only the service's own methods are guarded: health and
-    reflection stay open, as probes and grpcurl need them.
+    need no token. Methods under `internal_prefixes` need the mesh's service
+    credential instead of a user's token. Only the service's own methods are
+    guarded: health and reflection stay open, as probes and grpcurl need them.
     """
 
     def __init__(
         self,
-        verifier: TokenVerifier,
+        verifier: TokenVerifier | None,
         *,
         guarded_prefixes: tuple[str, ...],
         public_methods: frozenset[str],
+        internal_prefixes: tuple[str, ...] = (),
+        credential: ServiceCredential | None = None,
     ) -> None:
         self._verifier = verifier
-        self._guarded_prefixes = guarded_prefixes
+        self._guarded_prefixes = (*guarded_prefixes, *internal_prefixes)
         self._public_methods = public_methods
+        self._internal_prefixes = internal_prefixes
+        self._credential = credential or ServiceCredential(None)
 
     async def intercept_service(
         self,
@@ -121,23 +131,29 @@ class ServiceBoundary(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             return handler
         if not method.startswith(self._guarded_prefixes):
             return handler
-        needs_token = method not in self._public_methods
+        internal = method.startswith(self._internal_prefixes) if self._internal_prefixes else False
+        needs_token = not internal and method not in self._public_methods
         # grpc-stubs types aio handlers as sync ones; they are coroutines here.
         behavior: Behavior = handler.unary_unary  # type: ignore[assignment]
-        return with_behavior(handler, self._wrap(behavior, method, needs_token))
+        return with_behavior(handler, self._wrap(behavior, method, needs_token, internal))
 
-    def _wrap(self, behavior: Behavior, method: str, needs_token: bool) -> Behavior:
+    def _wrap(self, behavior: Behavior, method: str, needs_token: bool, internal: bool) -> Behavior:
         verifier = self._verifier
+        credential = self._credential
 
         async def guarded(request: Any, context: Context) -> Any:
             reset = None
             try:
+                if internal:
+                    credential.verify(tuple(context.invocation_metadata() or ()))
                 if needs_token:
                     token = bearer_token(tuple(context.invocation_metadata() or ()))
                     if token is None:
                         raise Unauthenticated(
                             "this call needs an access token", reason="TOKEN_MISSING"
                         )
+                    if verifier is None:
+                        raise Unauthenticated("this service takes no user tokens")
                     caller = await verifier.verify(token)
                     reset = set_current_caller(caller)
                     if tracing_enabled():

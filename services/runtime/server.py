@@ -23,7 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 from grpc_reflection.v1alpha import reflection
 
-from services.runtime.auth import TokenVerifier
+from services.runtime.auth import ServiceCredential, TokenVerifier
 from services.runtime.contracts import mesh_service_names
 from services.runtime.interceptors import ServiceBoundary
 from services.runtime.logging import configure_logging
@@ -172,15 +172,23 @@ def run_service(
 
 
 def service_interceptors(
-    verifier: TokenVerifier, service_name: str, public_methods: Iterable[str]
+    verifier: TokenVerifier | None,
+    service_name: str,
+    public_methods: Iterable[str],
+    *,
+    internal_services: Iterable[str] = (),
+    credential: ServiceCredential | None = None,
 ) -> list[grpc.aio.ServerInterceptor]:  # type: ignore[type-arg]
     """The interceptors of a wallet service, outermost first: metrics (so that
-    authentication failures are counted too), then the boundary."""
+    authentication failures are counted too), then the boundary. Methods of
+    `internal_services` need the service credential instead of a user token."""
     return [
         RpcMetrics(),
         ServiceBoundary(
             verifier,
             guarded_prefixes=(f"/{service_name}/",),
             public_methods=frozenset(public_methods),
+            internal_prefixes=tuple(f"/{name}/" for name in internal_services),
+            credential=credential,
         ),
     ]

@@ -16,6 +16,7 @@ from services.runtime.interceptors import Context
 from services.transaction import metrics
 from services.transaction.adapters.user_directory import GrpcUserDirectory
 from services.transaction.domain import receipts
+from services.transaction.domain.funding import Funding
 from services.transaction.domain.ledger import AmountInput, Ledger, request_hash
 from services.transaction.domain.model import (
     HistoryCursor,
@@ -31,8 +32,9 @@ from services.transaction.domain.model import (
     WalletStatus,
 )
 from services.transaction.domain.money import format_decimal
+from wallet.transaction.v1 import funding_service_pb2 as funding_pb
+from wallet.transaction.v1 import funding_service_pb2_grpc, transaction_service_pb2_grpc
 from wallet.transaction.v1 import transaction_service_pb2 as pb
-from wallet.transaction.v1 import transaction_service_pb2_grpc
 from wallet.type.v1 import money_pb2
 
 IDEMPOTENCY_HEADER = "idempotency-key"
@@ -49,12 +51,16 @@ _TYPES = {
     TransactionType.ADJUSTMENT: pb.TRANSACTION_TYPE_ADJUSTMENT,
     TransactionType.FREEZE: pb.TRANSACTION_TYPE_FREEZE,
     TransactionType.UNFREEZE: pb.TRANSACTION_TYPE_UNFREEZE,
+    TransactionType.TOP_UP: pb.TRANSACTION_TYPE_TOP_UP,
+    TransactionType.WITHDRAWAL: pb.TRANSACTION_TYPE_WITHDRAWAL,
 }
 _TYPES_BY_PROTO = {value: key for key, value in _TYPES.items()}
 _STATUSES = {
     TransactionStatus.POSTED: pb.TRANSACTION_STATUS_POSTED,
     TransactionStatus.PARTIALLY_REFUNDED: pb.TRANSACTION_STATUS_PARTIALLY_REFUNDED,
     TransactionStatus.REFUNDED: pb.TRANSACTION_STATUS_REFUNDED,
+    TransactionStatus.PENDING: pb.TRANSACTION_STATUS_PENDING,
+    TransactionStatus.FAILED: pb.TRANSACTION_STATUS_FAILED,
 }
 _STATUSES_BY_PROTO = {value: key for key, value in _STATUSES.items()}
 _HOLD_STATUS = {
@@ -108,6 +114,9 @@ def transaction_message(transaction: Transaction) -> pb.Transaction:
         refund_of_transaction_id=transaction.refund_of or "",
         hold_id=transaction.hold_id or "",
         create_time=_timestamp(transaction.created_at),
+        payment_provider=transaction.payment_provider,
+        failure_code=transaction.failure_code,
+        failure_message=transaction.failure_message,
     )
 
 
@@ -173,8 +182,9 @@ def _time_filter(message: Message, field: str) -> datetime | None:
 
 
 class TransactionApi(transaction_service_pb2_grpc.TransactionServiceServicer):
-    def __init__(self, ledger: Ledger, users: GrpcUserDirectory) -> None:
+    def __init__(self, ledger: Ledger, funding: Funding, users: GrpcUserDirectory) -> None:
         self._ledger = ledger
+        self._funding = funding
         self._users = users
 
     async def CreateWallet(
@@ -225,6 +235,44 @@ class TransactionApi(transaction_service_pb2_grpc.TransactionServiceServicer):
         )
         metrics.record_posted(posted)
         return pb.CreateTransferResponse(transaction=transaction_message(posted.transaction))
+
+    @metrics.counts_refusals(TransactionType.TOP_UP)
+    async def TopUpWallet(
+        self, request: pb.TopUpWalletRequest, context: Context
+    ) -> pb.TopUpWalletResponse:
+        caller = current_caller()
+        key = idempotency_key(caller, request, context, "TopUpWallet")
+        if not request.HasField("amount"):
+            raise InvalidArgument.single("amount", "is required")
+        posted = await self._funding.top_up(
+            caller,
+            key,
+            request.wallet_id,
+            amount_input(request.amount),
+            request.payment_method,
+            request.provider,
+        )
+        metrics.record_external(posted)
+        return pb.TopUpWalletResponse(transaction=transaction_message(posted.transaction))
+
+    @metrics.counts_refusals(TransactionType.WITHDRAWAL)
+    async def WithdrawFromWallet(
+        self, request: pb.WithdrawFromWalletRequest, context: Context
+    ) -> pb.WithdrawFromWalletResponse:
+        caller = current_caller()
+        key = idempotency_key(caller, request, context, "WithdrawFromWallet")
+        if not request.HasField("amount"):
+            raise InvalidArgument.single("amount", "is required")
+        posted = await self._funding.withdraw(
+            caller,
+            key,
+            request.wallet_id,
+            amount_input(request.amount),
+            request.destination,
+            request.provider,
+        )
+        metrics.record_external(posted)
+        return pb.WithdrawFromWalletResponse(transaction=transaction_message(posted.transaction))
 
     async def CreateHold(
         self, request: pb.CreateHoldRequest, context: Context
@@ -392,3 +440,16 @@ class TransactionApi(transaction_service_pb2_grpc.TransactionServiceServicer):
         return pb.UnfreezeWalletResponse(
             wallet=wallet_message(wallet), transaction=transaction_message(posted.transaction)
         )
+
+
+class FundingApi(funding_service_pb2_grpc.FundingServiceServicer):
+    """The gateway's notices (internal: the boundary checks the service credential)."""
+
+    def __init__(self, funding: Funding) -> None:
+        self._funding = funding
+
+    async def NotifyPaymentUpdated(
+        self, request: funding_pb.NotifyPaymentUpdatedRequest, context: Context
+    ) -> funding_pb.NotifyPaymentUpdatedResponse:
+        settled = await self._funding.payment_updated(request.payment_id)
+        return funding_pb.NotifyPaymentUpdatedResponse(settled=settled)

@@ -3,10 +3,14 @@ wiring and by whatever renders the Envoy config)."""
 
 from __future__ import annotations
 
-from wallet.transaction.v1 import transaction_service_pb2
+from wallet.transaction.v1 import funding_service_pb2, transaction_service_pb2
 
 _SERVICE = transaction_service_pb2.DESCRIPTOR.services_by_name["TransactionService"]
 SERVICE_NAME: str = _SERVICE.full_name
+# Internal: the payment gateway's notices, with the service credential; not routed.
+FUNDING_SERVICE_NAME: str = funding_service_pb2.DESCRIPTOR.services_by_name[
+    "FundingService"
+].full_name
 
 # Every call needs a token.
 PUBLIC_METHODS: tuple[str, ...] = ()
@@ -26,5 +30,7 @@ MONEY_METHODS: tuple[str, ...] = tuple(
         "VoidHold",
         "RefundTransaction",
         "AdjustWallet",
+        "TopUpWallet",
+        "WithdrawFromWallet",
     )
 )

@@ -10,10 +10,10 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import ParamSpec, TypeVar
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from services.runtime.errors import DomainError
-from services.transaction.domain.model import Posted, TransactionType
+from services.transaction.domain.model import Posted, TransactionStatus, TransactionType
 
 LEDGER_TRANSACTIONS = Counter(
     "ledger_transactions_total",
@@ -31,6 +31,24 @@ for _type in TransactionType:
     LEDGER_TRANSACTIONS.labels(_type, "ok")
     LEDGER_TRANSACTIONS.labels(_type, "replayed")
 
+EXTERNAL_SETTLED = Counter(
+    "ledger_external_settled_total",
+    "Top-ups and withdrawals settled, by type, result (posted, failed) and path: sync (the"
+    " gateway's answer), webhook (its notice) or reconciler.",
+    ["type", "result", "path"],
+)
+RECONCILER_BACKLOG = Gauge(
+    "ledger_external_pending",
+    "Top-ups and withdrawals still waiting for their provider (whole ledger).",
+)
+RECONCILER_OLDEST_SECONDS = Gauge(
+    "ledger_external_pending_oldest_seconds",
+    "Age of the oldest top-up or withdrawal still pending, in seconds (0: none).",
+)
+RECONCILER_PASSES = Counter(
+    "ledger_reconciler_passes_total", "Reconciler passes by result (ok, error).", ["result"]
+)
+
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
@@ -42,6 +60,19 @@ def record_posted(posted: Posted) -> None:
         return
     LEDGER_TRANSACTIONS.labels(transaction.type, "ok").inc()
     LEDGER_AMOUNT.labels(transaction.type, transaction.currency).inc(transaction.amount)
+
+
+def record_external(posted: Posted) -> None:
+    """A top-up or withdrawal answered: counted like a movement once it has posted
+    (a pending one is counted when it settles, in EXTERNAL_SETTLED)."""
+    if posted.replayed or posted.transaction.status is TransactionStatus.POSTED:
+        record_posted(posted)
+    else:
+        LEDGER_TRANSACTIONS.labels(posted.transaction.type, "pending").inc()
+
+
+def observe_settled(kind: TransactionType, result: str, path: str) -> None:
+    EXTERNAL_SETTLED.labels(kind, result, path).inc()
 
 
 def counts_refusals(

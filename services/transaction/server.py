@@ -8,21 +8,29 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
+
 from services.runtime import db
-from services.runtime.auth import RevokedTokens, TokenVerifier
+from services.runtime.auth import RevokedTokens, ServiceCredential, TokenVerifier
 from services.runtime.cache import create_redis
 from services.runtime.clock import SystemClock
 from services.runtime.config import RuntimeSettings, env, env_int
 from services.runtime.jwks import RemotePublicKeys
 from services.runtime.metrics import watch_driver_pool
 from services.runtime.server import GrpcApp, service_interceptors
+from services.transaction import metrics
 from services.transaction.adapters.ledger_cache import RedisLedgerCache
 from services.transaction.adapters.ledger_store import Shards, SqlLedgerStore
+from services.transaction.adapters.payment_gateway import (
+    GrpcPaymentGateway,
+    gateway_service_channel,
+)
 from services.transaction.adapters.user_directory import GrpcUserDirectory, user_service_channel
-from services.transaction.api import TransactionApi
+from services.transaction.api import FundingApi, TransactionApi
+from services.transaction.domain.funding import Funding, ReconcilerSettings
 from services.transaction.domain.ledger import Ledger
-from services.transaction.edge_policy import PUBLIC_METHODS, SERVICE_NAME
-from wallet.transaction.v1 import transaction_service_pb2_grpc
+from services.transaction.edge_policy import FUNDING_SERVICE_NAME, PUBLIC_METHODS, SERVICE_NAME
+from wallet.transaction.v1 import funding_service_pb2_grpc, transaction_service_pb2_grpc
 
 ENV_PREFIX = "TRANSACTION_"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -35,13 +43,29 @@ class TransactionSettings:
     # Every user-service instance, e.g. "ipv4:127.0.0.1:50051,127.0.0.1:50052".
     user_service_target: str
     hold_sweep_seconds: int
+    # Every gateway instance; the deadline of a charge or payout call (the gateway's
+    # own retries of a slow provider must fit in it).
+    gateway_service_target: str
+    gateway_timeout_seconds: float
+    default_provider: str
+    reconciler: ReconcilerSettings
+    reconcile_interval_seconds: float
 
     @classmethod
     def from_env(cls) -> TransactionSettings:
+        p = ENV_PREFIX
         return cls(
-            runtime=RuntimeSettings.from_env("transaction", ENV_PREFIX),
-            user_service_target=env(ENV_PREFIX, "USER_SERVICE_TARGET"),
-            hold_sweep_seconds=env_int(ENV_PREFIX, "HOLD_SWEEP_SECONDS", 1),
+            runtime=RuntimeSettings.from_env("transaction", p),
+            user_service_target=env(p, "USER_SERVICE_TARGET"),
+            hold_sweep_seconds=env_int(p, "HOLD_SWEEP_SECONDS", 1),
+            gateway_service_target=env(p, "GATEWAY_SERVICE_TARGET"),
+            gateway_timeout_seconds=env_int(p, "GATEWAY_TIMEOUT_MS", 20_000) / 1000,
+            default_provider=env(p, "DEFAULT_PROVIDER", "sandbox"),
+            reconciler=ReconcilerSettings(
+                first_check_after=env_int(p, "RECONCILE_AFTER_MS", 10_000) / 1000,
+                max_check_interval=env_int(p, "RECONCILE_MAX_INTERVAL_MS", 300_000) / 1000,
+            ),
+            reconcile_interval_seconds=env_int(p, "RECONCILE_INTERVAL_MS", 2_000) / 1000,
         )
 
 
@@ -52,7 +76,22 @@ def build_app(settings: TransactionSettings) -> tuple[GrpcApp, Ledger]:
     redis = create_redis(runtime.redis_url)
     channel = user_service_channel(settings.user_service_target)
     users = GrpcUserDirectory(channel)
-    ledger = Ledger(SqlLedgerStore(Shards(pool)), RedisLedgerCache(redis), users, SystemClock())
+    store = SqlLedgerStore(Shards(pool))
+    cache = RedisLedgerCache(redis)
+    ledger = Ledger(store, cache, users, SystemClock())
+    credential = ServiceCredential.from_env()
+    gateway_channel = gateway_service_channel(settings.gateway_service_target)
+    funding = Funding(
+        store,
+        cache,
+        GrpcPaymentGateway(
+            gateway_channel, credential, timeout_seconds=settings.gateway_timeout_seconds
+        ),
+        SystemClock(),
+        default_provider=settings.default_provider,
+        reconciler=settings.reconciler,
+        observe=metrics.observe_settled,
+    )
     verifier = TokenVerifier(
         RemotePublicKeys(users.jwks),
         RevokedTokens(redis),
@@ -71,22 +110,48 @@ def build_app(settings: TransactionSettings) -> tuple[GrpcApp, Ledger]:
             except Exception as error:
                 log.warning("hold sweep failed", extra={"error": repr(error)})
 
+    async def reconcile_payments() -> None:
+        # Every instance reconciles; claiming pushes each payment's next look back,
+        # so two instances do not work on the same one at the same time.
+        while True:
+            await asyncio.sleep(settings.reconcile_interval_seconds)
+            try:
+                await funding.reconcile()
+                pending, oldest = await funding.backlog()
+                metrics.RECONCILER_BACKLOG.set(pending)
+                metrics.RECONCILER_OLDEST_SECONDS.set(oldest)
+                metrics.RECONCILER_PASSES.labels("ok").inc()
+            except Exception as error:
+                metrics.RECONCILER_PASSES.labels("error").inc()
+                log.warning("reconciler pass failed", extra={"error": repr(error)})
+
     async def close() -> None:
+        await gateway_channel.close(grace=None)
         await channel.close(grace=None)
         await redis.aclose()
         await pool.close()
 
-    api = TransactionApi(ledger, users)
+    api = TransactionApi(ledger, funding, users)
+    funding_api = FundingApi(funding)
+
+    def register(server: grpc.aio.Server) -> None:
+        transaction_service_pb2_grpc.add_TransactionServiceServicer_to_server(api, server)
+        funding_service_pb2_grpc.add_FundingServiceServicer_to_server(funding_api, server)
+
     app = GrpcApp(
         name="transaction",
-        service_names=(SERVICE_NAME,),
-        register=lambda server: (
-            transaction_service_pb2_grpc.add_TransactionServiceServicer_to_server(api, server)
+        service_names=(SERVICE_NAME, FUNDING_SERVICE_NAME),
+        register=register,
+        interceptors=service_interceptors(
+            verifier,
+            SERVICE_NAME,
+            PUBLIC_METHODS,
+            internal_services=(FUNDING_SERVICE_NAME,),
+            credential=credential,
         ),
-        interceptors=service_interceptors(verifier, SERVICE_NAME, PUBLIC_METHODS),
         readiness_check=lambda: db.ping_pool(pool),
         on_startup=[lambda: pool.open(wait=False)],
         on_shutdown=[close],
-        background=[sweep_expired_holds],
+        background=[sweep_expired_holds, reconcile_payments],
     )
     return app, ledger

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import AsyncIterator, Iterator
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -24,8 +27,35 @@ GENEROUS_LIMITS = Path(__file__).with_name("limits-generous.yaml")
 TIGHT_LIMITS = Path(__file__).with_name("limits-tight.yaml")
 
 
+# Payment timings of the test meshes: provider calls give up after 0.5 s (3 tries),
+# the sandbox's slow cards settle (and send their webhook) after 3 s, and the
+# reconciler looks at a pending payment 2 s after it was made, then every 0.3 s pass.
+PAYMENT_TIMINGS = {
+    "GATEWAY_CALL_TIMEOUT_MS": "500",
+    "GATEWAY_RETRY_BASE_DELAY_MS": "50",
+    "GATEWAY_SANDBOX_WEBHOOK_DELAY_MS": "3000",
+    "GATEWAY_BREAKER_FAILURES": "5",
+    "GATEWAY_BREAKER_OPEN_MS": "1500",
+    "TRANSACTION_GATEWAY_TIMEOUT_MS": "8000",
+    "TRANSACTION_RECONCILE_AFTER_MS": "2000",
+    "TRANSACTION_RECONCILE_INTERVAL_MS": "300",
+}
+
+
 def mesh_config_for_tests(run_dir: Path, limits: Path) -> MeshConfig:
-    return dataclasses.replace(MeshConfig.for_tests(run_dir), ratelimit_config=limits)
+    return dataclasses.replace(
+        MeshConfig.for_tests(run_dir), ratelimit_config=limits, extra_env=PAYMENT_TIMINGS
+    )
+
+
+def eventually(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Polls `check` until it holds, or fails the test after `timeout` seconds: for
+    what happens in the background (webhooks, the reconciler), never a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
 
 
 @pytest.fixture(scope="session")
@@ -134,6 +164,42 @@ class Bank:
         assert response.status_code == 200, response.text
         wallet = response.json()["wallet"]
         return int(wallet["balance"]["amount"]), int(wallet["available_balance"]["amount"])
+
+    def top_up(
+        self,
+        person: Person,
+        wallet_id: str,
+        amount: int,
+        payment_method: str = "pm_card_visa",
+        key: str | None = None,
+    ) -> httpx.Response:
+        return self.rest.post(
+            f"/v1/wallets/{wallet_id}:top-up",
+            json={
+                "request_id": key or str(uuid.uuid4()),
+                "amount": {"currency": "EUR", "amount": amount},
+                "payment_method": payment_method,
+            },
+            headers=person.auth,
+        )
+
+    def withdraw(
+        self, person: Person, wallet_id: str, amount: int, destination: str = "ba_sandbox_ok"
+    ) -> httpx.Response:
+        return self.rest.post(
+            f"/v1/wallets/{wallet_id}:withdraw",
+            json={
+                "request_id": str(uuid.uuid4()),
+                "amount": {"currency": "EUR", "amount": amount},
+                "destination": destination,
+            },
+            headers=person.auth,
+        )
+
+    def transaction(self, person: Person, transaction_id: str) -> dict[str, Any]:
+        response = self.rest.get(f"/v1/transactions/{transaction_id}", headers=person.auth)
+        assert response.status_code == 200, response.text
+        return dict(response.json()["transaction"])
 
     def funded_person(self, prefix: str, amount: int = 10_000) -> tuple[Person, str]:
         person = register_and_login(self.rest, prefix)

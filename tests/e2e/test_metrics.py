@@ -16,7 +16,7 @@ from services.localmesh.mesh import Mesh
 from tests.e2e.conftest import PASSWORD, Bank
 from wallet.user.v1 import user_service_pb2, user_service_pb2_grpc
 
-SERVICES = ("user", "transaction", "ratelimit")
+SERVICES = ("user", "transaction", "gateway", "ratelimit")
 
 
 def scrape(url: str) -> list[Sample]:
@@ -154,3 +154,32 @@ def test_envoy_serves_its_own_prometheus_stats(mesh: Mesh) -> None:
         and sample.labels.get("envoy_cluster_name") == "transaction_grpc"
         for sample in samples
     )
+
+
+def test_payments_show_breakers_settlements_and_the_reconciler_backlog(
+    bank: Bank, mesh: Mesh
+) -> None:
+    ada, wallet = bank.funded_person("metricstopup", 0)
+
+    def settled() -> float:
+        return total(
+            scrape_all(mesh, "transaction"),
+            "ledger_external_settled_total",
+            type="top_up",
+            result="posted",
+            path="sync",
+        )
+
+    before = settled()
+    response = bank.top_up(ada, wallet, 321)
+    assert response.status_code == 200, response.text
+    assert settled() - before == 1
+    gateway = scrape_all(mesh, "gateway")
+    # Each instance shows its breaker for the sandbox: closed (0).
+    states = [s for s in gateway if s.name == "gateway_circuit_breaker_state"]
+    assert [(s.labels["provider"], s.value) for s in states] == [("sandbox", 0.0)] * 2
+    assert total(gateway, "gateway_provider_calls_total", provider="sandbox", outcome="ok") >= 1
+    # The reconciler's backlog is published by every transaction instance.
+    ledger = scrape_all(mesh, "transaction")
+    assert len([s for s in ledger if s.name == "ledger_external_pending"]) == 2
+    assert total(ledger, "ledger_reconciler_passes_total", result="ok") >= 1

@@ -132,6 +132,56 @@ def test_a_transfer_is_one_trace_from_the_edge_to_sql_and_redis(
             assert PASSWORD not in value
 
 
+def test_a_rest_top_up_is_one_trace_through_the_gateway(
+    traced_mesh: Mesh, edge: httpx.Client, sink: OtlpSink
+) -> None:
+    bank = Bank(edge, traced_mesh)
+    ada, wallet = bank.funded_person("tracedtopup", 0)
+    trace_id, root_parent, header = traceparent()
+    topped = edge.post(
+        f"/v1/wallets/{wallet}:top-up",
+        json={"amount": {"currency": "EUR", "amount": 500}, "payment_method": "pm_card_visa"},
+        headers={**ada.auth, "idempotency-key": str(uuid.uuid4()), "traceparent": header},
+    )
+    assert topped.status_code == 200, topped.text
+    transaction_id = topped.json()["transaction"]["transaction_id"]
+    charge = "/wallet.gateway.v1.PaymentGatewayService/CreateCharge"
+
+    def orphans(spans: list[ReceivedSpan]) -> list[tuple[str, str]]:
+        ids = {span.span_id for span in spans} | {root_parent}
+        return [(s.service, s.name) for s in spans if s.parent_span_id not in ids]
+
+    def complete(spans: list[ReceivedSpan]) -> bool:
+        names = {(s.service, s.kind, s.name) for s in spans}
+        return (
+            ("wallet-gateway", SERVER, charge) in names
+            and any(
+                s.service == "wallet-gateway" and s.attributes.get("db.system") == "postgresql"
+                for s in spans
+            )
+            and not orphans(spans)
+        )
+
+    spans = collect(sink, trace_id, complete)
+    assert complete(spans), (sorted({(s.service, s.name) for s in spans}), orphans(spans))
+    assert orphans(spans) == []
+    by = {(s.service, s.kind, s.name): s for s in spans}
+    top_up = by[
+        ("wallet-transaction", SERVER, "/wallet.transaction.v1.TransactionService/TopUpWallet")
+    ]
+    assert top_up.attributes["wallet.transaction_id"] == transaction_id
+    charge_client = by[("wallet-transaction", CLIENT, charge)]
+    charge_server = by[("wallet-gateway", SERVER, charge)]
+    assert charge_client.parent_span_id == top_up.span_id
+    assert charge_server.parent_span_id == charge_client.span_id
+    # The payment's id is the ledger transaction's id, on the gateway's span too.
+    assert charge_server.attributes["wallet.payment_id"] == transaction_id
+    sql = [s for s in spans if s.attributes.get("db.system") == "postgresql"]
+    statements = " ".join(s.attributes.get("db.statement", s.name) for s in sql)
+    assert "ledger_begin_external" in statements
+    assert "ledger_settle_external" in statements
+
+
 def test_log_lines_carry_the_trace_id(traced_mesh: Mesh, edge: httpx.Client) -> None:
     bank = Bank(edge, traced_mesh)
     ada, ada_wallet = bank.funded_person("tracedpoor", 0)

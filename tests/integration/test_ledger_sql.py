@@ -27,7 +27,14 @@ from services.runtime.migrations import alembic_config, upgrade_to_head
 
 LEDGER_DB = "ledger_it"
 MIGRATIONS = Path(__file__).resolve().parents[2] / "services" / "transaction" / "migrations"
-TABLES = ("accounts", "holds", "transactions", "postings", "idempotency_keys")
+TABLES = (
+    "accounts",
+    "holds",
+    "transactions",
+    "postings",
+    "idempotency_keys",
+    "external_payments",
+)
 
 TXN_KEYS = {
     "id",
@@ -46,6 +53,9 @@ TXN_KEYS = {
     "refunded_amount",
     "refund_of",
     "hold_id",
+    "payment_provider",
+    "failure_code",
+    "failure_message",
     "initiated_by",
     "created_at",
 }

@@ -68,6 +68,9 @@ def transaction_from_json(data: dict[str, Any]) -> Transaction:
         hold_id=data["hold_id"],
         initiated_by=data["initiated_by"],
         created_at=_time(data["created_at"]),
+        payment_provider=data.get("payment_provider") or "",
+        failure_code=data.get("failure_code") or "",
+        failure_message=data.get("failure_message") or "",
     )
 
 
@@ -91,6 +94,9 @@ def transaction_to_json(transaction: Transaction) -> dict[str, Any]:
         "hold_id": transaction.hold_id,
         "initiated_by": transaction.initiated_by,
         "created_at": transaction.created_at.isoformat(),
+        "payment_provider": transaction.payment_provider,
+        "failure_code": transaction.failure_code,
+        "failure_message": transaction.failure_message,
     }
 
 

@@ -29,11 +29,12 @@ from services.transaction.domain.model import (
     IdempotencyKey,
     LedgerResult,
     Transaction,
+    TransactionType,
     Wallet,
     WalletStatus,
 )
 from services.transaction.domain.money import Money
-from services.transaction.domain.ports import AuditFinding
+from services.transaction.domain.ports import AuditFinding, DueExternal
 
 Pool = AsyncConnectionPool[AsyncConnection[Any]]
 
@@ -74,7 +75,9 @@ _TRANSACTION_JSON = """json_build_object('id', t.id, 'type', t.type, 'status', t
     'source_owner_id', sa.owner_id, 'destination_owner_id', da.owner_id, 'memo', t.memo,
     'metadata', t.metadata, 'receipt_number', t.receipt_number,
     'refunded_amount', t.refunded_amount, 'refund_of', t.refund_of, 'hold_id', t.hold_id,
-    'initiated_by', t.initiated_by, 'created_at', t.created_at)"""
+    'initiated_by', t.initiated_by, 'created_at', t.created_at,
+    'payment_provider', t.payment_provider, 'failure_code', t.failure_code,
+    'failure_message', t.failure_message)"""
 
 _TRANSACTION_FROM = """FROM transactions t
     LEFT JOIN accounts sa ON sa.id = t.source_account_id
@@ -276,6 +279,84 @@ class SqlLedgerStore:
             {**_key_params(key), "wallet": wallet_id},
         )
 
+    async def begin_external(
+        self,
+        key: IdempotencyKey,
+        kind: TransactionType,
+        wallet_id: str,
+        money: Money,
+        provider: str,
+        instrument: str,
+        first_check_at: datetime,
+    ) -> LedgerResult:
+        return await self._call(
+            self._shards.for_wallet(wallet_id),
+            "SELECT ledger_begin_external(CAST(:owner AS uuid), :key, :hash, :type,"
+            " CAST(:wallet AS uuid), :amount, :currency, :provider, :instrument, :first_check)",
+            {
+                **_key_params(key),
+                "type": kind.value,
+                "wallet": wallet_id,
+                "amount": money.amount,
+                "currency": money.currency,
+                "provider": provider,
+                "instrument": instrument,
+                "first_check": first_check_at,
+            },
+        )
+
+    async def settle_external(
+        self, transaction_id: str, succeeded: bool, failure_code: str, failure_message: str
+    ) -> LedgerResult:
+        return await self._call(
+            self._shards.all()[0],
+            "SELECT ledger_settle_external(CAST(:txn AS uuid), :succeeded, :code, :message)",
+            {
+                "txn": transaction_id,
+                "succeeded": succeeded,
+                "code": failure_code or None,
+                "message": failure_message or None,
+            },
+        )
+
+    async def claim_due_external(
+        self, now: datetime, limit: int, base_seconds: float, max_seconds: float
+    ) -> list[DueExternal]:
+        due: list[DueExternal] = []
+        for pool in self._shards.all():
+            rows = await self._rows(
+                pool,
+                "SELECT * FROM ledger_claim_due_external(:now, :limit, :base, :max)",
+                {"now": now, "limit": limit, "base": base_seconds, "max": max_seconds},
+            )
+            due += [
+                DueExternal(
+                    transaction_id=str(row.transaction_id),
+                    kind=TransactionType(row.type),
+                    provider=row.provider,
+                    instrument=row.instrument,
+                    amount=row.amount,
+                    currency=row.currency,
+                    checks=row.checks,
+                    created_at=row.created_at,
+                )
+                for row in rows
+            ]
+        return due
+
+    async def external_backlog(self, now: datetime) -> tuple[int, float]:
+        count, oldest = 0, 0.0
+        for pool in self._shards.all():
+            rows = await self._rows(
+                pool,
+                "SELECT count(*) AS n, coalesce(extract(epoch FROM :now - min(created_at)), 0)"
+                " AS age FROM external_payments WHERE pending",
+                {"now": now},
+            )
+            count += int(rows[0].n)
+            oldest = max(oldest, float(rows[0].age))
+        return count, oldest
+
     async def replay(self, key: IdempotencyKey) -> LedgerResult | None:
         rows = await self._rows(
             self._shards.for_owner(key.owner_id),
@@ -286,7 +367,9 @@ class SqlLedgerStore:
         if not rows:
             return None
         row = rows[0]
-        if (row.operation, row.request_hash) != (key.operation, key.request_hash):
+        # The hash covers the operation (the RPC's name) and the request; the stored
+        # operation is the SQL function's own word for it.
+        if row.request_hash != key.request_hash:
             return LedgerResult(outcome="key_mismatch")
         return result_from_json(row.result, outcome="replayed")
 

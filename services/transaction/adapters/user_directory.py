@@ -3,49 +3,24 @@ forwarded), with client-side round robin over its instances."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 
 import grpc
 
+from services.runtime.channels import round_robin_channel
 from services.runtime.errors import Unavailable
 from wallet.user.v1 import user_service_pb2 as user_pb
 from wallet.user.v1 import user_service_pb2_grpc
 
 CALL_TIMEOUT_SECONDS = 2.0
 
-# gRPC service config: round robin over every address of the target, and
-# retries of these read-only calls on another instance when one is down.
-_SERVICE_CONFIG = json.dumps(
-    {
-        "loadBalancingConfig": [{"round_robin": {}}],
-        "methodConfig": [
-            {
-                "name": [
-                    {"service": "wallet.user.v1.UserService", "method": method}
-                    for method in ("GetUser", "LookupUser", "GetJwks")
-                ],
-                "retryPolicy": {
-                    "maxAttempts": 3,
-                    "initialBackoff": "0.05s",
-                    "maxBackoff": "0.5s",
-                    "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
-                },
-            }
-        ],
-    }
-)
-
 
 def user_service_channel(target: str) -> grpc.aio.Channel:
-    """`target` lists every instance, e.g. "ipv4:127.0.0.1:50051,127.0.0.1:50052"."""
-    return grpc.aio.insecure_channel(
+    """`target` lists every instance, e.g. "ipv4:127.0.0.1:50051,127.0.0.1:50052";
+    the read-only calls are retried on another instance when one is down."""
+    return round_robin_channel(
         target,
-        options=[
-            ("grpc.service_config", _SERVICE_CONFIG),
-            ("grpc.enable_retries", 1),
-        ],
+        [("wallet.user.v1.UserService", m) for m in ("GetUser", "LookupUser", "GetJwks")],
     )
 
 

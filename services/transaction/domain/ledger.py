@@ -102,6 +102,11 @@ _REFUSALS: dict[str, DomainError] = {
         "the receiving wallet is closed", reason="DESTINATION_CLOSED"
     ),
     "wallet_closed": FailedPrecondition("the wallet is closed", reason="WALLET_CLOSED"),
+    "wallet_frozen": FailedPrecondition("the wallet is frozen", reason="WALLET_FROZEN"),
+    "payment_pending": FailedPrecondition(
+        "a top-up is still on its way to this wallet; close it once it has settled",
+        reason="PAYMENT_PENDING",
+    ),
     "insufficient_funds": FailedPrecondition(
         "insufficient funds: the available balance is lower than the amount",
         reason="INSUFFICIENT_FUNDS",

@@ -20,12 +20,16 @@ class TransactionType(StrEnum):
     ADJUSTMENT = "adjustment"
     FREEZE = "freeze"
     UNFREEZE = "unfreeze"
+    TOP_UP = "top_up"  # money in from a payment provider
+    WITHDRAWAL = "withdrawal"  # money out to a payment provider
 
 
 class TransactionStatus(StrEnum):
     POSTED = "posted"
     PARTIALLY_REFUNDED = "partially_refunded"
     REFUNDED = "refunded"
+    PENDING = "pending"  # a top-up or withdrawal waiting for its provider
+    FAILED = "failed"  # a top-up or withdrawal its provider refused
 
 
 class HoldStatus(StrEnum):
@@ -71,6 +75,10 @@ class Transaction:
     hold_id: str | None
     initiated_by: str
     created_at: datetime
+    # Top-ups and withdrawals: the provider, and why a failed one failed.
+    payment_provider: str = ""
+    failure_code: str = ""
+    failure_message: str = ""
 
 
 @dataclass(frozen=True)

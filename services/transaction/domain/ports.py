@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Protocol
 
 from services.transaction.domain.model import (
@@ -14,6 +15,7 @@ from services.transaction.domain.model import (
     IdempotencyKey,
     LedgerResult,
     Transaction,
+    TransactionType,
     Wallet,
     WalletStatus,
 )
@@ -26,6 +28,62 @@ class AuditFinding:
     subject: str
     expected: str
     actual: str
+
+
+@dataclass(frozen=True)
+class DueExternal:
+    """A pending top-up or withdrawal the reconciler should look at now."""
+
+    transaction_id: str
+    kind: TransactionType
+    provider: str
+    instrument: str  # payment-method or destination token
+    amount: int
+    currency: str
+    checks: int  # looks so far, this one included
+    created_at: datetime
+
+
+class PaymentOutcome(StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class GatewayPayment:
+    """What the payment gateway says about one payment."""
+
+    payment_id: str
+    status: PaymentOutcome
+    failure_code: str = ""
+    failure_message: str = ""
+
+
+class GatewayUnavailable(Exception):
+    """The gateway could not say anything about the payment now (down, deadline
+    exceeded), or said its provider is down (`provider_down`)."""
+
+    def __init__(self, message: str, *, provider_down: bool = False) -> None:
+        super().__init__(message)
+        self.provider_down = provider_down
+
+
+class PaymentGateway(Protocol):
+    """The payment-gateway service. Every call is idempotent on the payment id (the
+    ledger transaction's id): calling again drives the same payment, never a second."""
+
+    async def charge(
+        self, payment_id: str, provider: str, money: Money, payment_method: str
+    ) -> GatewayPayment: ...
+
+    async def payout(
+        self, payment_id: str, provider: str, money: Money, destination: str
+    ) -> GatewayPayment: ...
+
+    async def payment(self, payment_id: str) -> GatewayPayment | None:
+        """None: the gateway never heard of it."""
+        ...
 
 
 class LedgerStore(Protocol):
@@ -78,6 +136,37 @@ class LedgerStore(Protocol):
     ) -> LedgerResult: ...
 
     async def close_wallet(self, key: IdempotencyKey, wallet_id: str) -> LedgerResult: ...
+
+    async def begin_external(
+        self,
+        key: IdempotencyKey,
+        kind: TransactionType,
+        wallet_id: str,
+        money: Money,
+        provider: str,
+        instrument: str,
+        first_check_at: datetime,
+    ) -> LedgerResult:
+        """Reserves a pending top-up or withdrawal (a withdrawal holds its amount)."""
+        ...
+
+    async def settle_external(
+        self, transaction_id: str, succeeded: bool, failure_code: str, failure_message: str
+    ) -> LedgerResult:
+        """Settles a pending one exactly once: outcome "settled", or "already_settled"
+        (then the transaction as it stands), or "transaction_not_found"."""
+        ...
+
+    async def claim_due_external(
+        self, now: datetime, limit: int, base_seconds: float, max_seconds: float
+    ) -> list[DueExternal]:
+        """Pending ones due for a look, each pushed back (exponentially) as it is
+        claimed, so that instances share the work."""
+        ...
+
+    async def external_backlog(self, now: datetime) -> tuple[int, float]:
+        """How many are pending, and the age in seconds of the oldest."""
+        ...
 
     async def replay(self, key: IdempotencyKey) -> LedgerResult | None:
         """The stored result of a key already used: outcome "replayed", or

@@ -14,6 +14,8 @@ _TITLES = {
     TransactionType.ADJUSTMENT: "Adjustment",
     TransactionType.FREEZE: "Wallet frozen",
     TransactionType.UNFREEZE: "Wallet unfrozen",
+    TransactionType.TOP_UP: "Top-up",
+    TransactionType.WITHDRAWAL: "Withdrawal",
 }
 
 

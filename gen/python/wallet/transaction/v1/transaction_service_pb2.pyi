@@ -70,6 +70,10 @@ class _TransactionTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Trans
     """An operator froze the wallet (no money moves)."""
     TRANSACTION_TYPE_UNFREEZE: _TransactionType.ValueType  # 6
     """An operator unfroze the wallet (no money moves)."""
+    TRANSACTION_TYPE_TOP_UP: _TransactionType.ValueType  # 7
+    """Money in from a payment provider (a card)."""
+    TRANSACTION_TYPE_WITHDRAWAL: _TransactionType.ValueType  # 8
+    """Money out to a payment provider (a bank account, card or PayPal)."""
 
 class TransactionType(_TransactionType, metaclass=_TransactionTypeEnumTypeWrapper):
     """Kind of ledger transaction."""
@@ -88,6 +92,10 @@ TRANSACTION_TYPE_FREEZE: TransactionType.ValueType  # 5
 """An operator froze the wallet (no money moves)."""
 TRANSACTION_TYPE_UNFREEZE: TransactionType.ValueType  # 6
 """An operator unfroze the wallet (no money moves)."""
+TRANSACTION_TYPE_TOP_UP: TransactionType.ValueType  # 7
+"""Money in from a payment provider (a card)."""
+TRANSACTION_TYPE_WITHDRAWAL: TransactionType.ValueType  # 8
+"""Money out to a payment provider (a bank account, card or PayPal)."""
 Global___TransactionType: _TypeAlias = TransactionType  # noqa: Y015
 
 class _TransactionStatus:
@@ -104,6 +112,12 @@ class _TransactionStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Tra
     """Partly given back by refunds."""
     TRANSACTION_STATUS_REFUNDED: _TransactionStatus.ValueType  # 3
     """Entirely given back by refunds."""
+    TRANSACTION_STATUS_PENDING: _TransactionStatus.ValueType  # 4
+    """A top-up or withdrawal the provider has not confirmed yet: no money moved
+    (a withdrawal's amount is held).
+    """
+    TRANSACTION_STATUS_FAILED: _TransactionStatus.ValueType  # 5
+    """A top-up or withdrawal the provider refused: no money moved."""
 
 class TransactionStatus(_TransactionStatus, metaclass=_TransactionStatusEnumTypeWrapper):
     """State of a ledger transaction."""
@@ -116,6 +130,12 @@ TRANSACTION_STATUS_PARTIALLY_REFUNDED: TransactionStatus.ValueType  # 2
 """Partly given back by refunds."""
 TRANSACTION_STATUS_REFUNDED: TransactionStatus.ValueType  # 3
 """Entirely given back by refunds."""
+TRANSACTION_STATUS_PENDING: TransactionStatus.ValueType  # 4
+"""A top-up or withdrawal the provider has not confirmed yet: no money moved
+(a withdrawal's amount is held).
+"""
+TRANSACTION_STATUS_FAILED: TransactionStatus.ValueType  # 5
+"""A top-up or withdrawal the provider refused: no money moved."""
 Global___TransactionStatus: _TypeAlias = TransactionStatus  # noqa: Y015
 
 class _HoldStatus:
@@ -244,6 +264,9 @@ class Transaction(_message.Message):
     REFUND_OF_TRANSACTION_ID_FIELD_NUMBER: _builtins.int
     HOLD_ID_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    PAYMENT_PROVIDER_FIELD_NUMBER: _builtins.int
+    FAILURE_CODE_FIELD_NUMBER: _builtins.int
+    FAILURE_MESSAGE_FIELD_NUMBER: _builtins.int
     transaction_id: _builtins.str
     """Server-assigned id (a UUID)."""
     type: Global___TransactionType.ValueType
@@ -266,6 +289,12 @@ class Transaction(_message.Message):
     """For a refund: the transaction it gives money back for."""
     hold_id: _builtins.str
     """For a payment: the hold it captured."""
+    payment_provider: _builtins.str
+    """Top-ups and withdrawals: the provider, and why a FAILED one failed
+    ("card_declined", "insufficient_funds"...).
+    """
+    failure_code: _builtins.str
+    failure_message: _builtins.str
     @_builtins.property
     def amount(self) -> _money_pb2.Money:
         """Amount moved (positive)."""
@@ -305,10 +334,13 @@ class Transaction(_message.Message):
         refund_of_transaction_id: _builtins.str = ...,
         hold_id: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        payment_provider: _builtins.str = ...,
+        failure_code: _builtins.str = ...,
+        failure_message: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "create_time", b"create_time", "fee", b"fee", "refunded_amount", b"refunded_amount"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "create_time", b"create_time", "destination_user_id", b"destination_user_id", "destination_wallet_id", b"destination_wallet_id", "fee", b"fee", "hold_id", b"hold_id", "memo", b"memo", "metadata", b"metadata", "receipt_number", b"receipt_number", "refund_of_transaction_id", b"refund_of_transaction_id", "refunded_amount", b"refunded_amount", "source_user_id", b"source_user_id", "source_wallet_id", b"source_wallet_id", "status", b"status", "transaction_id", b"transaction_id", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "create_time", b"create_time", "destination_user_id", b"destination_user_id", "destination_wallet_id", b"destination_wallet_id", "failure_code", b"failure_code", "failure_message", b"failure_message", "fee", b"fee", "hold_id", b"hold_id", "memo", b"memo", "metadata", b"metadata", "payment_provider", b"payment_provider", "receipt_number", b"receipt_number", "refund_of_transaction_id", b"refund_of_transaction_id", "refunded_amount", b"refunded_amount", "source_user_id", b"source_user_id", "source_wallet_id", b"source_wallet_id", "status", b"status", "transaction_id", b"transaction_id", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1477,3 +1509,114 @@ class UnfreezeWalletResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UnfreezeWalletResponse: _TypeAlias = UnfreezeWalletResponse  # noqa: Y015
+
+@_typing.final
+class TopUpWalletRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WALLET_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    PAYMENT_METHOD_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    wallet_id: _builtins.str
+    request_id: _builtins.str
+    payment_method: _builtins.str
+    """A provider token for the payment method: a card token ("pm_card_visa"), a
+    PayPal order id.
+    """
+    provider: _builtins.str
+    """"sandbox", "stripe" or "paypal"; empty: the mesh's default provider."""
+    @_builtins.property
+    def amount(self) -> _money_pb2.Money: ...
+    def __init__(
+        self,
+        *,
+        wallet_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        amount: _money_pb2.Money | None = ...,
+        payment_method: _builtins.str = ...,
+        provider: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "payment_method", b"payment_method", "provider", b"provider", "request_id", b"request_id", "wallet_id", b"wallet_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TopUpWalletRequest: _TypeAlias = TopUpWalletRequest  # noqa: Y015
+
+@_typing.final
+class TopUpWalletResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSACTION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def transaction(self) -> Global___Transaction: ...
+    def __init__(
+        self,
+        *,
+        transaction: Global___Transaction | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["transaction", b"transaction"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["transaction", b"transaction"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TopUpWalletResponse: _TypeAlias = TopUpWalletResponse  # noqa: Y015
+
+@_typing.final
+class WithdrawFromWalletRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WALLET_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    DESTINATION_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    wallet_id: _builtins.str
+    request_id: _builtins.str
+    destination: _builtins.str
+    """A provider token for where the money goes (a bank account, card or PayPal
+    receiver).
+    """
+    provider: _builtins.str
+    @_builtins.property
+    def amount(self) -> _money_pb2.Money: ...
+    def __init__(
+        self,
+        *,
+        wallet_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        amount: _money_pb2.Money | None = ...,
+        destination: _builtins.str = ...,
+        provider: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "destination", b"destination", "provider", b"provider", "request_id", b"request_id", "wallet_id", b"wallet_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WithdrawFromWalletRequest: _TypeAlias = WithdrawFromWalletRequest  # noqa: Y015
+
+@_typing.final
+class WithdrawFromWalletResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSACTION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def transaction(self) -> Global___Transaction: ...
+    def __init__(
+        self,
+        *,
+        transaction: Global___Transaction | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["transaction", b"transaction"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["transaction", b"transaction"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WithdrawFromWalletResponse: _TypeAlias = WithdrawFromWalletResponse  # noqa: Y015

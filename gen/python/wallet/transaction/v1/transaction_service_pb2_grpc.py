@@ -69,6 +69,16 @@ class TransactionServiceStub:
                 request_serializer=wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.CreateTransferRequest.SerializeToString,
                 response_deserializer=wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.CreateTransferResponse.FromString,
                 _registered_method=True)
+        self.TopUpWallet = channel.unary_unary(
+                '/wallet.transaction.v1.TransactionService/TopUpWallet',
+                request_serializer=wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.TopUpWalletRequest.SerializeToString,
+                response_deserializer=wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.TopUpWalletResponse.FromString,
+                _registered_method=True)
+        self.WithdrawFromWallet = channel.unary_unary(
+                '/wallet.transaction.v1.TransactionService/WithdrawFromWallet',
+                request_serializer=wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.WithdrawFromWalletRequest.SerializeToString,
+                response_deserializer=wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.WithdrawFromWalletResponse.FromString,
+                _registered_method=True)
         self.CreateHold = channel.unary_unary(
                 '/wallet.transaction.v1.TransactionService/CreateHold',
                 request_serializer=wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.CreateHoldRequest.SerializeToString,
@@ -176,6 +186,28 @@ class TransactionServiceServicer:
     def CreateTransfer(self, request, context):
         """Moves money from one of the caller's wallets to another user's wallet in the
         same currency, named by wallet id or by the recipient's email.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TopUpWallet(self, request, context):
+        """Adds money to one of the caller's wallets from a payment method (a provider
+        token, e.g. the sandbox's "pm_card_visa"; card data never reaches us). The
+        top-up is a PENDING transaction until the provider confirms the charge,
+        then POSTED (credited once, from the provider's settlement account) or
+        FAILED with the provider's reason. The answer comes when the provider
+        answers; if it is slow the transaction comes back PENDING and settles by
+        itself (webhook or reconciler): read it again with GetTransaction.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WithdrawFromWallet(self, request, context):
+        """Sends money from one of the caller's wallets to a payout destination (a
+        provider token). The amount is held first, so it cannot be spent twice;
+        when the payout succeeds it is posted, when it fails the hold is released.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -295,6 +327,16 @@ def add_TransactionServiceServicer_to_server(servicer, server):
                     servicer.CreateTransfer,
                     request_deserializer=wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.CreateTransferRequest.FromString,
                     response_serializer=wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.CreateTransferResponse.SerializeToString,
+            ),
+            'TopUpWallet': grpc.unary_unary_rpc_method_handler(
+                    servicer.TopUpWallet,
+                    request_deserializer=wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.TopUpWalletRequest.FromString,
+                    response_serializer=wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.TopUpWalletResponse.SerializeToString,
+            ),
+            'WithdrawFromWallet': grpc.unary_unary_rpc_method_handler(
+                    servicer.WithdrawFromWallet,
+                    request_deserializer=wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.WithdrawFromWalletRequest.FromString,
+                    response_serializer=wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.WithdrawFromWalletResponse.SerializeToString,
             ),
             'CreateHold': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateHold,
@@ -502,6 +544,60 @@ class TransactionService:
             '/wallet.transaction.v1.TransactionService/CreateTransfer',
             wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.CreateTransferRequest.SerializeToString,
             wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.CreateTransferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TopUpWallet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wallet.transaction.v1.TransactionService/TopUpWallet',
+            wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.TopUpWalletRequest.SerializeToString,
+            wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.TopUpWalletResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WithdrawFromWallet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wallet.transaction.v1.TransactionService/WithdrawFromWallet',
+            wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.WithdrawFromWalletRequest.SerializeToString,
+            wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.WithdrawFromWalletResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,20 @@ class TransactionServiceStub:
     """Moves money from one of the caller's wallets to another user's wallet in the
     same currency, named by wallet id or by the recipient's email.
     """
+    TopUpWallet: _grpc.UnaryUnaryMultiCallable[_transaction_service_pb2.TopUpWalletRequest, _transaction_service_pb2.TopUpWalletResponse]
+    """Adds money to one of the caller's wallets from a payment method (a provider
+    token, e.g. the sandbox's "pm_card_visa"; card data never reaches us). The
+    top-up is a PENDING transaction until the provider confirms the charge,
+    then POSTED (credited once, from the provider's settlement account) or
+    FAILED with the provider's reason. The answer comes when the provider
+    answers; if it is slow the transaction comes back PENDING and settles by
+    itself (webhook or reconciler): read it again with GetTransaction.
+    """
+    WithdrawFromWallet: _grpc.UnaryUnaryMultiCallable[_transaction_service_pb2.WithdrawFromWalletRequest, _transaction_service_pb2.WithdrawFromWalletResponse]
+    """Sends money from one of the caller's wallets to a payout destination (a
+    provider token). The amount is held first, so it cannot be spent twice;
+    when the payout succeeds it is posted, when it fails the hold is released.
+    """
     CreateHold: _grpc.UnaryUnaryMultiCallable[_transaction_service_pb2.CreateHoldRequest, _transaction_service_pb2.CreateHoldResponse]
     """Reserves money in one of the caller's wallets for a merchant's wallet
     (authorization). The merchant captures or voids it; it expires by itself.
@@ -116,6 +130,20 @@ class TransactionServiceAsyncStub(TransactionServiceStub):
     CreateTransfer: _aio.UnaryUnaryMultiCallable[_transaction_service_pb2.CreateTransferRequest, _transaction_service_pb2.CreateTransferResponse]  # type: ignore[assignment]
     """Moves money from one of the caller's wallets to another user's wallet in the
     same currency, named by wallet id or by the recipient's email.
+    """
+    TopUpWallet: _aio.UnaryUnaryMultiCallable[_transaction_service_pb2.TopUpWalletRequest, _transaction_service_pb2.TopUpWalletResponse]  # type: ignore[assignment]
+    """Adds money to one of the caller's wallets from a payment method (a provider
+    token, e.g. the sandbox's "pm_card_visa"; card data never reaches us). The
+    top-up is a PENDING transaction until the provider confirms the charge,
+    then POSTED (credited once, from the provider's settlement account) or
+    FAILED with the provider's reason. The answer comes when the provider
+    answers; if it is slow the transaction comes back PENDING and settles by
+    itself (webhook or reconciler): read it again with GetTransaction.
+    """
+    WithdrawFromWallet: _aio.UnaryUnaryMultiCallable[_transaction_service_pb2.WithdrawFromWalletRequest, _transaction_service_pb2.WithdrawFromWalletResponse]  # type: ignore[assignment]
+    """Sends money from one of the caller's wallets to a payout destination (a
+    provider token). The amount is held first, so it cannot be spent twice;
+    when the payout succeeds it is posted, when it fails the hold is released.
     """
     CreateHold: _aio.UnaryUnaryMultiCallable[_transaction_service_pb2.CreateHoldRequest, _transaction_service_pb2.CreateHoldResponse]  # type: ignore[assignment]
     """Reserves money in one of the caller's wallets for a merchant's wallet
@@ -203,6 +231,32 @@ class TransactionServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_transaction_service_pb2.CreateTransferResponse, _abc.Awaitable[_transaction_service_pb2.CreateTransferResponse]]:
         """Moves money from one of the caller's wallets to another user's wallet in the
         same currency, named by wallet id or by the recipient's email.
+        """
+
+    @_abc_1.abstractmethod
+    def TopUpWallet(
+        self,
+        request: _transaction_service_pb2.TopUpWalletRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_transaction_service_pb2.TopUpWalletResponse, _abc.Awaitable[_transaction_service_pb2.TopUpWalletResponse]]:
+        """Adds money to one of the caller's wallets from a payment method (a provider
+        token, e.g. the sandbox's "pm_card_visa"; card data never reaches us). The
+        top-up is a PENDING transaction until the provider confirms the charge,
+        then POSTED (credited once, from the provider's settlement account) or
+        FAILED with the provider's reason. The answer comes when the provider
+        answers; if it is slow the transaction comes back PENDING and settles by
+        itself (webhook or reconciler): read it again with GetTransaction.
+        """
+
+    @_abc_1.abstractmethod
+    def WithdrawFromWallet(
+        self,
+        request: _transaction_service_pb2.WithdrawFromWalletRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_transaction_service_pb2.WithdrawFromWalletResponse, _abc.Awaitable[_transaction_service_pb2.WithdrawFromWalletResponse]]:
+        """Sends money from one of the caller's wallets to a payout destination (a
+        provider token). The amount is held first, so it cannot be spent twice;
+        when the payout succeeds it is posted, when it fails the hold is released.
         """
 
     @_abc_1.abstractmethod

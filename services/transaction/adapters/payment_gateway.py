@@ -1,0 +1,120 @@
+"""The payment-gateway service, called over gRPC with the mesh's service
+credential, client-side round robin over its instances and a deadline on every
+call. Its calls are idempotent on the payment id, so gRPC may retry them on
+another instance when one is down."""
+
+from __future__ import annotations
+
+import grpc
+from grpc_status import rpc_status
+
+from services.runtime.auth import ServiceCredential
+from services.runtime.channels import round_robin_channel
+from services.transaction.domain.money import Money
+from services.transaction.domain.ports import GatewayPayment, GatewayUnavailable, PaymentOutcome
+from wallet.gateway.v1 import gateway_service_pb2 as gateway_pb
+from wallet.gateway.v1 import gateway_service_pb2_grpc
+from wallet.type.v1 import money_pb2
+
+_SERVICE = "wallet.gateway.v1.PaymentGatewayService"
+_STATUSES = {
+    gateway_pb.PAYMENT_STATUS_PENDING: PaymentOutcome.PENDING,
+    gateway_pb.PAYMENT_STATUS_SUCCEEDED: PaymentOutcome.SUCCEEDED,
+    gateway_pb.PAYMENT_STATUS_FAILED: PaymentOutcome.FAILED,
+}
+
+
+def gateway_service_channel(target: str) -> grpc.aio.Channel:
+    return round_robin_channel(
+        target, [(_SERVICE, m) for m in ("CreateCharge", "CreatePayout", "GetPayment")]
+    )
+
+
+def _payment(message: gateway_pb.Payment) -> GatewayPayment:
+    return GatewayPayment(
+        payment_id=message.payment_id,
+        status=_STATUSES.get(message.status, PaymentOutcome.PENDING),
+        failure_code=message.failure_code,
+        failure_message=message.failure_message,
+    )
+
+
+def _provider_down(error: grpc.aio.AioRpcError) -> bool:
+    """Whether the gateway said its provider is down (ErrorInfo PROVIDER_UNAVAILABLE)."""
+    if error.code() is not grpc.StatusCode.UNAVAILABLE:
+        return False
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    return status is not None and any(
+        b"PROVIDER_UNAVAILABLE" in detail.value for detail in status.details
+    )
+
+
+class GrpcPaymentGateway:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        credential: ServiceCredential,
+        *,
+        timeout_seconds: float,
+    ) -> None:
+        self._stub = gateway_service_pb2_grpc.PaymentGatewayServiceStub(channel)
+        self._credential = credential
+        self._timeout = timeout_seconds
+
+    async def charge(
+        self, payment_id: str, provider: str, money: Money, payment_method: str
+    ) -> GatewayPayment:
+        request = gateway_pb.CreateChargeRequest(
+            payment_id=payment_id,
+            provider=provider,
+            amount=money_pb2.Money(currency=money.currency, amount=money.amount),
+            payment_method=payment_method,
+            description="Wallet top-up",
+        )
+        try:
+            response = await self._stub.CreateCharge(
+                request, timeout=self._timeout, metadata=self._credential.metadata()
+            )
+        except grpc.aio.AioRpcError as error:
+            raise self._unavailable(error) from error
+        return _payment(response.payment)
+
+    async def payout(
+        self, payment_id: str, provider: str, money: Money, destination: str
+    ) -> GatewayPayment:
+        request = gateway_pb.CreatePayoutRequest(
+            payment_id=payment_id,
+            provider=provider,
+            amount=money_pb2.Money(currency=money.currency, amount=money.amount),
+            destination=destination,
+            description="Wallet withdrawal",
+        )
+        try:
+            response = await self._stub.CreatePayout(
+                request, timeout=self._timeout, metadata=self._credential.metadata()
+            )
+        except grpc.aio.AioRpcError as error:
+            raise self._unavailable(error) from error
+        return _payment(response.payment)
+
+    async def payment(self, payment_id: str) -> GatewayPayment | None:
+        try:
+            response = await self._stub.GetPayment(
+                gateway_pb.GetPaymentRequest(payment_id=payment_id),
+                timeout=min(self._timeout, 5.0),
+                metadata=self._credential.metadata(),
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() is grpc.StatusCode.NOT_FOUND:
+                return None
+            raise self._unavailable(error) from error
+        return _payment(response.payment)
+
+    @staticmethod
+    def _unavailable(error: grpc.aio.AioRpcError) -> GatewayUnavailable:
+        # Whatever went wrong (down, deadline, a refusal that should not happen), the
+        # payment may exist: the caller keeps it pending and asks again later.
+        return GatewayUnavailable(
+            f"payment gateway: {error.code().name}: {error.details()}",
+            provider_down=_provider_down(error),
+        )

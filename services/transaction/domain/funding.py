@@ -1,0 +1,321 @@
+"""Top-ups and withdrawals: money in from and out to payment providers, through the
+payment-gateway service.
+
+A top-up first reserves a *pending* ledger transaction (idempotent on the caller's
+key); its id is the payment's id at the gateway and the provider's idempotency key.
+The credit is posted when the gateway says the charge succeeded — in the answer to
+the charge, after a webhook (the gateway's notice), or when the reconciler asks
+again — whichever comes first; the ledger settles a transaction once
+(`ledger_settle_external`), so the others change nothing. A withdrawal holds the
+amount first, then pays out, then posts the debit or releases the hold.
+
+Plain Python: no gRPC, no SQL.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from services.runtime.auth import Caller
+from services.runtime.errors import FailedPrecondition, NotFound, Unavailable, ViolationCollector
+from services.transaction.domain.ledger import (
+    AmountInput,
+    _accepted,
+    _check_key,
+    _check_uuid,
+)
+from services.transaction.domain.model import (
+    IdempotencyKey,
+    Posted,
+    Transaction,
+    TransactionStatus,
+    TransactionType,
+)
+from services.transaction.domain.money import Money, parse_amount
+from services.transaction.domain.ports import (
+    Clock,
+    DueExternal,
+    GatewayPayment,
+    GatewayUnavailable,
+    LedgerCache,
+    LedgerStore,
+    PaymentGateway,
+    PaymentOutcome,
+)
+
+log = logging.getLogger(__name__)
+
+PROVIDER_UNAVAILABLE = "provider_unavailable"
+_PROVIDER_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+# (transaction type, "posted" | "failed", how: "sync" | "webhook" | "reconciler")
+SettledObserver = Callable[[TransactionType, str, str], None]
+
+
+@dataclass(frozen=True)
+class ReconcilerSettings:
+    # First look at a pending payment this long after it was made (the answer,
+    # or a webhook, usually comes first), then exponentially less often.
+    first_check_after: float = 10.0
+    max_check_interval: float = 300.0
+    batch: int = 50
+
+
+class Funding:
+    def __init__(
+        self,
+        store: LedgerStore,
+        cache: LedgerCache,
+        gateway: PaymentGateway,
+        clock: Clock,
+        *,
+        default_provider: str = "sandbox",
+        reconciler: ReconcilerSettings | None = None,
+        observe: SettledObserver = lambda kind, result, path: None,
+    ) -> None:
+        self._store = store
+        self._cache = cache
+        self._gateway = gateway
+        self._clock = clock
+        self._default_provider = default_provider
+        self._reconciler = reconciler or ReconcilerSettings()
+        self._observe = observe
+
+    # --- the caller's requests ---------------------------------------------------------
+
+    async def top_up(
+        self,
+        caller: Caller,
+        key: IdempotencyKey,
+        wallet_id: str,
+        amount: AmountInput,
+        payment_method: str,
+        provider: str,
+    ) -> Posted:
+        return await self._external(
+            TransactionType.TOP_UP,
+            key,
+            wallet_id,
+            amount,
+            payment_method,
+            "payment_method",
+            provider,
+        )
+
+    async def withdraw(
+        self,
+        caller: Caller,
+        key: IdempotencyKey,
+        wallet_id: str,
+        amount: AmountInput,
+        destination: str,
+        provider: str,
+    ) -> Posted:
+        return await self._external(
+            TransactionType.WITHDRAWAL,
+            key,
+            wallet_id,
+            amount,
+            destination,
+            "destination",
+            provider,
+        )
+
+    async def _external(
+        self,
+        kind: TransactionType,
+        key: IdempotencyKey,
+        wallet_id: str,
+        amount: AmountInput,
+        instrument: str,
+        instrument_field: str,
+        provider: str,
+    ) -> Posted:
+        errors = ViolationCollector()
+        _check_key(key, errors)
+        wallet_id = _check_uuid(wallet_id, "wallet_id", errors)
+        money = parse_amount(amount.currency, amount.amount, amount.decimal, "amount", errors)
+        instrument = instrument.strip()
+        if not instrument:
+            errors.add(instrument_field, "is required: a provider token (card data never)")
+        elif len(instrument) > 255:
+            errors.add(instrument_field, "must be at most 255 characters")
+        provider = provider.strip() or self._default_provider
+        if not _PROVIDER_NAME.match(provider):
+            errors.add("provider", "must be a provider name such as sandbox, stripe or paypal")
+        errors.raise_if_any()
+        assert money is not None
+        first_check = self._clock.now() + timedelta(seconds=self._reconciler.first_check_after)
+        result = _accepted(
+            await self._store.begin_external(
+                key, kind, wallet_id, money, provider, instrument, first_check
+            )
+        )
+        assert result.transaction is not None
+        transaction = result.transaction
+        replayed = result.outcome == "replayed"
+        if replayed:  # the stored answer is the reservation: what is it now?
+            transaction = await self._store.transaction(transaction.id) or transaction
+        else:
+            await self._invalidate(transaction)
+        if transaction.status is TransactionStatus.PENDING:
+            transaction = await self._drive(transaction, instrument, "sync")
+        return Posted(_answer(transaction), replayed=replayed)
+
+    # --- settling ------------------------------------------------------------------------
+
+    async def payment_updated(self, payment_id: str) -> bool:
+        """The gateway's notice that a payment changed: ask it, settle. True if this
+        call settled the transaction."""
+        errors = ViolationCollector()
+        payment_id = _check_uuid(payment_id, "payment_id", errors)
+        errors.raise_if_any()
+        transaction = await self._store.transaction(payment_id)
+        if transaction is None or transaction.type not in (
+            TransactionType.TOP_UP,
+            TransactionType.WITHDRAWAL,
+        ):
+            raise NotFound("no top-up or withdrawal with this id", reason="PAYMENT_NOT_FOUND")
+        if transaction.status is not TransactionStatus.PENDING:
+            return False
+        try:
+            payment = await self._gateway.payment(payment_id)
+        except GatewayUnavailable as error:
+            raise Unavailable("the payment gateway did not answer") from error
+        if payment is None:
+            return False
+        _, settled = await self._apply(transaction, payment, "webhook")
+        return settled
+
+    async def reconcile(self) -> int:
+        """One pass of the reconciler over the pending payments that are due: each is
+        driven again at the gateway (same id, so never a second payment) and settled
+        if it is final. Returns how many it settled."""
+        due = await self._store.claim_due_external(
+            self._clock.now(),
+            self._reconciler.batch,
+            self._reconciler.first_check_after,
+            self._reconciler.max_check_interval,
+        )
+        settled = 0
+        for item in due:
+            try:
+                payment = await self._call_gateway(item)
+            except GatewayUnavailable as error:
+                log.info(
+                    "reconciler: gateway could not answer yet",
+                    extra={"transaction_id": item.transaction_id, "error": str(error)},
+                )
+                continue
+            transaction = await self._store.transaction(item.transaction_id)
+            if transaction is None:
+                continue
+            _, did_settle = await self._apply(transaction, payment, "reconciler")
+            settled += did_settle
+            if not did_settle and item.checks >= 10:
+                log.warning(
+                    "payment still pending after many checks",
+                    extra={"transaction_id": item.transaction_id, "checks": item.checks},
+                )
+        if due:
+            log.info("reconciler pass", extra={"due": len(due), "settled": settled})
+        return settled
+
+    async def backlog(self) -> tuple[int, float]:
+        return await self._store.external_backlog(self._clock.now())
+
+    async def _drive(self, transaction: Transaction, instrument: str, path: str) -> Transaction:
+        item = DueExternal(
+            transaction.id,
+            transaction.type,
+            transaction.payment_provider,
+            instrument,
+            transaction.amount,
+            transaction.currency,
+            0,
+            transaction.created_at,
+        )
+        try:
+            payment = await self._call_gateway(item)
+        except GatewayUnavailable as error:
+            # It may know more than it could say (a provider it never reached).
+            try:
+                known = await self._gateway.payment(transaction.id)
+            except GatewayUnavailable:
+                known = None
+            if known is None or known.status is PaymentOutcome.PENDING:
+                if error.provider_down:
+                    raise Unavailable(
+                        "the payment provider is unavailable; try again later",
+                        reason="PROVIDER_UNAVAILABLE",
+                    ) from error
+                return transaction  # pending: a webhook or the reconciler will settle it
+            payment = known
+        settled, _ = await self._apply(transaction, payment, path)
+        return settled
+
+    async def _call_gateway(self, item: DueExternal) -> GatewayPayment:
+        money = Money(item.currency, item.amount)
+        if item.kind is TransactionType.TOP_UP:
+            return await self._gateway.charge(
+                item.transaction_id, item.provider, money, item.instrument
+            )
+        return await self._gateway.payout(
+            item.transaction_id, item.provider, money, item.instrument
+        )
+
+    async def _apply(
+        self, transaction: Transaction, payment: GatewayPayment, path: str
+    ) -> tuple[Transaction, bool]:
+        if payment.status is PaymentOutcome.PENDING:
+            return transaction, False
+        succeeded = payment.status is PaymentOutcome.SUCCEEDED
+        result = await self._store.settle_external(
+            transaction.id, succeeded, payment.failure_code or "failed", payment.failure_message
+        )
+        if result.transaction is None:
+            return transaction, False
+        if result.outcome != "settled":
+            return result.transaction, False
+        self._observe(transaction.type, "posted" if succeeded else "failed", path)
+        log.info(
+            "payment settled",
+            extra={
+                "transaction_id": transaction.id,
+                "path": path,
+                "result": "posted" if succeeded else "failed",
+            },
+        )
+        await self._invalidate(result.transaction)
+        return result.transaction, True
+
+    async def _invalidate(self, transaction: Transaction) -> None:
+        wallets = {
+            w for w in (transaction.source_wallet_id, transaction.destination_wallet_id) if w
+        }
+        owners = {o for o in (transaction.source_owner_id, transaction.destination_owner_id) if o}
+        await self._cache.invalidate(wallets, owners)
+
+
+def _answer(transaction: Transaction) -> Transaction:
+    """A posted or pending one is the answer; a failed one is refused with its reason."""
+    if transaction.status is not TransactionStatus.FAILED:
+        return transaction
+    what = "top-up" if transaction.type is TransactionType.TOP_UP else "withdrawal"
+    code = transaction.failure_code or "failed"
+    if code == PROVIDER_UNAVAILABLE:
+        moved = "charged" if what == "top-up" else "paid out"
+        raise Unavailable(
+            f"the payment provider is unavailable; nothing was {moved}"
+            f" (transaction {transaction.id}); try again later",
+            reason="PROVIDER_UNAVAILABLE",
+        )
+    detail = transaction.failure_message or code.replace("_", " ")
+    raise FailedPrecondition(
+        f"the {what} failed: {detail} (transaction {transaction.id}); no money moved",
+        reason=code.upper()[:63],
+    )
