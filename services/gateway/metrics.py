@@ -40,5 +40,4 @@ def observe_call(call: ProviderCall) -> None:
 
 
 def breaker_changed(provider: str, state: BreakerState) -> None:
-    BREAKER_STATE.labels(provider).set(int(state))
     BREAKER_TRANSITIONS.labels(provider, state.name.lower()).inc()

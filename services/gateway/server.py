@@ -22,7 +22,7 @@ from services.gateway.adapters.sandbox import SandboxProvider
 from services.gateway.api import PaymentGatewayApi, WebhookApi
 from services.gateway.domain.payments import Gateway
 from services.gateway.domain.providers import PaymentProvider
-from services.gateway.domain.resilience import BreakerState, CircuitBreaker, RetryPolicy
+from services.gateway.domain.resilience import CircuitBreaker, RetryPolicy
 from services.gateway.edge_policy import (
     GATEWAY_SERVICE_NAME,
     PUBLIC_METHODS,
@@ -148,6 +148,10 @@ def _external_providers(settings: GatewaySettings) -> list[PaymentProvider]:
     return providers
 
 
+def _state_of(breaker: CircuitBreaker) -> float:
+    return float(breaker.state)
+
+
 def build_app(settings: GatewaySettings) -> tuple[GrpcApp, Gateway]:
     runtime = settings.runtime
     pool = db.create_driver_pool(runtime.database_url, size=runtime.database_pool_size)
@@ -176,8 +180,9 @@ def build_app(settings: GatewaySettings) -> tuple[GrpcApp, Gateway]:
         )
         for name in providers
     }
-    for name in providers:
-        metrics.BREAKER_STATE.labels(name).set(int(BreakerState.CLOSED))
+    for name, breaker in breakers.items():
+        # Read at each scrape: an open breaker turns half-open by time alone.
+        metrics.BREAKER_STATE.labels(name).set_function(functools.partial(_state_of, breaker))
     store = SqlPaymentStore(pool)
     gateway = Gateway(
         store,

@@ -76,6 +76,20 @@ def test_same_idempotency_key_returns_the_original_and_moves_money_once(
     assert bank.balance(ada, ada_wallet) == (900, 900)
 
 
+def test_a_retried_transfer_by_email_replays_the_original(bank: Bank, rest: httpx.Client) -> None:
+    """The recipient is looked up only the first time; a retry with the same key is
+    answered from the stored result (it was once refused as a key mismatch)."""
+    ada, ada_wallet = bank.funded_person("idemmail", 1_000)
+    bob, _ = bank.funded_person("idemmailto", 0)
+    body = {"source_wallet_id": ada_wallet, "recipient_email": bob.email, "amount": eur(100)}
+    headers = {**ada.auth, **key()}
+    first = rest.post("/v1/transfers", json=body, headers=headers)
+    again = rest.post("/v1/transfers", json=body, headers=headers)
+    assert first.status_code == again.status_code == 200, again.text
+    assert first.json() == again.json()
+    assert bank.balance(ada, ada_wallet) == (900, 900)
+
+
 def test_hold_capture_partially_and_void(bank: Bank, rest: httpx.Client) -> None:
     ada, ada_wallet = bank.funded_person("shopper", 5_000)
     shop, shop_wallet = bank.funded_person("shop", 0)

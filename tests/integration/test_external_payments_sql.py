@@ -5,7 +5,6 @@ audit, called with psycopg the way the transaction service calls them."""
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import uuid
 from collections import Counter
@@ -21,19 +20,12 @@ from psycopg.types.json import Jsonb
 
 from services.localmesh.postgres import PostgresServer
 from services.runtime.migrations import upgrade_to_head
+from tests.integration.test_ledger_sql import TABLES, empty_ledger, request_hash
 
 pytestmark = pytest.mark.integration
 
 LEDGER_DB = "ledger_ext_it"
 MIGRATIONS = Path(__file__).resolve().parents[2] / "services" / "transaction" / "migrations"
-TABLES = (
-    "accounts",
-    "holds",
-    "transactions",
-    "postings",
-    "idempotency_keys",
-    "external_payments",
-)
 OPERATOR = uuid.UUID("00000000-0000-0000-0000-00000000000f")
 PROVIDER = "sandbox"
 
@@ -48,17 +40,6 @@ def ext_conninfo(postgres: PostgresServer) -> str:
     postgres.create_database(LEDGER_DB)
     upgrade_to_head(MIGRATIONS, postgres.dsn(LEDGER_DB))
     return postgres.conninfo(LEDGER_DB)
-
-
-def empty_ledger(conninfo: str) -> None:
-    """TRUNCATE is refused by triggers; a superuser in replica mode fires none."""
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute("SET session_replication_role = replica")
-        conn.execute("TRUNCATE " + ", ".join(TABLES))
-
-
-def request_hash(*parts: object) -> str:
-    return hashlib.sha256(repr(parts).encode()).hexdigest()
 
 
 class Ledger:
