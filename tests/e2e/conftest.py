@@ -17,6 +17,8 @@ import httpx
 import pytest
 
 from services.localmesh.mesh import TRANSACTION, USER, Mesh, MeshConfig
+from tests.fakes.paypal_api import FakePayPal
+from tests.fakes.stripe_api import FakeStripe
 from wallet.user.v1 import user_service_pb2_grpc
 
 PASSWORD = "correct horse battery"
@@ -59,8 +61,35 @@ def eventually(check: Callable[[], bool], what: str, timeout: float = 30.0) -> N
 
 
 @pytest.fixture(scope="session")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+def fake_stripe() -> Iterator[FakeStripe]:
+    """Stripe's API on loopback, for the session mesh's gateway (tests/fakes)."""
+    with FakeStripe() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def fake_paypal() -> Iterator[FakePayPal]:
+    with FakePayPal() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def mesh(
+    tmp_path_factory: pytest.TempPathFactory, fake_stripe: FakeStripe, fake_paypal: FakePayPal
+) -> Iterator[Mesh]:
     config = mesh_config_for_tests(tmp_path_factory.mktemp("mesh"), GENEROUS_LIMITS)
+    # Stripe and PayPal on too: the gateway's official clients, pointed at the fakes
+    # by base URL, exactly as they would be at the providers.
+    providers = {
+        "GATEWAY_STRIPE_API_KEY": "sk_test_wallet_mesh",
+        "GATEWAY_STRIPE_WEBHOOK_SECRET": fake_stripe.webhook_secret,
+        "GATEWAY_STRIPE_API_BASE": fake_stripe.url,
+        "GATEWAY_PAYPAL_CLIENT_ID": fake_paypal.client_id,
+        "GATEWAY_PAYPAL_CLIENT_SECRET": fake_paypal.client_secret,
+        "GATEWAY_PAYPAL_WEBHOOK_ID": fake_paypal.webhook_id,
+        "GATEWAY_PAYPAL_API_BASE": fake_paypal.base_url,
+    }
+    config = dataclasses.replace(config, extra_env={**config.extra_env, **providers})
     with Mesh(config) as running:
         yield running
 
@@ -172,6 +201,7 @@ class Bank:
         amount: int,
         payment_method: str = "pm_card_visa",
         key: str | None = None,
+        provider: str = "",
     ) -> httpx.Response:
         return self.rest.post(
             f"/v1/wallets/{wallet_id}:top-up",
@@ -179,12 +209,18 @@ class Bank:
                 "request_id": key or str(uuid.uuid4()),
                 "amount": {"currency": "EUR", "amount": amount},
                 "payment_method": payment_method,
+                "provider": provider,
             },
             headers=person.auth,
         )
 
     def withdraw(
-        self, person: Person, wallet_id: str, amount: int, destination: str = "ba_sandbox_ok"
+        self,
+        person: Person,
+        wallet_id: str,
+        amount: int,
+        destination: str = "ba_sandbox_ok",
+        provider: str = "",
     ) -> httpx.Response:
         return self.rest.post(
             f"/v1/wallets/{wallet_id}:withdraw",
@@ -192,6 +228,7 @@ class Bank:
                 "request_id": str(uuid.uuid4()),
                 "amount": {"currency": "EUR", "amount": amount},
                 "destination": destination,
+                "provider": provider,
             },
             headers=person.auth,
         )
