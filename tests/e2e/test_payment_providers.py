@@ -113,8 +113,10 @@ def test_paypal_order_capture_decline_and_payout(bank: Bank, fake_paypal: FakePa
     assert transaction["status"] == "TRANSACTION_STATUS_PENDING"
     assert bank.balance(ada, wallet) == (1_234, 1_000)
     eventually(
-        lambda: bank.transaction(ada, transaction["transaction_id"])["status"]
-        == "TRANSACTION_STATUS_POSTED",
+        lambda: (
+            bank.transaction(ada, transaction["transaction_id"])["status"]
+            == "TRANSACTION_STATUS_POSTED"
+        ),
         "the reconciler to find the payout done",
     )
     assert bank.balance(ada, wallet) == (1_000, 1_000)
