@@ -13,17 +13,22 @@ from pythonjsonlogger.json import JsonFormatter
 
 from services.runtime.telemetry import current_trace_ids
 
-# Attribute names whose values are never written.
-_SECRET_KEYS = re.compile(r"pass(word)?|secret|token|authorization|api[_-]?key|card", re.I)
+# Attribute names whose values are never written (card and payout tokens included).
+_SECRET_KEYS = re.compile(
+    r"pass(word)?|secret|token|authorization|api[_-]?key|card|payment_method|instrument", re.I
+)
 # A JWT (three base64url parts, the first starting with `{"`) anywhere in text.
 _JWT = re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]*")
+# A payment provider's token for a card, bank account or payment method anywhere in
+# text (Stripe's pm_, tok_, btok_, src_, ba_, seti_; the sandbox uses the same).
+_PAYMENT_TOKEN = re.compile(r"\b(?:pm|tok|btok|src|ba|seti)_[A-Za-z0-9_]+")
 REDACTED = "[redacted]"
 
 
 def redact(value: Any) -> Any:
     """Replaces secrets inside a value that is about to be logged."""
     if isinstance(value, str):
-        return _JWT.sub(REDACTED, value)
+        return _PAYMENT_TOKEN.sub(REDACTED, _JWT.sub(REDACTED, value))
     if isinstance(value, dict):
         return {
             key: REDACTED if _SECRET_KEYS.search(str(key)) else redact(item)

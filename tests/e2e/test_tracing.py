@@ -213,12 +213,18 @@ def test_log_lines_carry_the_trace_id(traced_mesh: Mesh, edge: httpx.Client) -> 
 
 
 def test_no_password_or_token_in_any_log(traced_mesh: Mesh, edge: httpx.Client) -> None:
-    """Log in, pay, log out; then scan the log of every process of the mesh."""
+    """Log in, pay, top up, log out; then scan the log of every process of the mesh."""
     person = register_and_login(edge, "secretive")
     login = edge.post("/v1/auth/login", json={"email": person.email, "password": PASSWORD}).json()
     bank = Bank(edge, traced_mesh)
     wallet = bank.open_wallet(person)
     bank.credit(wallet, 100)
+    # A top-up with a card token the provider does not know (so that it travels
+    # through every refusal path too) and one with a good card.
+    card_token = f"pm_{secrets.token_hex(12)}"
+    refused = bank.top_up(person, wallet, 100, card_token)
+    assert refused.status_code == 400, refused.text
+    assert bank.top_up(person, wallet, 100, "pm_card_visa").status_code == 200
     edge.post(
         "/v1/auth/logout",
         json={"refresh_token": login["refresh_token"]},
@@ -226,6 +232,7 @@ def test_no_password_or_token_in_any_log(traced_mesh: Mesh, edge: httpx.Client) 
     )
     secrets_used = {
         PASSWORD,
+        card_token,
         person.access_token,
         person.refresh_token,
         login["access_token"],

@@ -59,6 +59,16 @@ def test_redaction_of_secret_keys_and_embedded_jwts() -> None:
     }
 
 
+def test_redaction_of_payment_tokens_but_not_failure_codes() -> None:
+    text = "No such PaymentMethod: 'pm_1NvXyZ2eZvKYlo2C' (card_declined, ba_sandbox_fails)"
+    assert redact(text) == f"No such PaymentMethod: '{REDACTED}' (card_declined, {REDACTED})"
+    assert redact({"payment_method": "tok_visa", "instrument": "x", "status": "failed"}) == {
+        "payment_method": REDACTED,
+        "instrument": REDACTED,
+        "status": "failed",
+    }
+
+
 def test_redacting_filter_scrubs_record_extras() -> None:
     record = logging.makeLogRecord(
         {"msg": "login %s", "args": ("eyJa.eyJb.c",), "password": "hunter2", "user": "u1"}
