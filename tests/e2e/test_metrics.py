@@ -175,9 +175,11 @@ def test_payments_show_breakers_settlements_and_the_reconciler_backlog(
     assert response.status_code == 200, response.text
     assert settled() - before == 1
     gateway = scrape_all(mesh, "gateway")
-    # Each instance shows its breaker for the sandbox: closed (0).
+    # Each instance shows a breaker per configured provider, all closed (0).
     states = [s for s in gateway if s.name == "gateway_circuit_breaker_state"]
-    assert [(s.labels["provider"], s.value) for s in states] == [("sandbox", 0.0)] * 2
+    assert sorted((s.labels["provider"], s.value) for s in states) == [
+        (provider, 0.0) for provider in ("paypal", "sandbox", "stripe") for _ in range(2)
+    ]
     assert total(gateway, "gateway_provider_calls_total", provider="sandbox", outcome="ok") >= 1
     # The reconciler's backlog is published by every transaction instance.
     ledger = scrape_all(mesh, "transaction")
