@@ -1,4 +1,4 @@
-"""`python -m bench run [--seconds N] [--concurrency 8,32,128] [--wallets 2000]`
+"""`python -m bench run [--seconds N] [--concurrency 8,32,128] [--wallets 2000] [--batch 20]`
 
 Runs every stage against a mesh of its own, in this order (later stages need the earlier
 ones' wallets, and the audit must see everything the load wrote):
@@ -6,7 +6,8 @@ ones' wallets, and the audit must see everything the load wrote):
 1. start a mesh (free ports, generous rate limits so the limiter never refuses, WARNING
    logs, no tracing) in bench/results/<timestamp>/mesh, and seed wallets and tokens;
 2. the SQL floor with pgbench (uniform and hot account);
-3. gRPC transfers through Envoy with ghz at each concurrency (uniform, then hot account);
+3. gRPC transfers through Envoy with ghz at each concurrency (uniform, then hot account),
+   then batches of transfers (BatchCreateTransfers, --batch per call) up to 32 clients;
 4. REST transfers with wrk (skipped if wrk cannot be had);
 5. GetWallet direct to one instance with Redis up, through Envoy, and direct with Redis
    stopped;
@@ -46,19 +47,22 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--seconds", type=int, default=10, help="length of each workload")
     run.add_argument("--concurrency", default="8,32,128", help="comma-separated client counts")
     run.add_argument("--wallets", type=int, default=2000, help="wallets to seed")
+    run.add_argument("--batch", type=int, default=20, help="transfers per batch call (1-100)")
     args = parser.parse_args(argv)
     concurrencies = sorted({int(c) for c in args.concurrency.split(",") if c.strip()})
     if not concurrencies or min(concurrencies) < 1 or args.wallets < ghz.SOURCES + 1:
         parser.error(f"need client counts ≥ 1 and at least {ghz.SOURCES + 1} wallets")
+    if not 1 <= args.batch <= 100:
+        parser.error("--batch takes 1 to 100 transfers")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return run_all(args.seconds, concurrencies, args.wallets)
+    return run_all(args.seconds, concurrencies, args.wallets, args.batch)
 
 
 def say(message: str) -> None:
     print(f"bench: {message}", flush=True)
 
 
-def run_all(seconds: int, concurrencies: list[int], wallet_count: int) -> int:
+def run_all(seconds: int, concurrencies: list[int], wallet_count: int, batch: int) -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out_dir = RESULTS / stamp
     work_dir = out_dir / "work"
@@ -128,6 +132,30 @@ def run_all(seconds: int, concurrencies: list[int], wallet_count: int) -> int:
                         work_dir,
                     )
                 )
+
+        # 3b. Batches: BATCH transfers per call, counted in transfers (one commit each).
+        data, metadata = ghz.batch_transfer_files(wallets, batch, work_dir)
+        for c in [c for c in concurrencies if c <= COMPARE_AT] or [compare]:
+            measured = _ghz(
+                mesh.edge_grpc_target,
+                "BatchCreateTransfers",
+                data,
+                metadata,
+                f"grpc-transfer-batch{batch}-c{c}",
+                "grpc-transfer-batch",
+                f"batch{batch}",
+                c,
+                seconds,
+                work_dir,
+            )
+            record(
+                dataclasses.replace(
+                    measured,
+                    throughput=measured.throughput * batch,
+                    notes=f"transfers/s = calls/s x {batch}; latencies per call"
+                    + (f"; {measured.notes}" if measured.notes else ""),
+                )
+            )
 
         # 4. REST transfers.
         wrk_binary = wrk.ensure_wrk()
@@ -220,6 +248,7 @@ def run_all(seconds: int, concurrencies: list[int], wallet_count: int) -> int:
         "compare_at": compare,
         "ghz": ghz.GHZ_VERSION,
         "ghz_sources": ghz.SOURCES,
+        "batch": batch,
     }
     summary = report.write_results(out_dir, measurements, machine, settings, audit, compare)
     _chart(out_dir, measurements)

@@ -76,6 +76,37 @@ def transfer_files(
     return data, metadata
 
 
+def batch_transfer_files(
+    wallets: list[SeededWallet], batch: int, work_dir: Path, seed: int = 2
+) -> tuple[Path, Path]:
+    """(data, metadata) files for BatchCreateTransfers: each message is `batch` transfers
+    from one owner's wallet to random others, each item with its own fresh key."""
+    rng = random.Random(seed)  # noqa: S311 - reproducible load, not secrets
+    sources = rng.sample(wallets, SOURCES)
+    messages = []
+    for i in range(MESSAGES):
+        source = sources[i % SOURCES]
+        items = []
+        for _ in range(batch):
+            destination = rng.choice(wallets)
+            while destination.n == source.n:
+                destination = rng.choice(wallets)
+            items.append(
+                {
+                    "request_id": "{{newUUID}}",
+                    "source_wallet_id": source.wallet_id,
+                    "destination_wallet_id": destination.wallet_id,
+                    "amount": {"currency": CURRENCY, "amount": 1},
+                }
+            )
+        messages.append({"requests": items})
+    data = work_dir / f"ghz-transfer-batch{batch}.json"
+    data.write_text(json.dumps(messages))
+    metadata = work_dir / f"ghz-transfer-batch{batch}-metadata.json"
+    metadata.write_text(_token_template([s.token for s in sources]))
+    return data, metadata
+
+
 def get_wallet_files(wallets: list[SeededWallet], work_dir: Path) -> tuple[Path, Path]:
     """(data, metadata) files for GetWallet: each owner reads their own wallet."""
     readers = wallets[:SOURCES]

@@ -60,6 +60,19 @@ def ratios(measurements: list[Measurement], concurrency: int) -> list[Ratio]:
             f"sql-transfer-uniform-c{c}",
             0.5,
         ),
+        (
+            "batched gRPC transfers ÷ SQL floor (uniform)",
+            next(
+                (
+                    m.name
+                    for m in measurements
+                    if m.name.startswith("grpc-transfer-batch") and m.name.endswith(f"-c{c}")
+                ),
+                "",
+            ),
+            f"sql-transfer-uniform-c{c}",
+            0.5,
+        ),
         ("hot ÷ uniform (gRPC)", f"grpc-transfer-hot-c{c}", f"grpc-transfer-uniform-c{c}", 0.8),
         ("hot ÷ uniform (SQL floor)", f"sql-transfer-hot-c{c}", f"sql-transfer-uniform-c{c}", None),
         (

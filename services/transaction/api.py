@@ -12,12 +12,12 @@ from google.protobuf.message import Message
 from services.runtime import pagination
 from services.runtime.auth import Caller, current_caller
 from services.runtime.errors import InvalidArgument
-from services.runtime.interceptors import Context
+from services.runtime.interceptors import Context, status_for
 from services.transaction import metrics
 from services.transaction.adapters.user_directory import GrpcUserDirectory
 from services.transaction.domain import receipts
 from services.transaction.domain.funding import Funding
-from services.transaction.domain.ledger import AmountInput, Ledger, request_hash
+from services.transaction.domain.ledger import AmountInput, BatchTransfer, Ledger, request_hash
 from services.transaction.domain.model import (
     HistoryCursor,
     HistoryFilter,
@@ -25,6 +25,7 @@ from services.transaction.domain.model import (
     HoldStatus,
     IdempotencyKey,
     Party,
+    Posted,
     Transaction,
     TransactionStatus,
     TransactionType,
@@ -147,11 +148,15 @@ def idempotency_key(
     header = next(
         (str(v) for k, v in context.invocation_metadata() or () if k == IDEMPOTENCY_HEADER), ""
     )
-    key = request.request_id or header
     if request.request_id and header and request.request_id != header:
         raise InvalidArgument.single(
             "request_id", "differs from the Idempotency-Key header; send one of them"
         )
+    return keyed(caller, request, request.request_id or header, operation)
+
+
+def keyed(caller: Caller, request: Any, key: str, operation: str) -> IdempotencyKey:
+    """`key` with a hash of the request without its request_id."""
     canonical = type(request)()
     canonical.CopyFrom(request)
     canonical.ClearField("request_id")
@@ -235,6 +240,43 @@ class TransactionApi(transaction_service_pb2_grpc.TransactionServiceServicer):
         )
         metrics.record_posted(posted)
         return pb.CreateTransferResponse(transaction=transaction_message(posted.transaction))
+
+    @metrics.counts_refusals(TransactionType.TRANSFER)
+    async def BatchCreateTransfers(
+        self, request: pb.BatchCreateTransfersRequest, context: Context
+    ) -> pb.BatchCreateTransfersResponse:
+        caller = current_caller()
+        items = [
+            BatchTransfer(
+                # Hashed as a CreateTransfer: the same transfer sent alone or in a batch
+                # under the same key is the same request.
+                keyed(caller, item, item.request_id, "CreateTransfer"),
+                item.source_wallet_id,
+                item.destination_wallet_id,
+                amount_input(item.amount),
+                item.memo,
+                dict(item.metadata),
+            )
+            for item in request.requests
+        ]
+        for index, item in enumerate(request.requests):
+            if item.recipient_email:
+                raise InvalidArgument.single(
+                    f"requests[{index}].recipient_email",
+                    "is not taken in a batch: name the destination_wallet_id",
+                )
+        answers = await self._ledger.transfer_batch(caller, items)
+        results = []
+        for answer in answers:
+            if isinstance(answer, Posted):
+                metrics.record_posted(answer)
+                results.append(
+                    pb.TransferResult(transaction=transaction_message(answer.transaction))
+                )
+            else:
+                metrics.record_refusal(TransactionType.TRANSFER, answer)
+                results.append(pb.TransferResult(error=status_for(answer)))
+        return pb.BatchCreateTransfersResponse(results=results)
 
     @metrics.counts_refusals(TransactionType.TOP_UP)
     async def TopUpWallet(

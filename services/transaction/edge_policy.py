@@ -25,6 +25,7 @@ MONEY_METHODS: tuple[str, ...] = tuple(
     f"/{SERVICE_NAME}/{method}"
     for method in (
         "CreateTransfer",
+        "BatchCreateTransfers",
         "CreateHold",
         "CaptureHold",
         "VoidHold",

@@ -75,6 +75,10 @@ def observe_settled(kind: TransactionType, result: str, path: str) -> None:
     EXTERNAL_SETTLED.labels(kind, result, path).inc()
 
 
+def record_refusal(kind: TransactionType, error: DomainError) -> None:
+    LEDGER_TRANSACTIONS.labels(kind, error.reason or error.kind.name).inc()
+
+
 def counts_refusals(
     kind: TransactionType,
 ) -> Callable[[Callable[_P, Awaitable[_R]]], Callable[_P, Awaitable[_R]]]:
@@ -87,7 +91,7 @@ def counts_refusals(
             try:
                 return await handler(*args, **kwargs)
             except DomainError as error:
-                LEDGER_TRANSACTIONS.labels(kind, error.reason or error.kind.name).inc()
+                record_refusal(kind, error)
                 raise
             except Exception:
                 LEDGER_TRANSACTIONS.labels(kind, "INTERNAL").inc()

@@ -90,6 +90,37 @@ def test_a_retried_transfer_by_email_replays_the_original(bank: Bank, rest: http
     assert bank.balance(ada, ada_wallet) == (900, 900)
 
 
+def test_a_batch_of_transfers_has_one_result_each(bank: Bank, rest: httpx.Client) -> None:
+    ada, ada_wallet = bank.funded_person("batcher", 1_000)
+    bob, bob_wallet = bank.funded_person("batchee", 0)
+    items = [
+        {"request_id": str(uuid.uuid4()), "amount": eur(amount), "memo": f"item {n}"}
+        | {"source_wallet_id": ada_wallet, "destination_wallet_id": bob_wallet}
+        for n, amount in enumerate([300, 900, 700])
+    ]
+    first = rest.post("/v1/transfers:batchCreate", json={"requests": items}, headers=ada.auth)
+    assert first.status_code == 200, first.text
+    results = first.json()["results"]
+    assert [sorted(r) for r in results] == [["transaction"], ["error"], ["transaction"]]
+    assert results[1]["error"]["code"] == 9  # FAILED_PRECONDITION
+    assert results[1]["error"]["details"][0]["reason"] == "INSUFFICIENT_FUNDS"
+    assert results[2]["transaction"]["memo"] == "item 2"
+    assert bank.balance(ada, ada_wallet) == (0, 0)
+    assert bank.balance(bob, bob_wallet) == (1_000, 1_000)
+    # Sent again (a lost answer): the same transfers, no money moves twice.
+    again = rest.post("/v1/transfers:batchCreate", json={"requests": items}, headers=ada.auth)
+    assert [r.get("transaction", {}).get("transaction_id") for r in again.json()["results"]] == [
+        r.get("transaction", {}).get("transaction_id") for r in results
+    ]
+    assert bank.balance(bob, bob_wallet) == (1_000, 1_000)
+    # A malformed item refuses the whole batch, naming it.
+    bad = [items[0], {**items[1], "request_id": "", "amount": eur(-1)}]
+    refused = rest.post("/v1/transfers:batchCreate", json={"requests": bad}, headers=ada.auth)
+    assert refused.status_code == 400, refused.text
+    fields = {v["field"] for v in refused.json()["details"][0]["field_violations"]}
+    assert fields == {"requests[1].request_id", "requests[1].amount.amount"}
+
+
 def test_hold_capture_partially_and_void(bank: Bank, rest: httpx.Client) -> None:
     ada, ada_wallet = bank.funded_person("shopper", 5_000)
     shop, shop_wallet = bank.funded_person("shop", 0)

@@ -1462,3 +1462,117 @@ def test_migration_downgrades_and_upgrades_again(postgres: PostgresServer) -> No
         ).fetchall()
         assert left == [(0,), (0,)]
     upgrade_to_head(MIGRATIONS, url)
+
+
+# --- batches ----------------------------------------------------------------------------
+
+
+def batch_item(
+    source: str, destination: str, amount: int, key: str | None = None, currency: str = "EUR"
+) -> dict[str, Any]:
+    """An item as the service sends it; hashed like the single transfer's request."""
+    key = key or str(uuid.uuid4())
+    hashed = request_hash(
+        "ledger_transfer",
+        uuid.UUID(source),
+        uuid.UUID(destination),
+        amount,
+        currency,
+        None,
+        Jsonb({}),
+    )
+    return {
+        "key": key,
+        "hash": hashed,
+        "source": source,
+        "destination": destination,
+        "amount": amount,
+        "currency": currency,
+        "memo": None,
+        "metadata": {},
+    }
+
+
+def transfer_batch(client: Ledger, owner: uuid.UUID, items: list[dict[str, Any]]) -> list[Result]:
+    results: list[Result] = client.call("ledger_transfer_batch", owner, Jsonb(items))
+    return results
+
+
+def test_a_batch_books_each_transfer_with_its_own_outcome(ledger: Ledger) -> None:
+    ada, bob, cat = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    a = funded_wallet(ledger, ada, 1_000)
+    b = funded_wallet(ledger, bob, 0)
+    c = funded_wallet(ledger, cat, 0)
+    items = [
+        batch_item(a, b, 600),
+        batch_item(a, c, 600),  # only 400 left: refused, the others go on
+        batch_item(a, c, 400),
+        batch_item(a, str(uuid.uuid4()), 1),
+    ]
+    results = transfer_batch(ledger, ada, items)
+    assert [r["outcome"] for r in results] == [
+        "ok",
+        "insufficient_funds",
+        "ok",
+        "destination_not_found",
+    ]
+    assert (ledger.balance(a), ledger.balance(b), ledger.balance(c)) == (0, 600, 400)
+    # The same batch again: the booked ones replay, the refused ones are asked again.
+    again = transfer_batch(ledger, ada, items)
+    assert [r["outcome"] for r in again] == [
+        "replayed",
+        "insufficient_funds",
+        "replayed",
+        "destination_not_found",
+    ]
+    assert again[0]["transaction"]["id"] == results[0]["transaction"]["id"]
+    # A key of the batch sent alone (same request) is the same transfer.
+    alone = ledger.transfer(ada, a, b, 600, key=items[0]["key"])
+    assert alone["outcome"] == "replayed"
+    assert (ledger.balance(a), ledger.balance(b), ledger.balance(c)) == (0, 600, 400)
+    assert ledger.audit() == []
+
+
+def test_a_batch_cannot_spend_another_owners_wallet_and_must_be_well_formed(
+    ledger: Ledger,
+) -> None:
+    ada, bob = uuid.uuid4(), uuid.uuid4()
+    a = funded_wallet(ledger, ada, 1_000)
+    b = funded_wallet(ledger, bob, 1_000)
+    results = transfer_batch(ledger, ada, [batch_item(b, a, 10)])
+    assert [r["outcome"] for r in results] == ["wallet_not_found"]
+    assert (ledger.balance(a), ledger.balance(b)) == (1_000, 1_000)
+    for bad in ([], [batch_item(a, b, 1)] * 101, [batch_item(a, b, 0)]):
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            transfer_batch(ledger, ada, bad)
+    # Rolled back as a whole: nothing of a failing batch stays.
+    with pytest.raises(psycopg.errors.InvalidParameterValue):
+        transfer_batch(ledger, ada, [batch_item(a, b, 5), batch_item(a, b, -1)])
+    assert (ledger.balance(a), ledger.balance(b)) == (1_000, 1_000)
+
+
+def test_batches_crossing_each_other_never_deadlock(ledger: Ledger, ledger_conninfo: str) -> None:
+    """Each batch locks all its wallets in id order first: two batches over the same
+    wallets in opposite orders, and single transfers among them, all go through."""
+    owners = [uuid.uuid4() for _ in range(6)]
+    wallets = [funded_wallet(ledger, owner, 100_000) for owner in owners]
+
+    def worker(index: int) -> None:
+        rng = random.Random(500 + index)
+        with psycopg.connect(ledger_conninfo, autocommit=True) as conn:
+            client = Ledger(conn)
+            for _ in range(60):
+                payer = rng.randrange(len(wallets))
+                others = [w for i, w in enumerate(wallets) if i != payer]
+                rng.shuffle(others)
+                if rng.random() < 0.7:
+                    items = [batch_item(wallets[payer], w, rng.randint(1, 50)) for w in others]
+                    results = transfer_batch(client, owners[payer], items)
+                    assert {r["outcome"] for r in results} <= {"ok", "insufficient_funds"}
+                else:
+                    result = client.transfer(owners[payer], wallets[payer], others[0], 7)
+                    assert result["outcome"] in {"ok", "insufficient_funds"}
+
+    assert run_threads(8, worker) == []
+    assert ledger.audit() == []
+    assert sum(ledger.balance(w) for w in wallets) == 100_000 * len(wallets)

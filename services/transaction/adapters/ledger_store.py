@@ -34,7 +34,7 @@ from services.transaction.domain.model import (
     WalletStatus,
 )
 from services.transaction.domain.money import Money
-from services.transaction.domain.ports import AuditFinding, DueExternal
+from services.transaction.domain.ports import AuditFinding, DueExternal, TransferItem
 
 Pool = AsyncConnectionPool[AsyncConnection[Any]]
 
@@ -183,6 +183,28 @@ class SqlLedgerStore:
                 "metadata": json.dumps(metadata),
             },
         )
+
+    async def transfer_batch(self, owner_id: str, items: list[TransferItem]) -> list[LedgerResult]:
+        payload = [
+            {
+                "key": item.key.key,
+                "hash": item.key.request_hash,
+                "source": item.source_wallet_id,
+                "destination": item.destination_wallet_id,
+                "amount": item.money.amount,
+                "currency": item.money.currency,
+                "memo": item.memo,
+                "metadata": item.metadata,
+            }
+            for item in items
+        ]
+        document = await self._one(
+            self._shards.for_owner(owner_id),
+            "SELECT ledger_transfer_batch(CAST(:owner AS uuid), CAST(:items AS jsonb))",
+            {"owner": owner_id, "items": json.dumps(payload)},
+        )
+        outcomes = document if isinstance(document, list) else json.loads(document)
+        return [result_from_json(outcome) for outcome in outcomes]
 
     async def create_hold(
         self,

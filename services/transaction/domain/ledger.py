@@ -40,7 +40,13 @@ from services.transaction.domain.model import (
     WalletStatus,
 )
 from services.transaction.domain.money import check_currency, parse_amount
-from services.transaction.domain.ports import Clock, Directory, LedgerCache, LedgerStore
+from services.transaction.domain.ports import (
+    Clock,
+    Directory,
+    LedgerCache,
+    LedgerStore,
+    TransferItem,
+)
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
@@ -52,7 +58,20 @@ METADATA_VALUE_MAX = 500
 HOLD_DEFAULT_SECONDS = 86_400
 HOLD_MAX_SECONDS = 7 * 86_400
 SUMMARY_RECENT = 5
+BATCH_MAX = 100
 HOUSE = "Wallet mesh (settlement)"
+
+
+@dataclass(frozen=True)
+class BatchTransfer:
+    """One transfer of a batch as the client sent it."""
+
+    key: IdempotencyKey
+    source_wallet_id: str
+    destination_wallet_id: str
+    amount: AmountInput
+    memo: str
+    metadata: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -286,6 +305,50 @@ class Ledger:
         posted = _posted(result)
         await self._invalidate_for(posted.transaction)
         return posted
+
+    async def transfer_batch(
+        self, caller: Caller, requests: list[BatchTransfer]
+    ) -> list[Posted | DomainError]:
+        """Several transfers of the caller's in one round trip and one commit, each with
+        its own key and outcome (a refusal is that item's answer). A malformed item
+        refuses the whole batch, before anything is booked."""
+        errors = ViolationCollector()
+        if not 1 <= len(requests) <= BATCH_MAX:
+            errors.add("requests", f"must hold 1 to {BATCH_MAX} transfers")
+        items: list[TransferItem] = []
+        for index, request in enumerate(requests):
+            item_errors = ViolationCollector()
+            _check_key(request.key, item_errors)
+            source = _check_uuid(request.source_wallet_id, "source_wallet_id", item_errors)
+            destination = _check_uuid(
+                request.destination_wallet_id, "destination_wallet_id", item_errors
+            )
+            amount = request.amount
+            money = parse_amount(
+                amount.currency, amount.amount, amount.decimal, "amount", item_errors
+            )
+            memo = _check_text(request.memo, "memo", MEMO_MAX, item_errors)
+            _check_metadata(request.metadata, item_errors)
+            for violation in item_errors.violations:
+                errors.add(f"requests[{index}].{violation.field}", violation.description)
+            if money is not None and not item_errors.violations:
+                items.append(
+                    TransferItem(request.key, source, destination, money, memo, request.metadata)
+                )
+        errors.raise_if_any()
+        results = await self._store.transfer_batch(caller.user_id, items)
+        answers: list[Posted | DomainError] = []
+        for result in results:
+            try:
+                answers.append(_posted(_accepted(result)))
+            except DomainError as refusal:
+                answers.append(refusal)
+        booked = [a.transaction for a in answers if isinstance(a, Posted)]
+        await self._cache.invalidate(
+            {w for t in booked for w in (t.source_wallet_id, t.destination_wallet_id) if w},
+            {o for t in booked for o in (t.source_owner_id, t.destination_owner_id) if o},
+        )
+        return answers
 
     async def _wallet_for_email(self, caller: Caller, email: str, currency: str) -> str:
         user_id = await self._directory.user_id_for_email(caller.access_token, email)

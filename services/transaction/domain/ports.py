@@ -31,6 +31,18 @@ class AuditFinding:
 
 
 @dataclass(frozen=True)
+class TransferItem:
+    """One transfer of a batch, checked: its key, wallets, money and notes."""
+
+    key: IdempotencyKey
+    source_wallet_id: str
+    destination_wallet_id: str
+    money: Money
+    memo: str
+    metadata: dict[str, str]
+
+
+@dataclass(frozen=True)
 class DueExternal:
     """A pending top-up or withdrawal the reconciler should look at now."""
 
@@ -101,6 +113,11 @@ class LedgerStore(Protocol):
         memo: str,
         metadata: dict[str, str],
     ) -> LedgerResult: ...
+
+    async def transfer_batch(self, owner_id: str, items: list[TransferItem]) -> list[LedgerResult]:
+        """Books the transfers in order in one database transaction; one outcome each
+        (a refusal is an outcome, and the others go on)."""
+        ...
 
     async def create_hold(
         self,

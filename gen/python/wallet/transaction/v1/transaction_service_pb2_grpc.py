@@ -69,6 +69,11 @@ class TransactionServiceStub:
                 request_serializer=wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.CreateTransferRequest.SerializeToString,
                 response_deserializer=wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.CreateTransferResponse.FromString,
                 _registered_method=True)
+        self.BatchCreateTransfers = channel.unary_unary(
+                '/wallet.transaction.v1.TransactionService/BatchCreateTransfers',
+                request_serializer=wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.BatchCreateTransfersRequest.SerializeToString,
+                response_deserializer=wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.BatchCreateTransfersResponse.FromString,
+                _registered_method=True)
         self.TopUpWallet = channel.unary_unary(
                 '/wallet.transaction.v1.TransactionService/TopUpWallet',
                 request_serializer=wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.TopUpWalletRequest.SerializeToString,
@@ -186,6 +191,19 @@ class TransactionServiceServicer:
     def CreateTransfer(self, request, context):
         """Moves money from one of the caller's wallets to another user's wallet in the
         same currency, named by wallet id or by the recipient's email.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchCreateTransfers(self, request, context):
+        """Several transfers from the caller's wallets in one call (at most 100), each
+        with its own idempotency key (`request_id`, required here) and its own result:
+        a transfer refused (insufficient funds, say) does not stop the others. They
+        are booked in order, in one database transaction, so the call costs one round
+        trip and one commit whatever its size. Recipients are wallet ids only. A
+        malformed item refuses the whole call (INVALID_ARGUMENT, naming
+        `requests[i].field`), before anything is booked.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -327,6 +345,11 @@ def add_TransactionServiceServicer_to_server(servicer, server):
                     servicer.CreateTransfer,
                     request_deserializer=wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.CreateTransferRequest.FromString,
                     response_serializer=wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.CreateTransferResponse.SerializeToString,
+            ),
+            'BatchCreateTransfers': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchCreateTransfers,
+                    request_deserializer=wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.BatchCreateTransfersRequest.FromString,
+                    response_serializer=wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.BatchCreateTransfersResponse.SerializeToString,
             ),
             'TopUpWallet': grpc.unary_unary_rpc_method_handler(
                     servicer.TopUpWallet,
@@ -544,6 +567,33 @@ class TransactionService:
             '/wallet.transaction.v1.TransactionService/CreateTransfer',
             wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.CreateTransferRequest.SerializeToString,
             wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.CreateTransferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchCreateTransfers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wallet.transaction.v1.TransactionService/BatchCreateTransfers',
+            wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.BatchCreateTransfersRequest.SerializeToString,
+            wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.BatchCreateTransfersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,15 @@ class TransactionServiceStub:
     """Moves money from one of the caller's wallets to another user's wallet in the
     same currency, named by wallet id or by the recipient's email.
     """
+    BatchCreateTransfers: _grpc.UnaryUnaryMultiCallable[_transaction_service_pb2.BatchCreateTransfersRequest, _transaction_service_pb2.BatchCreateTransfersResponse]
+    """Several transfers from the caller's wallets in one call (at most 100), each
+    with its own idempotency key (`request_id`, required here) and its own result:
+    a transfer refused (insufficient funds, say) does not stop the others. They
+    are booked in order, in one database transaction, so the call costs one round
+    trip and one commit whatever its size. Recipients are wallet ids only. A
+    malformed item refuses the whole call (INVALID_ARGUMENT, naming
+    `requests[i].field`), before anything is booked.
+    """
     TopUpWallet: _grpc.UnaryUnaryMultiCallable[_transaction_service_pb2.TopUpWalletRequest, _transaction_service_pb2.TopUpWalletResponse]
     """Adds money to one of the caller's wallets from a payment method (a provider
     token, e.g. the sandbox's "pm_card_visa"; card data never reaches us). The
@@ -130,6 +139,15 @@ class TransactionServiceAsyncStub(TransactionServiceStub):
     CreateTransfer: _aio.UnaryUnaryMultiCallable[_transaction_service_pb2.CreateTransferRequest, _transaction_service_pb2.CreateTransferResponse]  # type: ignore[assignment]
     """Moves money from one of the caller's wallets to another user's wallet in the
     same currency, named by wallet id or by the recipient's email.
+    """
+    BatchCreateTransfers: _aio.UnaryUnaryMultiCallable[_transaction_service_pb2.BatchCreateTransfersRequest, _transaction_service_pb2.BatchCreateTransfersResponse]  # type: ignore[assignment]
+    """Several transfers from the caller's wallets in one call (at most 100), each
+    with its own idempotency key (`request_id`, required here) and its own result:
+    a transfer refused (insufficient funds, say) does not stop the others. They
+    are booked in order, in one database transaction, so the call costs one round
+    trip and one commit whatever its size. Recipients are wallet ids only. A
+    malformed item refuses the whole call (INVALID_ARGUMENT, naming
+    `requests[i].field`), before anything is booked.
     """
     TopUpWallet: _aio.UnaryUnaryMultiCallable[_transaction_service_pb2.TopUpWalletRequest, _transaction_service_pb2.TopUpWalletResponse]  # type: ignore[assignment]
     """Adds money to one of the caller's wallets from a payment method (a provider
@@ -231,6 +249,21 @@ class TransactionServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_transaction_service_pb2.CreateTransferResponse, _abc.Awaitable[_transaction_service_pb2.CreateTransferResponse]]:
         """Moves money from one of the caller's wallets to another user's wallet in the
         same currency, named by wallet id or by the recipient's email.
+        """
+
+    @_abc_1.abstractmethod
+    def BatchCreateTransfers(
+        self,
+        request: _transaction_service_pb2.BatchCreateTransfersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_transaction_service_pb2.BatchCreateTransfersResponse, _abc.Awaitable[_transaction_service_pb2.BatchCreateTransfersResponse]]:
+        """Several transfers from the caller's wallets in one call (at most 100), each
+        with its own idempotency key (`request_id`, required here) and its own result:
+        a transfer refused (insufficient funds, say) does not stop the others. They
+        are booked in order, in one database transaction, so the call costs one round
+        trip and one commit whatever its size. Recipients are wallet ids only. A
+        malformed item refuses the whole call (INVALID_ARGUMENT, naming
+        `requests[i].field`), before anything is booked.
         """
 
     @_abc_1.abstractmethod
