@@ -88,7 +88,7 @@ class GatewaySettings:
             transaction_service_target=env(p, "TRANSACTION_SERVICE_TARGET"),
             default_provider=env(p, "DEFAULT_PROVIDER", "sandbox"),
             fallback_provider=env_optional(p, "FALLBACK_PROVIDER"),
-            call_timeout=env_int(p, "CALL_TIMEOUT_MS", 5000) / 1000,
+            call_timeout=env_int(p, "CALL_TIMEOUT_MS", 3000) / 1000,
             retry=RetryPolicy(
                 attempts=env_int(p, "RETRY_ATTEMPTS", 3),
                 base_delay=env_int(p, "RETRY_BASE_DELAY_MS", 100) / 1000,

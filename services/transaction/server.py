@@ -43,8 +43,9 @@ class TransactionSettings:
     # Every user-service instance, e.g. "ipv4:127.0.0.1:50051,127.0.0.1:50052".
     user_service_target: str
     hold_sweep_seconds: int
-    # Every gateway instance; the deadline of a charge or payout call (the gateway's
-    # own retries of a slow provider must fit in it).
+    # Every gateway instance; the deadline of a charge or payout call. Below the edge's
+    # per-try timeout (5 s), so the client gets an answer (PENDING if the provider is
+    # slower; the reconciler carries on) rather than the edge's 504.
     gateway_service_target: str
     gateway_timeout_seconds: float
     default_provider: str
@@ -59,11 +60,12 @@ class TransactionSettings:
             user_service_target=env(p, "USER_SERVICE_TARGET"),
             hold_sweep_seconds=env_int(p, "HOLD_SWEEP_SECONDS", 1),
             gateway_service_target=env(p, "GATEWAY_SERVICE_TARGET"),
-            gateway_timeout_seconds=env_int(p, "GATEWAY_TIMEOUT_MS", 20_000) / 1000,
+            gateway_timeout_seconds=env_int(p, "GATEWAY_TIMEOUT_MS", 4_500) / 1000,
             default_provider=env(p, "DEFAULT_PROVIDER", "sandbox"),
             reconciler=ReconcilerSettings(
                 first_check_after=env_int(p, "RECONCILE_AFTER_MS", 10_000) / 1000,
                 max_check_interval=env_int(p, "RECONCILE_MAX_INTERVAL_MS", 300_000) / 1000,
+                lease=env_int(p, "GATEWAY_TIMEOUT_MS", 4_500) / 1000 + 1,
             ),
             reconcile_interval_seconds=env_int(p, "RECONCILE_INTERVAL_MS", 2_000) / 1000,
         )

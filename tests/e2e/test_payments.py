@@ -308,6 +308,25 @@ def test_bad_input_is_refused_field_by_field(bank: Bank) -> None:
     assert stranger.status_code == 404, stranger.text
 
 
+def test_an_unknown_provider_is_refused_by_field_and_holds_nothing(bank: Bank) -> None:
+    """The gateway knows which providers it has; its refusal fails the transaction at
+    once (nothing was sent anywhere), and a withdrawal's hold is released."""
+    ada, wallet = bank.funded_person("noprovider", 0)
+    assert bank.top_up(ada, wallet, 1_000).status_code == 200
+    for response in (
+        bank.top_up(ada, wallet, 500, provider="nosuchpay"),
+        bank.withdraw(ada, wallet, 500, provider="nosuchpay"),
+    ):
+        assert response.status_code == 400, response.text
+        violations = response.json()["details"][0]["field_violations"]
+        assert [v["field"] for v in violations] == ["provider"]
+    assert bank.balance(ada, wallet) == (1_000, 1_000)
+    history = bank.rest.get("/v1/transactions", headers=ada.auth).json()["transactions"]
+    assert [(t["status"], t["failure_code"]) for t in history[:2]] == [
+        ("TRANSACTION_STATUS_FAILED", "invalid_payment_request")
+    ] * 2
+
+
 async def test_internal_apis_need_the_service_credential(bank: Bank, mesh: Mesh) -> None:
     ada, _ = bank.funded_person("internal", 0)
     payment_id = str(uuid.uuid4())

@@ -96,6 +96,19 @@ class FakePaymentStore:
             self.payments[payment_id] = payment
         return payment
 
+    async def fail_unsent(self, payment_id: str, code: str, message: str) -> Payment:
+        payment = self.payments[payment_id]
+        if payment.status is PaymentStatus.PENDING and payment.attempts == 0:
+            payment = replace(
+                payment,
+                status=PaymentStatus.FAILED,
+                failure_code=code,
+                failure_message=message,
+                updated_at=self._now(),
+            )
+            self.payments[payment_id] = payment
+        return payment
+
     async def switch_provider(self, payment_id: str, provider: str) -> Payment:
         payment = self.payments[payment_id]
         if payment.status is PaymentStatus.PENDING and payment.attempts == 0:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
 
-from services.gateway.domain.model import Payment
+from services.gateway.domain.model import NewPayment, Payment
 from services.gateway.domain.payments import Gateway, ProviderCall
 from services.gateway.domain.providers import (
     ChargeRequest,
@@ -33,6 +34,7 @@ from services.runtime.errors import (
 )
 from tests.unit.gateway_fakes import (
     HANG,
+    START,
     FakeMonotonicClock,
     FakePaymentStore,
     NoSleep,
@@ -69,6 +71,7 @@ class World:
         self.notifier = RecordingNotifier()
         self.clock = FakeMonotonicClock()
         self.sleep = NoSleep()
+        self.now = START + timedelta(minutes=1)  # the gateway's wall clock
         self.observed: list[ProviderCall] = []
         self.primary = ScriptedProvider("primary")
         self.fallback = ScriptedProvider("fallback")
@@ -87,6 +90,7 @@ class World:
             call_timeout=0.01,  # a deadline for HANG, never waited for otherwise
             sleep=self.sleep,
             observe=self.observed.append,
+            now=lambda: self.now,
         )
 
     def open_breaker(self, name: str = "primary") -> None:
@@ -253,7 +257,8 @@ async def test_a_rejection_after_failures_closes_the_count(world: World) -> None
 
     payment = await world.charge()
 
-    assert payment.failure_code == "provider_rejected"
+    # Refused after two unanswered tries, which may have landed: not failed.
+    assert payment.status is PaymentStatus.PENDING
     assert world.outcomes() == ["unavailable", "unavailable", "rejected"]
     # The provider answered: the failures before it no longer count.
     for _ in range(THRESHOLD - 1):
@@ -895,3 +900,48 @@ async def test_observe_sees_every_outcome(world: World) -> None:
         ProviderCall("primary", "charge", "rejected"),
         ProviderCall("primary", "charge", "circuit_open"),
     ]
+
+
+# --- what must never be failed ---------------------------------------------------------
+
+
+async def test_a_refusal_after_an_unanswered_try_keeps_the_payment_pending(world: World) -> None:
+    """The first try may have landed (a timeout); a refusal of the second does not
+    prove the provider has nothing: failing it could lose a charge."""
+    world.primary.then(HANG, ProviderRejected("No such PaymentIntent"))
+    payment = await world.charge()
+    assert payment.status is PaymentStatus.PENDING
+
+
+async def test_a_refusal_on_a_later_drive_keeps_the_payment_pending(world: World) -> None:
+    world.primary.then(down(), down(), down())
+    assert (await world.charge()).status is PaymentStatus.PENDING
+    world.primary.then(ProviderRejected("401: key rotated"))
+    again = await world.charge()
+    assert again.status is PaymentStatus.PENDING
+    assert again.attempts == 2
+
+
+async def test_a_payment_past_the_resend_window_is_not_sent_again(world: World) -> None:
+    world.primary.then(down(), down(), down())
+    assert (await world.charge()).status is PaymentStatus.PENDING
+    calls = len(world.primary.calls)
+    world.now = START + timedelta(hours=24)
+    assert (await world.charge()).status is PaymentStatus.PENDING
+    assert len(world.primary.calls) == calls
+
+
+async def test_an_open_breaker_does_not_fail_a_payment_another_instance_is_sending(
+    world: World,
+) -> None:
+    """Instance B saw attempts 0, then instance A started sending it: B's open
+    breaker must not fail it (the update is conditional on attempts 0)."""
+    await world.store.create(
+        NewPayment(PAY_1, PaymentKind.CHARGE, "primary", 1500, "EUR", "pm_card_visa", "top-up")
+    )
+    stale = world.store.payments[PAY_1]
+    await world.store.start_attempt(PAY_1)  # instance A
+    world.open_breaker()
+    with pytest.raises(Unavailable):
+        await world.gateway._provider_down(stale)  # instance B, with its stale read
+    assert world.store.payments[PAY_1].status is PaymentStatus.PENDING

@@ -115,6 +115,13 @@ class SqlPaymentStore:
             )
             if charge is None:
                 return None, "charge_not_found"
+            # Again under the charge's lock: a concurrent call with this id may have
+            # inserted it meanwhile.
+            existing = await self._one(
+                connection, f"SELECT {_COLUMNS} FROM payments WHERE id = %(id)s", {"id": refund.id}
+            )
+            if existing is not None:
+                return existing, "exists"
             if charge.status is not PaymentStatus.SUCCEEDED:
                 return None, "charge_not_refundable"
             cursor = await connection.execute(
@@ -159,6 +166,22 @@ class SqlPaymentStore:
                 f"""UPDATE payments SET attempts = attempts + 1, updated_at = now()
                      WHERE id = %(id)s AND status = 'pending' RETURNING {_COLUMNS}""",
                 {"id": payment_id},
+            ) or await self._one(
+                connection, f"SELECT {_COLUMNS} FROM payments WHERE id = %(id)s", {"id": payment_id}
+            )
+        assert found is not None
+        return found
+
+    async def fail_unsent(self, payment_id: str, code: str, message: str) -> Payment:
+        async with self._pool.connection() as connection:
+            found = await self._one(
+                connection,
+                f"""UPDATE payments
+                       SET status = 'failed', failure_code = %(code)s,
+                           failure_message = %(message)s, updated_at = now()
+                     WHERE id = %(id)s AND status = 'pending' AND attempts = 0
+                    RETURNING {_COLUMNS}""",
+                {"id": payment_id, "code": code, "message": message},
             ) or await self._one(
                 connection, f"SELECT {_COLUMNS} FROM payments WHERE id = %(id)s", {"id": payment_id}
             )

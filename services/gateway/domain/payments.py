@@ -16,6 +16,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from services.gateway.domain.model import NewPayment, Payment
 from services.gateway.domain.ports import LedgerNotifier, PaymentStore
@@ -44,6 +45,9 @@ from services.runtime.errors import (
 log = logging.getLogger(__name__)
 
 MAX_AMOUNT = 1_000_000_000_000  # as the ledger's
+# How long after it was made a payment without a provider reference may still be sent
+# again under its idempotency key (Stripe keeps keys 24 hours).
+RESEND_WINDOW = timedelta(hours=23)
 PROVIDER_UNAVAILABLE = "provider_unavailable"
 
 
@@ -70,6 +74,7 @@ class Gateway:
         call_timeout: float = 5.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         observe: Callable[[ProviderCall], None] = lambda call: None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         if default_provider not in providers:
             raise ValueError(f"default provider {default_provider!r} is not configured")
@@ -85,6 +90,7 @@ class Gateway:
         self._call_timeout = call_timeout
         self._sleep = sleep
         self._observe = observe
+        self._now = now
 
     # --- use cases ---------------------------------------------------------------------
 
@@ -257,9 +263,26 @@ class Gateway:
             if payment.final:  # a webhook settled it meanwhile
                 return payment
             connector = self._providers[payment.provider]
+            if not payment.reference and self._now() - payment.created_at > RESEND_WINDOW:
+                # Providers forget idempotency keys (Stripe after 24 h): sending the
+                # request again now could pay twice. An operator must look it up.
+                log.error(
+                    "payment pending past the resend window; not sent again",
+                    extra={"payment_id": payment.id, "provider": payment.provider},
+                )
+                return payment
             try:
                 answer = await self._call(payment, connector)
             except ProviderRejected as error:
+                if payment.attempts > 1 or payment.reference:
+                    # Refused now, but an earlier drive may have reached the provider
+                    # (rotated keys, a forgotten request id): failing it could lose a
+                    # charge. It stays pending, loudly.
+                    log.error(
+                        "provider refused a payment it may already have; kept pending",
+                        extra={"payment_id": payment.id, "provider": payment.provider},
+                    )
+                    return payment
                 # The provider refused the request itself (an unknown token, say): asking
                 # again would be refused again, so the payment fails, with its words.
                 answer = ProviderPayment("", PaymentStatus.FAILED, "provider_rejected", str(error))
@@ -291,14 +314,11 @@ class Gateway:
             return await self._drive(await self._store.switch_provider(payment.id, self._fallback))
         self._observe(ProviderCall(payment.provider, payment.kind.value, "circuit_open"))
         if never_sent:
-            await self._store.record(
+            # Only if still never sent: another instance may be sending it right now.
+            await self._store.fail_unsent(
                 payment.id,
-                ProviderPayment(
-                    "",
-                    PaymentStatus.FAILED,
-                    PROVIDER_UNAVAILABLE,
-                    f"{payment.provider} is unavailable; nothing was charged",
-                ),
+                PROVIDER_UNAVAILABLE,
+                f"{payment.provider} is unavailable; nothing was sent to it",
             )
         raise Unavailable(
             f"payment provider {payment.provider} is unavailable; try again later",
@@ -335,9 +355,14 @@ class Gateway:
                     await self._sleep(self._retry.delay(attempt))
                     continue
                 raise ProviderUnavailable(str(error) or "timeout") from error
-            except ProviderRejected:
+            except ProviderRejected as error:
                 breaker.record_success()  # it answered: the provider is up
                 self._observe(ProviderCall(payment.provider, name, "rejected"))
+                if attempt:
+                    # An earlier try of this call went unanswered and may have landed.
+                    raise ProviderUnavailable(
+                        f"refused after an unanswered try: {error}"
+                    ) from error
                 raise
             breaker.record_success()
             declined = answer.status is PaymentStatus.FAILED

@@ -27,6 +27,11 @@ class PaymentStore(Protocol):
         """Counts one more drive of a pending payment to its provider (and returns it)."""
         ...
 
+    async def fail_unsent(self, payment_id: str, code: str, message: str) -> Payment:
+        """Fails a pending payment no provider call was ever started for (attempts 0,
+        checked in the same statement); otherwise leaves it. Returns it either way."""
+        ...
+
     async def switch_provider(self, payment_id: str, provider: str) -> Payment:
         """Moves a payment no provider was ever called for to another provider."""
         ...

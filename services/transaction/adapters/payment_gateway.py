@@ -6,12 +6,18 @@ another instance when one is down."""
 from __future__ import annotations
 
 import grpc
+from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from services.runtime.auth import ServiceCredential
 from services.runtime.channels import round_robin_channel
 from services.transaction.domain.money import Money
-from services.transaction.domain.ports import GatewayPayment, GatewayUnavailable, PaymentOutcome
+from services.transaction.domain.ports import (
+    GatewayPayment,
+    GatewayRejected,
+    GatewayUnavailable,
+    PaymentOutcome,
+)
 from wallet.gateway.v1 import gateway_service_pb2 as gateway_pb
 from wallet.gateway.v1 import gateway_service_pb2_grpc
 from wallet.type.v1 import money_pb2
@@ -39,14 +45,15 @@ def _payment(message: gateway_pb.Payment) -> GatewayPayment:
     )
 
 
-def _provider_down(error: grpc.aio.AioRpcError) -> bool:
-    """Whether the gateway said its provider is down (ErrorInfo PROVIDER_UNAVAILABLE)."""
-    if error.code() is not grpc.StatusCode.UNAVAILABLE:
-        return False
+def _field_violations(error: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
+    """The BadRequest field violations of an INVALID_ARGUMENT, as (field, why)."""
     status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    return status is not None and any(
-        b"PROVIDER_UNAVAILABLE" in detail.value for detail in status.details
-    )
+    found: list[tuple[str, str]] = []
+    for detail in status.details if status is not None else ():
+        bad_request = error_details_pb2.BadRequest()
+        if detail.Unpack(bad_request):
+            found += [(v.field, v.description) for v in bad_request.field_violations]
+    return found
 
 
 class GrpcPaymentGateway:
@@ -111,10 +118,10 @@ class GrpcPaymentGateway:
         return _payment(response.payment)
 
     @staticmethod
-    def _unavailable(error: grpc.aio.AioRpcError) -> GatewayUnavailable:
-        # Whatever went wrong (down, deadline, a refusal that should not happen), the
-        # payment may exist: the caller keeps it pending and asks again later.
-        return GatewayUnavailable(
-            f"payment gateway: {error.code().name}: {error.details()}",
-            provider_down=_provider_down(error),
-        )
+    def _unavailable(error: grpc.aio.AioRpcError) -> GatewayUnavailable | GatewayRejected:
+        if error.code() is grpc.StatusCode.INVALID_ARGUMENT:
+            # Checked before the gateway writes anything: nothing was sent anywhere.
+            return GatewayRejected(str(error.details()), _field_violations(error))
+        # Anything else (down, deadline, provider unavailable, a refusal that should
+        # not happen): the payment may exist, so it stays pending and is asked again.
+        return GatewayUnavailable(f"payment gateway: {error.code().name}: {error.details()}")

@@ -14,6 +14,7 @@ Plain Python: no gRPC, no SQL.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Callable
@@ -21,7 +22,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from services.runtime.auth import Caller
-from services.runtime.errors import FailedPrecondition, NotFound, Unavailable, ViolationCollector
+from services.runtime.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+    ViolationCollector,
+)
 from services.transaction.domain.ledger import (
     AmountInput,
     _accepted,
@@ -40,6 +48,7 @@ from services.transaction.domain.ports import (
     Clock,
     DueExternal,
     GatewayPayment,
+    GatewayRejected,
     GatewayUnavailable,
     LedgerCache,
     LedgerStore,
@@ -50,6 +59,9 @@ from services.transaction.domain.ports import (
 log = logging.getLogger(__name__)
 
 PROVIDER_UNAVAILABLE = "provider_unavailable"
+# Looks after which a payment still pending is logged as an error, for an operator
+# (with the exponential backoff capped at 5 minutes: about an hour and a half).
+STUCK_AFTER_CHECKS = 20
 _PROVIDER_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 # (transaction type, "posted" | "failed", how: "sync" | "webhook" | "reconciler")
@@ -63,6 +75,9 @@ class ReconcilerSettings:
     first_check_after: float = 10.0
     max_check_interval: float = 300.0
     batch: int = 50
+    # How long a claim keeps other instances off a payment: at least one gateway
+    # deadline, the length of a pass (its payments are driven at once).
+    lease: float = 10.0
 
 
 class Funding:
@@ -194,36 +209,46 @@ class Funding:
     async def reconcile(self) -> int:
         """One pass of the reconciler over the pending payments that are due: each is
         driven again at the gateway (same id, so never a second payment) and settled
-        if it is final. Returns how many it settled."""
+        if it is final. Returns how many it settled. The claimed ones are driven at
+        once, so a pass lasts about one gateway deadline, less than the claim's lease."""
+        settings = self._reconciler
         due = await self._store.claim_due_external(
             self._clock.now(),
-            self._reconciler.batch,
-            self._reconciler.first_check_after,
-            self._reconciler.max_check_interval,
+            settings.batch,
+            max(settings.first_check_after, settings.lease),
+            settings.max_check_interval,
         )
-        settled = 0
-        for item in due:
-            try:
-                payment = await self._call_gateway(item)
-            except GatewayUnavailable as error:
-                log.info(
-                    "reconciler: gateway could not answer yet",
-                    extra={"transaction_id": item.transaction_id, "error": str(error)},
-                )
-                continue
-            transaction = await self._store.transaction(item.transaction_id)
-            if transaction is None:
-                continue
-            _, did_settle = await self._apply(transaction, payment, "reconciler")
-            settled += did_settle
-            if not did_settle and item.checks >= 10:
-                log.warning(
-                    "payment still pending after many checks",
-                    extra={"transaction_id": item.transaction_id, "checks": item.checks},
-                )
+        outcomes = await asyncio.gather(*(self._reconcile_one(item) for item in due))
+        settled = sum(outcomes)
         if due:
             log.info("reconciler pass", extra={"due": len(due), "settled": settled})
         return settled
+
+    async def _reconcile_one(self, item: DueExternal) -> bool:
+        transaction = await self._store.transaction(item.transaction_id)
+        if transaction is None or transaction.status is not TransactionStatus.PENDING:
+            return False
+        try:
+            payment = await self._call_gateway(item)
+        except GatewayRejected as refusal:
+            settled = await self._refused(transaction, refusal, "reconciler")
+            return settled.status is not TransactionStatus.PENDING
+        except GatewayUnavailable as error:
+            log.info(
+                "reconciler: gateway could not answer yet",
+                extra={"transaction_id": item.transaction_id, "error": str(error)},
+            )
+            return False
+        except Exception:
+            log.exception("reconciler: could not drive a payment")
+            return False
+        _, did_settle = await self._apply(transaction, payment, "reconciler")
+        if not did_settle and item.checks >= STUCK_AFTER_CHECKS:
+            log.error(
+                "payment still pending after many checks: needs an operator",
+                extra={"transaction_id": item.transaction_id, "checks": item.checks},
+            )
+        return did_settle
 
     async def backlog(self) -> tuple[int, float]:
         return await self._store.external_backlog(self._clock.now())
@@ -241,21 +266,46 @@ class Funding:
         )
         try:
             payment = await self._call_gateway(item)
-        except GatewayUnavailable as error:
-            # It may know more than it could say (a provider it never reached).
+        except GatewayRejected as refusal:
+            settled = await self._refused(transaction, refusal, path)
+            if settled.status is TransactionStatus.FAILED and refusal.violations:
+                raise InvalidArgument(
+                    [FieldViolation(field, why) for field, why in refusal.violations]
+                ) from refusal
+            return settled
+        except GatewayUnavailable:
+            # It may know more than it could say: a payment it failed because its
+            # provider was down and never reached (then this answers UNAVAILABLE).
             try:
                 known = await self._gateway.payment(transaction.id)
             except GatewayUnavailable:
                 known = None
             if known is None or known.status is PaymentOutcome.PENDING:
-                if error.provider_down:
-                    raise Unavailable(
-                        "the payment provider is unavailable; try again later",
-                        reason="PROVIDER_UNAVAILABLE",
-                    ) from error
                 return transaction  # pending: a webhook or the reconciler will settle it
             payment = known
         settled, _ = await self._apply(transaction, payment, path)
+        return settled
+
+    async def _refused(
+        self, transaction: Transaction, refusal: GatewayRejected, path: str
+    ) -> Transaction:
+        """The gateway refused the request before writing anything: nothing was sent,
+        so the transaction fails. (Unless the gateway has the payment after all: then
+        it stays pending, for an operator, as failing it could lose money.)"""
+        try:
+            known = await self._gateway.payment(transaction.id)
+        except GatewayUnavailable:
+            return transaction
+        if known is not None:
+            log.error(
+                "gateway refused a payment it has; kept pending",
+                extra={"transaction_id": transaction.id, "error": str(refusal)},
+            )
+            return transaction
+        refused = GatewayPayment(
+            transaction.id, PaymentOutcome.FAILED, "invalid_payment_request", str(refusal)
+        )
+        settled, _ = await self._apply(transaction, refused, path)
         return settled
 
     async def _call_gateway(self, item: DueExternal) -> GatewayPayment:

@@ -74,11 +74,16 @@ class GatewayPayment:
 
 class GatewayUnavailable(Exception):
     """The gateway could not say anything about the payment now (down, deadline
-    exceeded), or said its provider is down (`provider_down`)."""
+    exceeded): it may exist, so it stays pending."""
 
-    def __init__(self, message: str, *, provider_down: bool = False) -> None:
+
+class GatewayRejected(Exception):
+    """The gateway refused the request as malformed before writing anything (an
+    unknown provider, a bad token): `violations` are (field, why) pairs."""
+
+    def __init__(self, message: str, violations: list[tuple[str, str]]) -> None:
         super().__init__(message)
-        self.provider_down = provider_down
+        self.violations = violations
 
 
 class PaymentGateway(Protocol):
