@@ -339,6 +339,16 @@ async def test_concurrent_refunds_of_one_charge_are_serialised(
         ) == [(1, 600)]
 
 
+async def test_fail_unsent_only_fails_a_payment_never_sent(store: SqlPaymentStore) -> None:
+    unsent, _ = await store.create(new_payment())
+    failed = await store.fail_unsent(unsent.id, "provider_unavailable", "down")
+    assert (failed.status, failed.failure_code) == (PaymentStatus.FAILED, "provider_unavailable")
+    sent, _ = await store.create(new_payment())
+    await store.start_attempt(sent.id)  # another instance is sending it
+    kept = await store.fail_unsent(sent.id, "provider_unavailable", "down")
+    assert (kept.status, kept.attempts) == (PaymentStatus.PENDING, 1)
+
+
 async def test_pending_count_counts_pending_payments(store: SqlPaymentStore) -> None:
     assert await store.pending_count() == 0
     payments = [(await store.create(new_payment()))[0] for _ in range(3)]
