@@ -58,6 +58,19 @@ def _payment(row: dict[str, Any]) -> Payment:
     )
 
 
+def _insert_params(payment: NewPayment) -> dict[str, Any]:
+    return {
+        "id": payment.id,
+        "kind": payment.kind.value,
+        "provider": payment.provider,
+        "amount": payment.amount,
+        "currency": payment.currency,
+        "instrument": payment.instrument,
+        "description": payment.description,
+        "charge_payment_id": payment.charge_payment_id,
+    }
+
+
 def _answer_params(payment_id: str, answer: ProviderPayment) -> dict[str, Any]:
     failed = answer.status is PaymentStatus.FAILED
     return {
@@ -80,22 +93,12 @@ class SqlPaymentStore:
         return _payment(row) if row is not None else None
 
     async def create(self, payment: NewPayment) -> tuple[Payment, bool]:
-        params = {
-            "id": payment.id,
-            "kind": payment.kind.value,
-            "provider": payment.provider,
-            "amount": payment.amount,
-            "currency": payment.currency,
-            "instrument": payment.instrument,
-            "description": payment.description,
-            "charge_payment_id": payment.charge_payment_id,
-        }
         async with self._pool.connection() as connection:
-            created = await self._one(connection, _INSERT, params)
+            created = await self._one(connection, _INSERT, _insert_params(payment))
             if created is not None:
                 return created, True
             existing = await self._one(
-                connection, f"SELECT {_COLUMNS} FROM payments WHERE id = %(id)s", params
+                connection, f"SELECT {_COLUMNS} FROM payments WHERE id = %(id)s", {"id": payment.id}
             )
         assert existing is not None
         return existing, False
@@ -133,25 +136,9 @@ class SqlPaymentStore:
             refunded = int(row[0]) if row else 0
             if refund.amount > charge.amount - refunded:
                 return None, "amount_exceeds_refundable"
-            created, _ = await self.create_in(connection, refund)
+            created = await self._one(connection, _INSERT, _insert_params(refund))
+            assert created is not None  # the id is free: checked under the charge's lock
             return created, "ok"
-
-    async def create_in(
-        self, connection: AsyncConnection[Any], payment: NewPayment
-    ) -> tuple[Payment, bool]:
-        params = {
-            "id": payment.id,
-            "kind": payment.kind.value,
-            "provider": payment.provider,
-            "amount": payment.amount,
-            "currency": payment.currency,
-            "instrument": payment.instrument,
-            "description": payment.description,
-            "charge_payment_id": payment.charge_payment_id,
-        }
-        created = await self._one(connection, _INSERT, params)
-        assert created is not None
-        return created, True
 
     async def get(self, payment_id: str) -> Payment | None:
         async with self._pool.connection() as connection:
