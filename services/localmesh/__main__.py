@@ -143,6 +143,8 @@ Wallet mesh is running.
 Try:
   curl -s localhost:{port}/v1/users -d '{body}'
   {grpcurl} -plaintext localhost:{port} list
+  (then log in, open a wallet and top it up with the sandbox card pm_card_visa:
+   the README's "Payments" section has the calls)
 
 Ctrl-C stops everything.
 """,
