@@ -94,9 +94,15 @@ admin: $(STAMP)
 # wrk (REST stage) is installed from Debian when missing and permitted, else skipped.
 BENCH_ARGS ?=
 
-.PHONY: bench
-bench: $(STAMP) system-deps $(GHZ)
+BENCH_STAMP := $(VENV)/.installed-bench
+
+# The bench extra (matplotlib), once per change of the dependencies.
+$(BENCH_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+.PHONY: bench
+bench: $(BENCH_STAMP) system-deps $(GHZ)
 	$(BIN)/python -m bench run $(BENCH_ARGS)
 
 # --- tests ------------------------------------------------------------------

@@ -3,16 +3,13 @@ Errors are mapped by the runtime's ServiceBoundary."""
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from google.protobuf import timestamp_pb2
-
 from services.gateway import metrics
 from services.gateway.domain.model import Payment
 from services.gateway.domain.payments import Gateway
 from services.gateway.domain.providers import PaymentKind, PaymentStatus
 from services.runtime.errors import DomainError
 from services.runtime.interceptors import Context
+from services.runtime.protos import timestamp
 from wallet.gateway.v1 import gateway_service_pb2 as pb
 from wallet.gateway.v1 import gateway_service_pb2_grpc
 from wallet.type.v1 import money_pb2
@@ -29,12 +26,6 @@ _STATUSES = {
 }
 
 
-def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
-
-
 def payment_to_proto(payment: Payment) -> pb.Payment:
     return pb.Payment(
         payment_id=payment.id,
@@ -46,8 +37,8 @@ def payment_to_proto(payment: Payment) -> pb.Payment:
         failure_code=payment.failure_code,
         failure_message=payment.failure_message,
         charge_payment_id=payment.charge_payment_id or "",
-        create_time=_timestamp(payment.created_at),
-        update_time=_timestamp(payment.updated_at),
+        create_time=timestamp(payment.created_at),
+        update_time=timestamp(payment.updated_at),
     )
 
 

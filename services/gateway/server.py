@@ -205,9 +205,8 @@ def build_app(settings: GatewaySettings) -> tuple[GrpcApp, Gateway]:
             await asyncio.sleep(5)
 
     async def close() -> None:
-        await sandbox.close()
         for provider in providers.values():
-            closer = getattr(provider, "aclose", None)  # the HTTP clients of the SDKs
+            closer = getattr(provider, "aclose", None)  # the providers' HTTP clients
             if closer is not None:
                 await closer()
         await ledger_channel.close(grace=None)

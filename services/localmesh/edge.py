@@ -7,7 +7,7 @@ for `make run`, the tests and (later) the Helm chart.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
@@ -89,7 +89,6 @@ class EdgeSettings:
     access_log_path: Path | None = None
     # Largest REST/gRPC request body accepted at the edge.
     max_request_bytes: int = 64 * 1024
-    extra: dict[str, object] = field(default_factory=dict)
     # Whole-request timeout of every upstream route (retries included).
     route_timeout_seconds: int = 15
     # Header that carries the verified token's `sub` to the services.

@@ -292,10 +292,6 @@ class EdgeReplica:
         return f"http://{LOOPBACK}:{self.port}"
 
     @property
-    def grpc_target(self) -> str:
-        return f"{LOOPBACK}:{self.port}"
-
-    @property
     def admin_url(self) -> str:
         return f"http://{LOOPBACK}:{self.admin_port}"
 
@@ -377,11 +373,7 @@ class Mesh:
             "PYTHONPATH": os.pathsep.join(python_path),
             "PYTHONUNBUFFERED": "1",  # logs reach the log file as they are written
             f"{prefix}GRPC_ADDRESS": self.instance_addresses(spec.name)[index],
-            **(
-                {f"{prefix}DATABASE_URL": self.postgres.dsn(spec.database)} if spec.database else {}
-            ),
             f"{prefix}REDIS_URL": self.redis.url,
-            "RATELIMIT_CONFIG_FILE": str(self.config.ratelimit_config),
             f"{prefix}INSTANCE_ID": f"{spec.name}-{index + 1}",
             # Prometheus metrics of this instance (GET /metrics).
             f"{prefix}METRICS_ADDRESS": self.metrics_addresses(spec.name)[index],

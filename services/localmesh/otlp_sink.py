@@ -96,10 +96,6 @@ class OtlpSink:
         )
         self._server.add_insecure_port(f"127.0.0.1:{port}")
 
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
     def start(self) -> None:
         self._server.start()
 

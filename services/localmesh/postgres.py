@@ -199,7 +199,7 @@ class PostgresServer:
     def ensure_initialized(self) -> None:
         """Create the cluster with initdb unless it exists already."""
         _ = self.password  # generated before the cluster, so both exist together
-        self._prepare_server_dir()
+        self._prepare_server_dir()  # also on each start: the socket folder may be in /tmp
         if self.is_initialized:
             return
         if self.data_dir.exists():
@@ -238,7 +238,6 @@ class PostgresServer:
             # A postmaster.pid whose server is gone (a crash or a reboot); pg_ctl status
             # has just checked that no process of that pid runs.
             (self.data_dir / "postmaster.pid").unlink(missing_ok=True)
-        self._prepare_server_dir()  # the socket folder may be in /tmp, cleaned since
         options = shlex.join(
             [
                 "-p",

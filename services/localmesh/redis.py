@@ -102,11 +102,6 @@ class RedisServer:
         if self._process is not None:
             self._process.terminate(grace)
 
-    def kill(self) -> None:
-        """SIGKILL, as in a crash."""
-        if self._process is not None:
-            self._process.kill()
-
     def _wait_until_ready(self, process: ManagedProcess) -> None:
         deadline = time.monotonic() + START_TIMEOUT
         # No client-side retries: each poll is one short attempt, and the loop checks

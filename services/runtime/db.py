@@ -4,6 +4,8 @@ per-statement work costs more than the database round trip (PERF-NOTES.md)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import make_url, text
@@ -40,7 +42,11 @@ def driver_conninfo(database_url: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
-def create_driver_pool(database_url: str, *, size: int = 20) -> AsyncConnectionPool:
+# A psycopg pool of autocommit connections (the services' hot paths).
+DriverPool = AsyncConnectionPool[AsyncConnection[Any]]
+
+
+def create_driver_pool(database_url: str, *, size: int = 20) -> DriverPool:
     """A fixed-size psycopg pool of autocommit connections; `await pool.open()` it
     in the running event loop (GrpcApp.on_startup)."""
     return AsyncConnectionPool(
@@ -53,7 +59,7 @@ def create_driver_pool(database_url: str, *, size: int = 20) -> AsyncConnectionP
     )
 
 
-async def ping_pool(pool: AsyncConnectionPool[AsyncConnection]) -> None:
+async def ping_pool(pool: DriverPool) -> None:
     """Raises unless the database answers a trivial query."""
     async with pool.connection() as connection:
         await connection.execute("SELECT 1")

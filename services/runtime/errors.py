@@ -7,6 +7,7 @@ the same way and handlers never build statuses by hand.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from enum import Enum
 
@@ -87,10 +88,6 @@ class Aborted(DomainError):
     kind = ErrorKind.ABORTED
 
 
-class ResourceExhausted(DomainError):
-    kind = ErrorKind.RESOURCE_EXHAUSTED
-
-
 class Unavailable(DomainError):
     """A dependency is down; retrying later may succeed."""
 
@@ -106,6 +103,17 @@ class ViolationCollector:
 
     def add(self, field: str, description: str) -> None:
         self.violations.append(FieldViolation(field, description))
+
+    def uuid(self, value: str, field: str) -> str:
+        """`value` as a canonical UUID; else a violation of `field`, and `value` back."""
+        if not value:
+            self.add(field, "is required")
+            return value
+        try:
+            return str(uuid.UUID(value))
+        except ValueError:
+            self.add(field, "must be an id (a UUID)")
+            return value
 
     def raise_if_any(self) -> None:
         if self.violations:

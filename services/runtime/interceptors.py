@@ -80,6 +80,40 @@ def with_behavior(
     )
 
 
+class WrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """An interceptor that wraps unary handlers, building each method's wrapper once:
+    gRPC asks on every call, and the handler it finds for a method is always the same
+    object, so the wrapper made for it the first time is answered from then on."""
+
+    def __init__(self) -> None:
+        # method -> (the handler found, what is answered for it); one per method.
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
+
+    def wrap(self, method: str, behavior: Behavior) -> Behavior | None:
+        """The behavior to run for `method` instead; None: leave it as it is."""
+        raise NotImplementedError
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method: str = handler_call_details.method
+        found = self._wrapped.get(method)
+        if found is not None and found[0] is handler:
+            return found[1]  # type: ignore[no-any-return]
+        # grpc-stubs types aio handlers as sync ones; they are coroutines here.
+        behavior = self.wrap(method, handler.unary_unary)  # type: ignore[arg-type]
+        answer = handler if behavior is None else with_behavior(handler, behavior)
+        self._wrapped[method] = (handler, answer)
+        return answer
+
+
 def ids_of(message: Any, *, nested: bool = False) -> dict[str, str]:
     """The ids a message carries (wallet, transaction, hold, user...), as span
     attributes `wallet.<field>`: what an operator needs to find one payment's
@@ -93,7 +127,7 @@ def ids_of(message: Any, *, nested: bool = False) -> dict[str, str]:
     return found
 
 
-class ServiceBoundary(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+class ServiceBoundary(WrappingInterceptor):
     """Authenticates every non-public RPC of the service and turns what the
     handler raises into a status.
 
@@ -112,30 +146,19 @@ class ServiceBoundary(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         internal_prefixes: tuple[str, ...] = (),
         credential: ServiceCredential | None = None,
     ) -> None:
+        super().__init__()
         self._verifier = verifier
         self._guarded_prefixes = (*guarded_prefixes, *internal_prefixes)
         self._public_methods = public_methods
         self._internal_prefixes = internal_prefixes
         self._credential = credential or ServiceCredential(None)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        handler = await continuation(handler_call_details)
-        method: str = handler_call_details.method
-        if handler is None or handler.unary_unary is None:
-            return handler
+    def wrap(self, method: str, behavior: Behavior) -> Behavior | None:
         if not method.startswith(self._guarded_prefixes):
-            return handler
-        internal = method.startswith(self._internal_prefixes) if self._internal_prefixes else False
+            return None
+        internal = method.startswith(self._internal_prefixes)
         needs_token = not internal and method not in self._public_methods
-        # grpc-stubs types aio handlers as sync ones; they are coroutines here.
-        behavior: Behavior = handler.unary_unary  # type: ignore[assignment]
-        return with_behavior(handler, self._wrap(behavior, method, needs_token, internal))
+        return self._wrap(behavior, method, needs_token, internal)
 
     def _wrap(self, behavior: Behavior, method: str, needs_token: bool, internal: bool) -> Behavior:
         verifier = self._verifier

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
@@ -27,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 
 from services.runtime.config import ConfigError
-from services.runtime.interceptors import Behavior, Context, with_behavior
+from services.runtime.interceptors import Behavior, Context, WrappingInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +79,7 @@ class _MethodSeries:
         self.duration.observe(seconds)
 
 
-class RpcMetrics(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+class RpcMetrics(WrappingInterceptor):
     """Counts and times every unary RPC by its final status. Put it first, so it
     also sees what authentication refuses; streaming RPCs (reflection) pass as is.
 
@@ -89,27 +88,9 @@ class RpcMetrics(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     text, and the code counted must be the one the caller gets.
     """
 
-    def __init__(self) -> None:
+    def wrap(self, method: str, behavior: Behavior) -> Behavior:
         # Only methods with a handler get here, so the label values stay bounded.
-        self._series: dict[str, _MethodSeries] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        method: str = handler_call_details.method
-        series = self._series.get(method)
-        if series is None:
-            series = self._series[method] = _MethodSeries(method)
-        # grpc-stubs types aio handlers as sync ones; they are coroutines here.
-        behavior: Behavior = handler.unary_unary  # type: ignore[assignment]
-        return with_behavior(handler, _measured(behavior, series))
+        return _measured(behavior, _MethodSeries(method))
 
 
 def _measured(behavior: Behavior, series: _MethodSeries) -> Behavior:

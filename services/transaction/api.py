@@ -13,6 +13,7 @@ from services.runtime import pagination
 from services.runtime.auth import Caller, current_caller
 from services.runtime.errors import InvalidArgument
 from services.runtime.interceptors import Context, status_for
+from services.runtime.protos import timestamp
 from services.transaction import metrics
 from services.transaction.adapters.user_directory import GrpcUserDirectory
 from services.transaction.domain import receipts
@@ -72,12 +73,6 @@ _HOLD_STATUS = {
 }
 
 
-def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
-
-
 def money(amount: int, currency: str) -> money_pb2.Money:
     return money_pb2.Money(
         currency=currency, amount=amount, decimal=format_decimal(amount, currency)
@@ -92,7 +87,7 @@ def wallet_message(wallet: Wallet) -> pb.Wallet:
         balance=money(wallet.balance, wallet.currency),
         available_balance=money(wallet.available, wallet.currency),
         status=_WALLET_STATUS[wallet.status],
-        create_time=_timestamp(wallet.created_at),
+        create_time=timestamp(wallet.created_at),
     )
 
 
@@ -114,7 +109,7 @@ def transaction_message(transaction: Transaction) -> pb.Transaction:
         refunded_amount=money(transaction.refunded_amount, currency),
         refund_of_transaction_id=transaction.refund_of or "",
         hold_id=transaction.hold_id or "",
-        create_time=_timestamp(transaction.created_at),
+        create_time=timestamp(transaction.created_at),
         payment_provider=transaction.payment_provider,
         failure_code=transaction.failure_code,
         failure_message=transaction.failure_message,
@@ -129,15 +124,22 @@ def hold_message(hold: Hold) -> pb.Hold:
         amount=money(hold.amount, hold.currency),
         captured_amount=money(hold.captured_amount, hold.currency),
         status=_HOLD_STATUS[hold.status],
-        expire_time=_timestamp(hold.expires_at),
+        expire_time=timestamp(hold.expires_at),
         memo=hold.memo,
         capture_transaction_id=hold.capture_transaction_id or "",
-        create_time=_timestamp(hold.created_at),
+        create_time=timestamp(hold.created_at),
     )
 
 
 def amount_input(message: money_pb2.Money) -> AmountInput:
     return AmountInput(message.currency.strip().upper(), message.amount, message.decimal.strip())
+
+
+def required_amount(request: Any) -> AmountInput:
+    """The request's `amount`, which it must have."""
+    if not request.HasField("amount"):
+        raise InvalidArgument.single("amount", "is required")
+    return amount_input(request.amount)
 
 
 def idempotency_key(
@@ -226,15 +228,13 @@ class TransactionApi(transaction_service_pb2_grpc.TransactionServiceServicer):
     ) -> pb.CreateTransferResponse:
         caller = current_caller()
         key = idempotency_key(caller, request, context, "CreateTransfer")
-        if not request.HasField("amount"):
-            raise InvalidArgument.single("amount", "is required")
         posted = await self._ledger.transfer(
             caller,
             key,
             request.source_wallet_id,
             request.destination_wallet_id,
             request.recipient_email,
-            amount_input(request.amount),
+            required_amount(request),
             request.memo,
             dict(request.metadata),
         )
@@ -284,13 +284,11 @@ class TransactionApi(transaction_service_pb2_grpc.TransactionServiceServicer):
     ) -> pb.TopUpWalletResponse:
         caller = current_caller()
         key = idempotency_key(caller, request, context, "TopUpWallet")
-        if not request.HasField("amount"):
-            raise InvalidArgument.single("amount", "is required")
         posted = await self._funding.top_up(
             caller,
             key,
             request.wallet_id,
-            amount_input(request.amount),
+            required_amount(request),
             request.payment_method,
             request.provider,
         )
@@ -303,13 +301,11 @@ class TransactionApi(transaction_service_pb2_grpc.TransactionServiceServicer):
     ) -> pb.WithdrawFromWalletResponse:
         caller = current_caller()
         key = idempotency_key(caller, request, context, "WithdrawFromWallet")
-        if not request.HasField("amount"):
-            raise InvalidArgument.single("amount", "is required")
         posted = await self._funding.withdraw(
             caller,
             key,
             request.wallet_id,
-            amount_input(request.amount),
+            required_amount(request),
             request.destination,
             request.provider,
         )
@@ -321,14 +317,12 @@ class TransactionApi(transaction_service_pb2_grpc.TransactionServiceServicer):
     ) -> pb.CreateHoldResponse:
         caller = current_caller()
         key = idempotency_key(caller, request, context, "CreateHold")
-        if not request.HasField("amount"):
-            raise InvalidArgument.single("amount", "is required")
         hold = await self._ledger.create_hold(
             caller,
             key,
             request.wallet_id,
             request.merchant_wallet_id,
-            amount_input(request.amount),
+            required_amount(request),
             request.expires_in_seconds,
             request.memo,
         )
@@ -421,8 +415,8 @@ class TransactionApi(transaction_service_pb2_grpc.TransactionServiceServicer):
                 total=money(transaction.amount + transaction.fee, currency),
                 refunded_amount=money(transaction.refunded_amount, currency),
                 memo=transaction.memo,
-                create_time=_timestamp(transaction.created_at),
-                issue_time=_timestamp(receipt.issued_at),
+                create_time=timestamp(transaction.created_at),
+                issue_time=timestamp(receipt.issued_at),
             ),
             text=receipts.render(receipt),
         )
@@ -445,10 +439,8 @@ class TransactionApi(transaction_service_pb2_grpc.TransactionServiceServicer):
     ) -> pb.AdjustWalletResponse:
         caller = current_caller()
         key = idempotency_key(caller, request, context, "AdjustWallet")
-        if not request.HasField("amount"):
-            raise InvalidArgument.single("amount", "is required")
         posted, wallet = await self._ledger.adjust(
-            caller, key, request.wallet_id, amount_input(request.amount), request.reason
+            caller, key, request.wallet_id, required_amount(request), request.reason
         )
         metrics.record_posted(posted)
         return pb.AdjustWalletResponse(

@@ -47,21 +47,21 @@ async def _grant_admin(email: str) -> int:
     # Imported here: only this command needs a bare repository.
     from services.runtime import db
     from services.runtime.cache import JsonCache, create_redis
+    from services.user.adapters.profile_cache import NAMESPACE, RedisProfileCache
     from services.user.adapters.repository import SqlUserRepository
     from services.user.domain.model import Role
 
     engine = db.create_engine(env(ENV_PREFIX, "DATABASE_URL"), pool_size=1)
     try:
-        repository = SqlUserRepository(engine)
-        credentials = await repository.credentials_by_email(email)
-        if credentials is None or not await repository.grant_role(email, Role.ADMIN):
-            print(f"no user with email {email}", file=sys.stderr)
-            return 1
+        user_id = await SqlUserRepository(engine).grant_role(email, Role.ADMIN)
     finally:
         await engine.dispose()
+    if user_id is None:
+        print(f"no user with email {email}", file=sys.stderr)
+        return 1
     redis = create_redis(env(ENV_PREFIX, "REDIS_URL"))
     # The cached profile would show the old roles until it expires.
-    await JsonCache(redis, "user:profile:v1", ttl_seconds=1).invalidate(credentials.user.id)
+    await RedisProfileCache(JsonCache(redis, NAMESPACE, ttl_seconds=1)).invalidate(user_id)
     await redis.aclose()
     print(f"{email} is now an admin (effective from their next login or token refresh)")
     return 0

@@ -4,15 +4,13 @@ ServiceBoundary interceptor."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import TypeVar
-
-from google.protobuf import timestamp_pb2
 
 from services.runtime import pagination
 from services.runtime.auth import current_caller
 from services.runtime.errors import InvalidArgument
 from services.runtime.interceptors import Context
+from services.runtime.protos import timestamp
 from services.user import metrics
 from services.user.domain.accounts import Accounts, ProfileUpdate, Registration
 from services.user.domain.model import Role, Session, User, UserCursor
@@ -22,12 +20,6 @@ from wallet.user.v1 import user_service_pb2_grpc
 _ROLES = {Role.USER: pb.ROLE_USER, Role.ADMIN: pb.ROLE_ADMIN}
 
 
-def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
-
-
 def user_message(user: User) -> pb.User:
     return pb.User(
         user_id=user.id,
@@ -35,8 +27,8 @@ def user_message(user: User) -> pb.User:
         display_name=user.display_name,
         phone=user.phone or "",
         roles=sorted(_ROLES[role] for role in user.roles),
-        create_time=_timestamp(user.created_at),
-        update_time=_timestamp(user.updated_at),
+        create_time=timestamp(user.created_at),
+        update_time=timestamp(user.updated_at),
     )
 
 

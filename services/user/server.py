@@ -15,6 +15,7 @@ from services.runtime.config import RuntimeSettings, env, env_int
 from services.runtime.metrics import watch_pool
 from services.runtime.server import GrpcApp, service_interceptors
 from services.user.adapters.passwords import Argon2Passwords
+from services.user.adapters.profile_cache import NAMESPACE as PROFILE_CACHE
 from services.user.adapters.profile_cache import RedisProfileCache
 from services.user.adapters.repository import SqlRefreshTokenRepository, SqlUserRepository
 from services.user.adapters.tokens import JwtIssuer, LocalPublicKeys, SigningKey
@@ -66,7 +67,7 @@ def build_app(settings: UserSettings) -> tuple[GrpcApp, Accounts]:
         ),
         revoked_access_tokens=revoked,
         profiles=RedisProfileCache(
-            JsonCache(redis, "user:profile:v1", ttl_seconds=settings.profile_cache_seconds)
+            JsonCache(redis, PROFILE_CACHE, ttl_seconds=settings.profile_cache_seconds)
         ),
         clock=SystemClock(),
         refresh_lifetime=timedelta(days=settings.refresh_token_days),

@@ -95,7 +95,7 @@ async def sandbox(pool: Pool, redis: Redis) -> AsyncIterator[SandboxProvider]:
         pool, redis, webhook_url=None, webhook_secret=SECRET, webhook_delay=0.05
     )
     yield provider
-    await provider.close()
+    await provider.aclose()
 
 
 async def rows(pool: Pool, query: str, *args: object) -> list[tuple[Any, ...]]:

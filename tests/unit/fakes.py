@@ -129,7 +129,7 @@ class FakeRefreshTokens:
         if token is None:
             return None
         return StoredRefreshToken(
-            token.owner.user_id, token.owner.family_id, token.used, token.revoked, token.expires_at
+            token.owner.user_id, token.owner.family_id, token.used, token.revoked
         )
 
     async def revoke_family(self, family_id: str, now: datetime) -> None:
@@ -157,8 +157,6 @@ class FakePasswords:
 
 
 class FakeAccessTokens:
-    lifetime_seconds = 900
-
     def __init__(self) -> None:
         self.issued: list[tuple[str, frozenset[Role]]] = []
 

@@ -7,12 +7,10 @@ from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
 
 from services.gateway.domain.model import NewPayment, Payment
 from services.gateway.domain.providers import PaymentKind, PaymentStatus, ProviderPayment
-
-Pool = AsyncConnectionPool[AsyncConnection[Any]]
+from services.runtime.db import DriverPool
 
 _COLUMNS = """id::text, kind, provider, status, amount, currency::text, instrument, description,
     reference, failure_code, failure_message, charge_payment_id::text, attempts, created_at,
@@ -83,7 +81,7 @@ def _answer_params(payment_id: str, answer: ProviderPayment) -> dict[str, Any]:
 
 
 class SqlPaymentStore:
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: DriverPool) -> None:
         self._pool = pool
 
     async def _one(self, connection: AsyncConnection[Any], sql: str, params: Any) -> Payment | None:

@@ -461,12 +461,11 @@ class PayPalProvider:
         if kind == PaymentKind.PAYOUT:
             batch = await self._json_call("payout lookup", "GET", f"/v1/payments/payouts/{segment}")
             return self._payout_payment(batch)
-        raise ProviderRejected(f"paypal lookup: unknown payment kind {kind!r}")
 
     async def parse_webhook(self, body: bytes, headers: Mapping[str, str]) -> WebhookEvent | None:
         """Verified by PayPal's verification API before anything in it is believed."""
-        lowered = {name.lower(): value for name, value in headers.items()}
-        missing = [name for name in _WEBHOOK_HEADERS if not lowered.get(name)]
+        # Header names arrive lower case (the PaymentProvider contract).
+        missing = [name for name in _WEBHOOK_HEADERS if not headers.get(name)]
         if missing:
             raise WebhookSignatureInvalid(f"paypal webhook: missing {', '.join(missing)}")
         try:
@@ -479,11 +478,11 @@ class PayPalProvider:
 
         envelope = json.dumps(
             {
-                "auth_algo": lowered["paypal-auth-algo"],
-                "cert_url": lowered["paypal-cert-url"],
-                "transmission_id": lowered["paypal-transmission-id"],
-                "transmission_sig": lowered["paypal-transmission-sig"],
-                "transmission_time": lowered["paypal-transmission-time"],
+                "auth_algo": headers["paypal-auth-algo"],
+                "cert_url": headers["paypal-cert-url"],
+                "transmission_id": headers["paypal-transmission-id"],
+                "transmission_sig": headers["paypal-transmission-sig"],
+                "transmission_time": headers["paypal-transmission-time"],
                 "webhook_id": self._webhook_id,
             }
         )
@@ -757,9 +756,9 @@ class PayPalProvider:
         auth: httpx.Auth | None = None,
     ) -> httpx.Response:
         try:
-            if auth is None:
-                return await self._http.request(method, path, content=body, headers=headers)
-            return await self._http.request(method, path, content=body, headers=headers, auth=auth)
+            return await self._http.request(
+                method, path, content=body, headers=headers, auth=auth or httpx.USE_CLIENT_DEFAULT
+            )
         except httpx.TimeoutException as exc:
             raise ProviderUnavailable(
                 f"paypal {operation}: no answer within {self._timeout}s ({type(exc).__name__})"

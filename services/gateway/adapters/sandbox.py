@@ -42,7 +42,6 @@ from typing import Any
 import httpx
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -58,22 +57,30 @@ from services.gateway.domain.providers import (
     WebhookEvent,
     WebhookSignatureInvalid,
 )
+from services.runtime.db import DriverPool
 
 log = logging.getLogger(__name__)
 
-Pool = AsyncConnectionPool[AsyncConnection[Any]]
 SIGNATURE_HEADER = "sandbox-signature"
 SIGNATURE_TOLERANCE_SECONDS = 300
 OUTAGE_KEY = "sandbox:outage"
 
-_DECLINES = {
-    "pm_card_chargedeclined": ("card_declined", "Your card was declined."),
+# Test payment method (lower case) -> (status, failure code, message, settles later).
+_CHARGE_CARDS = {
+    "pm_card_visa": ("succeeded", "", "", False),
+    "tok_visa": ("succeeded", "", "", False),
+    "pm_card_mastercard": ("succeeded", "", "", False),
+    "pm_card_unstable": ("succeeded", "", "", False),
+    "pm_card_chargedeclined": ("failed", "card_declined", "Your card was declined.", False),
     "pm_card_chargedeclinedinsufficientfunds": (
+        "failed",
         "insufficient_funds",
         "Your card has insufficient funds.",
+        False,
     ),
+    "pm_card_delayed": ("pending", "", "", True),
+    "pm_card_timeout": ("succeeded", "", "", True),
 }
-_SUCCEEDS = {"pm_card_visa", "tok_visa", "pm_card_mastercard", "pm_card_unstable"}
 _UNSTABLE_FAILURES = 2
 
 
@@ -123,7 +130,7 @@ def event_body(event_id: str, kind: PaymentKind, payment_id: str, row: Mapping[s
 class SandboxProvider:
     def __init__(
         self,
-        pool: Pool,
+        pool: DriverPool,
         redis: Redis,
         *,
         webhook_url: str | None,
@@ -146,7 +153,7 @@ class SandboxProvider:
     def name(self) -> str:
         return "sandbox"
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         for task in self._deliveries:
             task.cancel()
         await self._http.aclose()
@@ -155,16 +162,9 @@ class SandboxProvider:
 
     async def create_charge(self, request: ChargeRequest) -> ProviderPayment:
         method = request.payment_method.lower()
-        if method in _DECLINES:
-            status, (code, message) = "failed", _DECLINES[method]
-        elif method in _SUCCEEDS:
-            status, code, message = "succeeded", "", ""
-        elif method == "pm_card_delayed":
-            status, code, message = "pending", "", ""
-        elif method == "pm_card_timeout":
-            status, code, message = "succeeded", "", ""
-        else:
+        if method not in _CHARGE_CARDS:
             raise ProviderRejected(f"No such PaymentMethod: '{request.payment_method}'")
+        status, code, message, delayed = _CHARGE_CARDS[method]
         row = await self._create(
             request.payment_id,
             PaymentKind.CHARGE,
@@ -174,7 +174,7 @@ class SandboxProvider:
             status,
             code,
             message,
-            delayed=method in ("pm_card_delayed", "pm_card_timeout"),
+            delayed=delayed,
         )
         if method == "pm_card_unstable" and row["calls"] <= _UNSTABLE_FAILURES:
             raise ProviderUnavailable("sandbox: HTTP 500 (unstable card)")
@@ -225,15 +225,10 @@ class SandboxProvider:
 
     async def retrieve(self, kind: PaymentKind, reference: str) -> ProviderPayment:
         await self._weather()
-        async with self._pool.connection() as connection:
-            row = await _fetch(
-                connection,
-                "SELECT * FROM sandbox_payments WHERE reference = %(ref)s",
-                {"ref": reference},
-            )
+        row = await self._current(reference)
         if row is None:
             raise ProviderRejected(f"No such {kind.value}: '{reference}'")
-        return await self._answer(await self._settled(row))
+        return await self._answer(row)
 
     async def parse_webhook(self, body: bytes, headers: Mapping[str, str]) -> WebhookEvent | None:
         verify(self._secret, body, headers.get(SIGNATURE_HEADER))
@@ -326,19 +321,22 @@ class SandboxProvider:
             failure_message=row["failure_message"],
         )
 
-    async def _settled(self, row: dict[str, Any]) -> dict[str, Any]:
-        """A delayed payment whose time has come succeeds (for every instance)."""
-        if row["status"] != "pending" or row["settle_at"] is None:
-            return row
+    async def _current(self, reference: str) -> dict[str, Any] | None:
+        """A payment as it is now: a delayed one whose time has come succeeds first
+        (for every instance), in the same statement."""
         async with self._pool.connection() as connection:
-            settled = await _fetch(
+            return await _fetch(
                 connection,
-                """UPDATE sandbox_payments SET status = 'succeeded'
-                    WHERE reference = %(ref)s AND status = 'pending' AND settle_at <= now()
-                   RETURNING *""",
-                {"ref": row["reference"]},
+                """WITH settled AS (
+                       UPDATE sandbox_payments SET status = 'succeeded'
+                        WHERE reference = %(ref)s AND status = 'pending' AND settle_at <= now()
+                       RETURNING *)
+                   SELECT * FROM settled
+                   UNION ALL
+                   SELECT * FROM sandbox_payments
+                    WHERE reference = %(ref)s AND NOT EXISTS (SELECT FROM settled)""",
+                {"ref": reference},
             )
-        return settled or row
 
     def _schedule_webhook(
         self, kind: PaymentKind, key: str, reference: str, settle_at: datetime
@@ -357,15 +355,9 @@ class SandboxProvider:
         assert self._webhook_url is not None
         wait = (settle_at - datetime.now(settle_at.tzinfo)).total_seconds()
         await asyncio.sleep(max(0.0, wait))
-        async with self._pool.connection() as connection:
-            row = await _fetch(
-                connection,
-                "SELECT * FROM sandbox_payments WHERE reference = %(ref)s",
-                {"ref": reference},
-            )
+        row = await self._current(reference)
         if row is None:
             return
-        row = await self._settled(row)
         body = event_body(f"evt_{uuid.uuid4().hex[:24]}", kind, key, row)
         for attempt in range(5):  # providers retry deliveries that are not 2xx
             try:

@@ -140,8 +140,8 @@ class Gateway:
         self, payment_id: str, charge_payment_id: str, amount: int | None, currency: str
     ) -> Payment:
         errors = ViolationCollector()
-        payment_id = _check_id(payment_id, "payment_id", errors)
-        charge_payment_id = _check_id(charge_payment_id, "charge_payment_id", errors)
+        payment_id = errors.uuid(payment_id, "payment_id")
+        charge_payment_id = errors.uuid(charge_payment_id, "charge_payment_id")
         if amount is not None and not 0 < amount <= MAX_AMOUNT:
             errors.add("amount.amount", f"must be between 1 and {MAX_AMOUNT}")
         errors.raise_if_any()
@@ -176,7 +176,7 @@ class Gateway:
 
     async def payment(self, payment_id: str) -> Payment:
         errors = ViolationCollector()
-        payment_id = _check_id(payment_id, "payment_id", errors)
+        payment_id = errors.uuid(payment_id, "payment_id")
         errors.raise_if_any()
         found = await self._store.get(payment_id)
         if found is None:
@@ -227,7 +227,7 @@ class Gateway:
         description: str,
     ) -> NewPayment:
         errors = ViolationCollector()
-        payment_id = _check_id(payment_id, "payment_id", errors)
+        payment_id = errors.uuid(payment_id, "payment_id")
         provider = provider or self._default
         if provider not in self._providers:
             errors.add("provider", f"must be one of: {', '.join(sorted(self._providers))}")
@@ -390,14 +390,6 @@ def _operation(
         return lambda: connector.create_payout(payout)
     refund = RefundRequest(payment.id, payment.instrument, payment.amount, payment.currency)
     return lambda: connector.refund(refund)
-
-
-def _check_id(value: str, field: str, errors: ViolationCollector) -> str:
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        errors.add(field, "is required, a UUID" if not value else "must be a UUID")
-        return value
 
 
 def _is_uuid(value: str) -> bool:

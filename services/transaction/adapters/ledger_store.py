@@ -12,10 +12,9 @@ import re
 from datetime import datetime
 from typing import Any
 
-from psycopg import AsyncConnection
 from psycopg.rows import namedtuple_row
-from psycopg_pool import AsyncConnectionPool
 
+from services.runtime.db import DriverPool
 from services.transaction.adapters.codec import (
     hold_from_json,
     result_from_json,
@@ -36,25 +35,23 @@ from services.transaction.domain.model import (
 from services.transaction.domain.money import Money
 from services.transaction.domain.ports import AuditFinding, DueExternal, TransferItem
 
-Pool = AsyncConnectionPool[AsyncConnection[Any]]
-
 
 class Shards:
     """Where a wallet's rows live. One PostgreSQL today; the one place to change
     when wallets are spread over several (every query goes through here)."""
 
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: DriverPool) -> None:
         # Autocommit connections: each ledger function commits by itself, with no
         # BEGIN/COMMIT round trips around it.
         self._pool = pool
 
-    def for_wallet(self, wallet_id: str) -> Pool:
+    def for_wallet(self, wallet_id: str) -> DriverPool:
         return self._pool
 
-    def for_owner(self, owner_id: str) -> Pool:
+    def for_owner(self, owner_id: str) -> DriverPool:
         return self._pool
 
-    def all(self) -> list[Pool]:
+    def all(self) -> list[DriverPool]:
         return [self._pool]
 
 
@@ -139,17 +136,17 @@ class SqlLedgerStore:
     def __init__(self, shards: Shards) -> None:
         self._shards = shards
 
-    async def _rows(self, pool: Pool, sql: str, params: dict[str, Any]) -> list[Any]:
+    async def _rows(self, pool: DriverPool, sql: str, params: dict[str, Any]) -> list[Any]:
         async with pool.connection() as connection:
             cursor = connection.cursor(row_factory=namedtuple_row)
             await cursor.execute(_driver_sql(sql), params)
             return await cursor.fetchall()
 
-    async def _one(self, pool: Pool, sql: str, params: dict[str, Any]) -> Any:
+    async def _one(self, pool: DriverPool, sql: str, params: dict[str, Any]) -> Any:
         rows = await self._rows(pool, sql, params)
         return rows[0][0] if rows else None
 
-    async def _call(self, pool: Pool, sql: str, params: dict[str, Any]) -> LedgerResult:
+    async def _call(self, pool: DriverPool, sql: str, params: dict[str, Any]) -> LedgerResult:
         document = await self._one(pool, sql, params)
         return result_from_json(document if isinstance(document, dict) else json.loads(document))
 

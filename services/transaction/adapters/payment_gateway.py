@@ -5,6 +5,8 @@ another instance when one is down."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -78,13 +80,7 @@ class GrpcPaymentGateway:
             payment_method=payment_method,
             description="Wallet top-up",
         )
-        try:
-            response = await self._stub.CreateCharge(
-                request, timeout=self._timeout, metadata=self._credential.metadata()
-            )
-        except grpc.aio.AioRpcError as error:
-            raise self._unavailable(error) from error
-        return _payment(response.payment)
+        return await self._create(self._stub.CreateCharge, request)
 
     async def payout(
         self, payment_id: str, provider: str, money: Money, destination: str
@@ -96,8 +92,13 @@ class GrpcPaymentGateway:
             destination=destination,
             description="Wallet withdrawal",
         )
+        return await self._create(self._stub.CreatePayout, request)
+
+    async def _create(
+        self, method: grpc.aio.UnaryUnaryMultiCallable[Any, Any], request: Any
+    ) -> GatewayPayment:
         try:
-            response = await self._stub.CreatePayout(
+            response = await method(
                 request, timeout=self._timeout, metadata=self._credential.metadata()
             )
         except grpc.aio.AioRpcError as error:

@@ -30,12 +30,7 @@ from services.runtime.errors import (
     Unavailable,
     ViolationCollector,
 )
-from services.transaction.domain.ledger import (
-    AmountInput,
-    _accepted,
-    _check_key,
-    _check_uuid,
-)
+from services.transaction.domain.ledger import AmountInput, accepted, check_key, invalidate_for
 from services.transaction.domain.model import (
     IdempotencyKey,
     Posted,
@@ -151,8 +146,8 @@ class Funding:
         provider: str,
     ) -> Posted:
         errors = ViolationCollector()
-        _check_key(key, errors)
-        wallet_id = _check_uuid(wallet_id, "wallet_id", errors)
+        check_key(key, errors)
+        wallet_id = errors.uuid(wallet_id, "wallet_id")
         money = parse_amount(amount.currency, amount.amount, amount.decimal, "amount", errors)
         instrument = instrument.strip()
         if not instrument:
@@ -165,7 +160,7 @@ class Funding:
         errors.raise_if_any()
         assert money is not None
         first_check = self._clock.now() + timedelta(seconds=self._reconciler.first_check_after)
-        result = _accepted(
+        result = accepted(
             await self._store.begin_external(
                 key, kind, wallet_id, money, provider, instrument, first_check
             )
@@ -176,7 +171,7 @@ class Funding:
         if replayed:  # the stored answer is the reservation: what is it now?
             transaction = await self._store.transaction(transaction.id) or transaction
         else:
-            await self._invalidate(transaction)
+            await invalidate_for(self._cache, transaction)
         if transaction.status is TransactionStatus.PENDING:
             transaction = await self._drive(transaction, instrument, "sync")
         return Posted(_answer(transaction), replayed=replayed)
@@ -187,7 +182,7 @@ class Funding:
         """The gateway's notice that a payment changed: ask it, settle. True if this
         call settled the transaction."""
         errors = ViolationCollector()
-        payment_id = _check_uuid(payment_id, "payment_id", errors)
+        payment_id = errors.uuid(payment_id, "payment_id")
         errors.raise_if_any()
         transaction = await self._store.transaction(payment_id)
         if transaction is None or transaction.type not in (
@@ -340,15 +335,8 @@ class Funding:
                 "result": "posted" if succeeded else "failed",
             },
         )
-        await self._invalidate(result.transaction)
+        await invalidate_for(self._cache, result.transaction)
         return result.transaction, True
-
-    async def _invalidate(self, transaction: Transaction) -> None:
-        wallets = {
-            w for w in (transaction.source_wallet_id, transaction.destination_wallet_id) if w
-        }
-        owners = {o for o in (transaction.source_owner_id, transaction.destination_owner_id) if o}
-        await self._cache.invalidate(wallets, owners)
 
 
 def _answer(transaction: Transaction) -> Transaction:

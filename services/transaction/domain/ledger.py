@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 
@@ -151,7 +150,7 @@ _REFUSALS: dict[str, DomainError] = {
 }
 
 
-def _accepted(result: LedgerResult) -> LedgerResult:
+def accepted(result: LedgerResult) -> LedgerResult:
     if result.outcome in ("ok", "replayed"):
         return result
     refusal = _REFUSALS.get(result.outcome)
@@ -173,26 +172,24 @@ def _copy(error: DomainError) -> DomainError:
     return type(error)(error.message, reason=error.reason)
 
 
+async def invalidate_for(cache: LedgerCache, *transactions: Transaction) -> None:
+    """Drops from the cache what these committed transactions changed: called after
+    commit, before answering, so a user always reads their own writes."""
+    await cache.invalidate(
+        {w for t in transactions for w in (t.source_wallet_id, t.destination_wallet_id) if w},
+        {o for t in transactions for o in (t.source_owner_id, t.destination_owner_id) if o},
+    )
+
+
 def request_hash(operation: str, canonical_request: bytes) -> str:
     return hashlib.sha256(operation.encode() + b"\0" + canonical_request).hexdigest()
 
 
-def _check_key(key: IdempotencyKey, errors: ViolationCollector) -> None:
+def check_key(key: IdempotencyKey, errors: ViolationCollector) -> None:
     if not key.key:
         errors.add("request_id", "is required (or send an Idempotency-Key header)")
     elif len(key.key) > 255:
         errors.add("request_id", "must be at most 255 characters")
-
-
-def _check_uuid(value: str, field: str, errors: ViolationCollector) -> str:
-    if not value:
-        errors.add(field, "is required")
-        return value
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        errors.add(field, "must be an id (a UUID)")
-        return value
 
 
 def _check_text(value: str, field: str, limit: int, errors: ViolationCollector) -> str:
@@ -227,11 +224,11 @@ class Ledger:
 
     async def create_wallet(self, caller: Caller, key: IdempotencyKey, currency: str) -> Wallet:
         errors = ViolationCollector()
-        _check_key(key, errors)
+        check_key(key, errors)
         code = check_currency(currency.strip().upper(), "currency", errors)
         errors.raise_if_any()
         assert code is not None
-        result = _accepted(await self._store.create_wallet(key, code))
+        result = accepted(await self._store.create_wallet(key, code))
         assert result.wallet is not None
         await self._cache.invalidate({result.wallet.id}, {caller.user_id})
         return result.wallet
@@ -241,7 +238,7 @@ class Ledger:
 
     async def wallet(self, caller: Caller, wallet_id: str) -> Wallet:
         errors = ViolationCollector()
-        wallet_id = _check_uuid(wallet_id, "wallet_id", errors)
+        wallet_id = errors.uuid(wallet_id, "wallet_id")
         errors.raise_if_any()
         wallet = await self._cache.wallet(wallet_id)
         if wallet is None:
@@ -255,10 +252,10 @@ class Ledger:
 
     async def close_wallet(self, caller: Caller, key: IdempotencyKey, wallet_id: str) -> Wallet:
         errors = ViolationCollector()
-        _check_key(key, errors)
-        wallet_id = _check_uuid(wallet_id, "wallet_id", errors)
+        check_key(key, errors)
+        wallet_id = errors.uuid(wallet_id, "wallet_id")
         errors.raise_if_any()
-        result = _accepted(await self._store.close_wallet(key, wallet_id))
+        result = accepted(await self._store.close_wallet(key, wallet_id))
         assert result.wallet is not None
         await self._cache.invalidate({wallet_id}, {caller.user_id})
         return result.wallet
@@ -277,12 +274,10 @@ class Ledger:
         metadata: dict[str, str],
     ) -> Posted:
         errors = ViolationCollector()
-        _check_key(key, errors)
-        source_wallet_id = _check_uuid(source_wallet_id, "source_wallet_id", errors)
+        check_key(key, errors)
+        source_wallet_id = errors.uuid(source_wallet_id, "source_wallet_id")
         if destination_wallet_id:
-            destination_wallet_id = _check_uuid(
-                destination_wallet_id, "destination_wallet_id", errors
-            )
+            destination_wallet_id = errors.uuid(destination_wallet_id, "destination_wallet_id")
         elif not recipient_email.strip():
             errors.add("destination", "give destination_wallet_id or recipient_email")
         money = parse_amount(amount.currency, amount.amount, amount.decimal, "amount", errors)
@@ -293,17 +288,17 @@ class Ledger:
         if not destination_wallet_id:
             replay = await self._replay(key)
             if replay is not None:
-                return _posted(_accepted(replay))
+                return _posted(accepted(replay))
             destination_wallet_id = await self._wallet_for_email(
                 caller, recipient_email.strip(), money.currency
             )
-        result = _accepted(
+        result = accepted(
             await self._store.transfer(
                 key, source_wallet_id, destination_wallet_id, money, memo, metadata
             )
         )
         posted = _posted(result)
-        await self._invalidate_for(posted.transaction)
+        await invalidate_for(self._cache, posted.transaction)
         return posted
 
     async def transfer_batch(
@@ -318,11 +313,9 @@ class Ledger:
         items: list[TransferItem] = []
         for index, request in enumerate(requests):
             item_errors = ViolationCollector()
-            _check_key(request.key, item_errors)
-            source = _check_uuid(request.source_wallet_id, "source_wallet_id", item_errors)
-            destination = _check_uuid(
-                request.destination_wallet_id, "destination_wallet_id", item_errors
-            )
+            check_key(request.key, item_errors)
+            source = item_errors.uuid(request.source_wallet_id, "source_wallet_id")
+            destination = item_errors.uuid(request.destination_wallet_id, "destination_wallet_id")
             amount = request.amount
             money = parse_amount(
                 amount.currency, amount.amount, amount.decimal, "amount", item_errors
@@ -340,13 +333,11 @@ class Ledger:
         answers: list[Posted | DomainError] = []
         for result in results:
             try:
-                answers.append(_posted(_accepted(result)))
+                answers.append(_posted(accepted(result)))
             except DomainError as refusal:
                 answers.append(refusal)
-        booked = [a.transaction for a in answers if isinstance(a, Posted)]
-        await self._cache.invalidate(
-            {w for t in booked for w in (t.source_wallet_id, t.destination_wallet_id) if w},
-            {o for t in booked for o in (t.source_owner_id, t.destination_owner_id) if o},
+        await invalidate_for(
+            self._cache, *(a.transaction for a in answers if isinstance(a, Posted))
         )
         return answers
 
@@ -383,9 +374,9 @@ class Ledger:
         memo: str,
     ) -> Hold:
         errors = ViolationCollector()
-        _check_key(key, errors)
-        wallet_id = _check_uuid(wallet_id, "wallet_id", errors)
-        merchant_wallet_id = _check_uuid(merchant_wallet_id, "merchant_wallet_id", errors)
+        check_key(key, errors)
+        wallet_id = errors.uuid(wallet_id, "wallet_id")
+        merchant_wallet_id = errors.uuid(merchant_wallet_id, "merchant_wallet_id")
         money = parse_amount(amount.currency, amount.amount, amount.decimal, "amount", errors)
         if not 0 <= expires_in_seconds <= HOLD_MAX_SECONDS:
             errors.add("expires_in_seconds", f"must be between 1 and {HOLD_MAX_SECONDS}")
@@ -395,7 +386,7 @@ class Ledger:
         expires_at = self._clock.now() + timedelta(
             seconds=expires_in_seconds or HOLD_DEFAULT_SECONDS
         )
-        result = _accepted(
+        result = accepted(
             await self._store.create_hold(
                 key, wallet_id, merchant_wallet_id, money, expires_at, memo
             )
@@ -406,7 +397,7 @@ class Ledger:
 
     async def hold(self, caller: Caller, hold_id: str) -> Hold:
         errors = ViolationCollector()
-        hold_id = _check_uuid(hold_id, "hold_id", errors)
+        hold_id = errors.uuid(hold_id, "hold_id")
         errors.raise_if_any()
         hold = await self._store.hold(hold_id)
         if hold is None or not await self._may_see_hold(caller, hold):
@@ -426,8 +417,8 @@ class Ledger:
         self, caller: Caller, key: IdempotencyKey, hold_id: str, amount: AmountInput
     ) -> tuple[Hold, Posted]:
         errors = ViolationCollector()
-        _check_key(key, errors)
-        hold_id = _check_uuid(hold_id, "hold_id", errors)
+        check_key(key, errors)
+        hold_id = errors.uuid(hold_id, "hold_id")
         money = (
             parse_amount(amount.currency, amount.amount, amount.decimal, "amount", errors)
             if amount.given
@@ -438,22 +429,22 @@ class Ledger:
             hold = await self._store.hold(hold_id)
             if hold is not None and hold.currency != money.currency:
                 raise InvalidArgument.single("amount.currency", "must be the hold's currency")
-        result = _accepted(
+        result = accepted(
             await self._store.capture_hold(
                 key, hold_id, money.amount if money else None, self._clock.now()
             )
         )
         assert result.hold is not None
         posted = _posted(result)
-        await self._invalidate_for(posted.transaction)
+        await invalidate_for(self._cache, posted.transaction)
         return result.hold, posted
 
     async def void_hold(self, caller: Caller, key: IdempotencyKey, hold_id: str) -> Hold:
         errors = ViolationCollector()
-        _check_key(key, errors)
-        hold_id = _check_uuid(hold_id, "hold_id", errors)
+        check_key(key, errors)
+        hold_id = errors.uuid(hold_id, "hold_id")
         errors.raise_if_any()
-        result = _accepted(await self._store.void_hold(key, hold_id))
+        result = accepted(await self._store.void_hold(key, hold_id))
         assert result.hold is not None
         payer = await self._store.wallet(result.hold.wallet_id)
         await self._cache.invalidate({result.hold.wallet_id}, {payer.owner_id} if payer else set())
@@ -476,8 +467,8 @@ class Ledger:
         reason: str,
     ) -> Posted:
         errors = ViolationCollector()
-        _check_key(key, errors)
-        transaction_id = _check_uuid(transaction_id, "transaction_id", errors)
+        check_key(key, errors)
+        transaction_id = errors.uuid(transaction_id, "transaction_id")
         money = (
             parse_amount(amount.currency, amount.amount, amount.decimal, "amount", errors)
             if amount.given
@@ -491,13 +482,13 @@ class Ledger:
                 raise InvalidArgument.single(
                     "amount.currency", "must be the transaction's currency"
                 )
-        result = _accepted(
+        result = accepted(
             await self._store.refund(
                 key, transaction_id, money.amount if money else None, reason, caller.is_admin
             )
         )
         posted = _posted(result)
-        await self._invalidate_for(posted.transaction)
+        await invalidate_for(self._cache, posted.transaction)
         return posted
 
     # --- operators -------------------------------------------------------------------
@@ -507,8 +498,8 @@ class Ledger:
     ) -> tuple[Posted, Wallet]:
         caller.require_admin()
         errors = ViolationCollector()
-        _check_key(key, errors)
-        wallet_id = _check_uuid(wallet_id, "wallet_id", errors)
+        check_key(key, errors)
+        wallet_id = errors.uuid(wallet_id, "wallet_id")
         money = parse_amount(
             amount.currency, amount.amount, amount.decimal, "amount", errors, signed=True
         )
@@ -518,10 +509,10 @@ class Ledger:
         wallet = await self._store.wallet(wallet_id)
         if wallet is not None and wallet.currency != money.currency:
             raise InvalidArgument.single("amount.currency", "must be the wallet's currency")
-        result = _accepted(await self._store.adjust(key, wallet_id, money, reason))
+        result = accepted(await self._store.adjust(key, wallet_id, money, reason))
         assert result.wallet is not None
         posted = _posted(result)
-        await self._invalidate_for(posted.transaction)
+        await invalidate_for(self._cache, posted.transaction)
         return posted, result.wallet
 
     async def set_status(
@@ -534,11 +525,11 @@ class Ledger:
     ) -> tuple[Posted, Wallet]:
         caller.require_admin()
         errors = ViolationCollector()
-        _check_key(key, errors)
-        wallet_id = _check_uuid(wallet_id, "wallet_id", errors)
+        check_key(key, errors)
+        wallet_id = errors.uuid(wallet_id, "wallet_id")
         reason = self._required_reason(reason, errors)
         errors.raise_if_any()
-        result = _accepted(await self._store.set_wallet_status(key, wallet_id, status, reason))
+        result = accepted(await self._store.set_wallet_status(key, wallet_id, status, reason))
         assert result.wallet is not None
         await self._cache.invalidate({wallet_id}, {result.wallet.owner_id})
         return _posted(result), result.wallet
@@ -563,7 +554,7 @@ class Ledger:
         if not 0 <= page_size <= MAX_PAGE_SIZE:
             errors.add("page_size", f"must be between 0 and {MAX_PAGE_SIZE}")
         if filters.wallet_id:
-            _check_uuid(filters.wallet_id, "wallet_id", errors)
+            errors.uuid(filters.wallet_id, "wallet_id")
         if filters.start and filters.end and filters.start >= filters.end:
             errors.add("end_time", "must be after start_time")
         errors.raise_if_any()
@@ -581,7 +572,7 @@ class Ledger:
 
     async def transaction(self, caller: Caller, transaction_id: str) -> Transaction:
         errors = ViolationCollector()
-        transaction_id = _check_uuid(transaction_id, "transaction_id", errors)
+        transaction_id = errors.uuid(transaction_id, "transaction_id")
         errors.raise_if_any()
         found = await self._store.transaction(transaction_id)
         parties = {found.source_owner_id, found.destination_owner_id} if found else set()
@@ -604,10 +595,3 @@ class Ledger:
     async def summary(self, caller: Caller) -> tuple[list[Wallet], list[Transaction]]:
         recent, _ = await self.history(caller, HistoryFilter(), SUMMARY_RECENT, None)
         return await self.wallets(caller), recent
-
-    async def _invalidate_for(self, transaction: Transaction) -> None:
-        wallets = {
-            w for w in (transaction.source_wallet_id, transaction.destination_wallet_id) if w
-        }
-        owners = {o for o in (transaction.source_owner_id, transaction.destination_owner_id) if o}
-        await self._cache.invalidate(wallets, owners)

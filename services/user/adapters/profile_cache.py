@@ -9,6 +9,9 @@ from typing import Any
 from services.runtime.cache import JsonCache
 from services.user.domain.model import Role, User
 
+# The Redis namespace of cached profiles (bump the version when their shape changes).
+NAMESPACE = "user:profile:v1"
+
 
 def _to_json(user: User) -> dict[str, Any]:
     return {

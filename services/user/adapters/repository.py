@@ -131,16 +131,17 @@ class SqlUserRepository:
             rows = (await connection.execute(statement)).all()
         return [_user(row) for row in rows]
 
-    async def grant_role(self, email: str, role: Role) -> bool:
-        """Adds a role to the user with this email; False if there is none."""
+    async def grant_role(self, email: str, role: Role) -> str | None:
+        """Adds a role to the user with this email; their id, or None if there is none."""
         statement = text(
             "UPDATE users SET roles = CASE WHEN :role = ANY (roles) THEN roles"
             " ELSE array_append(roles, :role) END, updated_at = now()"
-            " WHERE lower(email) = lower(:email)"
+            " WHERE lower(email) = lower(:email) RETURNING id"
         )
         async with self._engine.begin() as connection:
             result = await connection.execute(statement, {"role": role.value, "email": email})
-        return result.rowcount > 0
+            user_id = result.scalar_one_or_none()
+        return str(user_id) if user_id is not None else None
 
 
 class SqlRefreshTokenRepository:
@@ -206,7 +207,6 @@ class SqlRefreshTokenRepository:
             family_id=str(row.family_id),
             used=row.used_at is not None,
             revoked=row.revoked_at is not None,
-            expires_at=row.expires_at,
         )
 
     async def revoke_family(self, family_id: str, now: datetime) -> None:

@@ -63,10 +63,6 @@ class JwtIssuer:
         self._audience = audience
         self._lifetime = lifetime_seconds
 
-    @property
-    def lifetime_seconds(self) -> int:
-        return self._lifetime
-
     def issue(self, user_id: str, roles: frozenset[Role], now: datetime) -> IssuedAccessToken:
         issued_at = int(now.timestamp())
         token_id = str(uuid.uuid4())

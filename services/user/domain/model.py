@@ -50,14 +50,6 @@ class ProfileChanges:
     phone: str | None = None
     clear_phone: bool = False
 
-    def is_empty(self) -> bool:
-        return (
-            self.email is None
-            and self.display_name is None
-            and self.phone is None
-            and not self.clear_phone
-        )
-
 
 @dataclass(frozen=True)
 class UserCursor:
@@ -81,7 +73,6 @@ class StoredRefreshToken:
     family_id: str
     used: bool
     revoked: bool
-    expires_at: datetime
 
 
 @dataclass(frozen=True)

@@ -71,9 +71,6 @@ class PasswordHasher(Protocol):
 
 
 class AccessTokenIssuer(Protocol):
-    @property
-    def lifetime_seconds(self) -> int: ...
-
     def issue(self, user_id: str, roles: frozenset[Role], now: datetime) -> IssuedAccessToken: ...
 
 
