@@ -87,6 +87,16 @@ def _duration(service: str, method: str, suffix: str, **labels: str) -> float | 
     )
 
 
+async def _recorded(service: str, method: str) -> None:
+    """Waits (5 s at most) until the server has recorded the call: gRPC sends an
+    aborted call's status before the handler's own `finally`, where it is counted,
+    so the caller can see the error first."""
+    for _ in range(500):
+        if _duration(service, method, "count"):
+            return
+        await asyncio.sleep(0.01)
+
+
 async def test_ok_calls_are_counted_and_timed(echo: tuple[str, grpc.aio.Channel]) -> None:
     service, channel = echo
     for _ in range(2):
@@ -103,6 +113,7 @@ async def test_aborted_call_counts_its_status(echo: tuple[str, grpc.aio.Channel]
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await channel.unary_unary(f"/{service}/Refuse")(b"")
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    await _recorded(service, "Refuse")
     assert _requests(service, "Refuse", "INVALID_ARGUMENT") == 1
     assert _requests(service, "Refuse", "OK") == 0
     assert _duration(service, "Refuse", "count") == 1
@@ -117,6 +128,7 @@ async def test_unexpected_exception_is_answered_and_counted_internal(
     # Not gRPC's own UNKNOWN, which would carry the exception's text to the caller.
     assert caught.value.code() == grpc.StatusCode.INTERNAL
     assert "secret" not in (caught.value.details() or "")
+    await _recorded(service, "Crash")
     assert _requests(service, "Crash", "INTERNAL") == 1
 
 
