@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import jwt
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -215,6 +217,15 @@ class ServiceCredential:
             return cls(None)
         with open(path, encoding="utf-8") as file:
             return cls(file.read().strip())
+
+    def derive_key(self, purpose: str) -> bytes | None:
+        """A 32-byte key for `purpose` (HKDF-SHA256 of the secret), the same at every
+        instance of the mesh and unrelated to the secret or to other purposes' keys;
+        None without a secret."""
+        if self._token is None:
+            return None
+        hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode())
+        return hkdf.derive(self._token.encode())
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
         """What an internal call sends."""

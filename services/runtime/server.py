@@ -29,6 +29,7 @@ from services.runtime.interceptors import ServiceBoundary
 from services.runtime.logging import configure_logging
 from services.runtime.metrics import RpcMetrics, start_metrics_server
 from services.runtime.telemetry import configure_tracing, shutdown_tracing
+from services.runtime.validation import InputValidation
 
 HealthServicer = Any
 log = logging.getLogger(__name__)
@@ -180,15 +181,19 @@ def service_interceptors(
     credential: ServiceCredential | None = None,
 ) -> list[grpc.aio.ServerInterceptor]:  # type: ignore[type-arg]
     """The interceptors of a wallet service, outermost first: metrics (so that
-    authentication failures are counted too), then the boundary. Methods of
-    `internal_services` need the service credential instead of a user token."""
+    authentication failures are counted too), the text rule of every request (before
+    authentication's cost), then the boundary. Methods of `internal_services` need
+    the service credential instead of a user token."""
+    guarded_prefixes = (f"/{service_name}/",)
+    internal_prefixes = tuple(f"/{name}/" for name in internal_services)
     return [
         RpcMetrics(),
+        InputValidation((*guarded_prefixes, *internal_prefixes)),
         ServiceBoundary(
             verifier,
-            guarded_prefixes=(f"/{service_name}/",),
+            guarded_prefixes=guarded_prefixes,
             public_methods=frozenset(public_methods),
-            internal_prefixes=tuple(f"/{name}/" for name in internal_services),
+            internal_prefixes=internal_prefixes,
             credential=credential,
         ),
     ]

@@ -9,10 +9,10 @@ from typing import Any
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 
-from services.runtime import pagination
 from services.runtime.auth import Caller, current_caller
 from services.runtime.errors import InvalidArgument
 from services.runtime.interceptors import Context, status_for
+from services.runtime.pagination import PageTokens
 from services.runtime.protos import timestamp
 from services.transaction import metrics
 from services.transaction.adapters.user_directory import GrpcUserDirectory
@@ -170,17 +170,6 @@ def keyed(caller: Caller, request: Any, key: str, operation: str) -> Idempotency
     )
 
 
-def encode_page_token(cursor: HistoryCursor | None) -> str:
-    return pagination.encode_page_token(
-        (cursor.created_at, cursor.transaction_id) if cursor else None
-    )
-
-
-def decode_page_token(token: str) -> HistoryCursor | None:
-    after = pagination.decode_page_token(token)
-    return HistoryCursor(*after) if after else None
-
-
 def _time_filter(message: Message, field: str) -> datetime | None:
     if not message.HasField(field):
         return None
@@ -189,10 +178,17 @@ def _time_filter(message: Message, field: str) -> datetime | None:
 
 
 class TransactionApi(transaction_service_pb2_grpc.TransactionServiceServicer):
-    def __init__(self, ledger: Ledger, funding: Funding, users: GrpcUserDirectory) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        funding: Funding,
+        users: GrpcUserDirectory,
+        page_tokens: PageTokens,
+    ) -> None:
         self._ledger = ledger
         self._funding = funding
         self._users = users
+        self._page_tokens = page_tokens
 
     async def CreateWallet(
         self, request: pb.CreateWalletRequest, context: Context
@@ -374,12 +370,15 @@ class TransactionApi(transaction_service_pb2_grpc.TransactionServiceServicer):
             start=_time_filter(request, "start_time"),
             end=_time_filter(request, "end_time"),
         )
+        caller = current_caller()
+        after = self._page_tokens.decode(request.page_token, request, caller.user_id)
         page, cursor = await self._ledger.history(
-            current_caller(), filters, request.page_size, decode_page_token(request.page_token)
+            caller, filters, request.page_size, HistoryCursor(*after) if after else None
         )
+        last = (cursor.created_at, cursor.transaction_id) if cursor else None
         return pb.ListTransactionsResponse(
             transactions=[transaction_message(t) for t in page],
-            next_page_token=encode_page_token(cursor),
+            next_page_token=self._page_tokens.encode(last, request, caller.user_id),
         )
 
     async def GetTransaction(

@@ -17,6 +17,7 @@ from services.runtime.clock import SystemClock
 from services.runtime.config import RuntimeSettings, env, env_int
 from services.runtime.jwks import RemotePublicKeys
 from services.runtime.metrics import watch_driver_pool
+from services.runtime.pagination import PageTokens
 from services.runtime.server import GrpcApp, service_interceptors
 from services.transaction import metrics
 from services.transaction.adapters.ledger_cache import RedisLedgerCache
@@ -133,7 +134,7 @@ def build_app(settings: TransactionSettings) -> tuple[GrpcApp, Ledger]:
         await redis.aclose()
         await pool.close()
 
-    api = TransactionApi(ledger, funding, users)
+    api = TransactionApi(ledger, funding, users, PageTokens.for_mesh(credential))
     funding_api = FundingApi(funding)
 
     def register(server: grpc.aio.Server) -> None:

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from services.runtime import pagination
 from services.runtime.auth import current_caller
 from services.runtime.errors import InvalidArgument
 from services.runtime.interceptors import Context
+from services.runtime.pagination import PageTokens
 from services.runtime.protos import timestamp
 from services.user import metrics
 from services.user.domain.accounts import Accounts, ProfileUpdate, Registration
@@ -32,18 +32,12 @@ def user_message(user: User) -> pb.User:
     )
 
 
-def encode_page_token(cursor: UserCursor | None) -> str:
-    return pagination.encode_page_token((cursor.created_at, cursor.user_id) if cursor else None)
-
-
-def decode_page_token(token: str) -> UserCursor | None:
-    after = pagination.decode_page_token(token)
-    return UserCursor(*after) if after else None
-
-
 class UserApi(user_service_pb2_grpc.UserServiceServicer):
-    def __init__(self, accounts: Accounts, jwks: list[dict[str, str]]) -> None:
+    def __init__(
+        self, accounts: Accounts, jwks: list[dict[str, str]], page_tokens: PageTokens
+    ) -> None:
         self._accounts = accounts
+        self._page_tokens = page_tokens
         self._jwks = pb.GetJwksResponse(keys=[pb.JsonWebKey(**key) for key in jwks])
 
     async def CreateUser(
@@ -70,12 +64,15 @@ class UserApi(user_service_pb2_grpc.UserServiceServicer):
     async def ListUsers(
         self, request: pb.ListUsersRequest, context: Context
     ) -> pb.ListUsersResponse:
+        caller = current_caller()
+        after = self._page_tokens.decode(request.page_token, request, caller.user_id)
         users, next_cursor = await self._accounts.list(
-            current_caller(), request.page_size, decode_page_token(request.page_token)
+            caller, request.page_size, UserCursor(*after) if after else None
         )
+        last = (next_cursor.created_at, next_cursor.user_id) if next_cursor else None
         return pb.ListUsersResponse(
             users=[user_message(user) for user in users],
-            next_page_token=encode_page_token(next_cursor),
+            next_page_token=self._page_tokens.encode(last, request, caller.user_id),
         )
 
     async def UpdateUser(

@@ -8,11 +8,12 @@ from datetime import timedelta
 from pathlib import Path
 
 from services.runtime import db
-from services.runtime.auth import RevokedTokens, TokenVerifier
+from services.runtime.auth import RevokedTokens, ServiceCredential, TokenVerifier
 from services.runtime.cache import JsonCache, create_redis
 from services.runtime.clock import SystemClock
 from services.runtime.config import RuntimeSettings, env, env_int
 from services.runtime.metrics import watch_pool
+from services.runtime.pagination import PageTokens
 from services.runtime.server import GrpcApp, service_interceptors
 from services.user.adapters.passwords import Argon2Passwords
 from services.user.adapters.profile_cache import NAMESPACE as PROFILE_CACHE
@@ -75,7 +76,7 @@ def build_app(settings: UserSettings) -> tuple[GrpcApp, Accounts]:
     verifier = TokenVerifier(
         public_keys, revoked, issuer=runtime.jwt_issuer, audience=runtime.jwt_audience
     )
-    api = UserApi(accounts, public_keys.jwks)
+    api = UserApi(accounts, public_keys.jwks, PageTokens.for_mesh(ServiceCredential.from_env()))
 
     async def close() -> None:
         await redis.aclose()

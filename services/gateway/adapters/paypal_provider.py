@@ -234,7 +234,14 @@ def _str(value: object, key: str) -> str:
     return inner if isinstance(inner, str) else ""
 
 
+# PayPal's documented `value` pattern. Decimal() alone would also take other scripts'
+# digits, exponents, "NaN" and "sNaN" (which raises when compared).
+_PAYPAL_VALUE = re.compile(r"-?[0-9]+|-?[0-9]*\.[0-9]+")
+
+
 def _decimal(value: str) -> Decimal | None:
+    if not _PAYPAL_VALUE.fullmatch(value):
+        return None
     try:
         return Decimal(value)
     except InvalidOperation:
@@ -579,7 +586,7 @@ class PayPalProvider:
             custom_id = _str(unit, "custom_id")
             if custom_id and custom_id != request.payment_id:
                 return "the PayPal order was created for another payment"
-        if not units or total != Decimal(value):
+        if not units or total != _decimal(value):
             return f"the PayPal order is not for {value} {request.currency}"
         return ""
 

@@ -96,10 +96,11 @@ def verify(secret: str, body: bytes, header: str | None, now: float | None = Non
     if not header:
         raise WebhookSignatureInvalid("no signature header")
     parts = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
-    try:
-        stamp = int(parts["t"])
-    except (KeyError, ValueError) as error:
-        raise WebhookSignatureInvalid("malformed signature header") from error
+    stamp_text = parts.get("t", "")
+    # ASCII digits only: int() would also take other scripts' digits, signs and spaces.
+    if not (stamp_text.isascii() and stamp_text.isdigit()):
+        raise WebhookSignatureInvalid("malformed signature header")
+    stamp = int(stamp_text)
     expected = sign(secret, body, stamp).split("v1=", 1)[1]
     if not hmac.compare_digest(expected, parts.get("v1", "")):
         raise WebhookSignatureInvalid("signature does not match")

@@ -21,7 +21,9 @@ CURRENCY_EXPONENTS: dict[str, int] = {
 # Far below int64's limit, so sums of many amounts cannot overflow either.
 MAX_AMOUNT = 10**12
 
-_DECIMAL = re.compile(r"^(?P<units>\d{1,15})(?:\.(?P<fraction>\d+))?$")
+# ASCII digits only: Python's \d, int() and Decimal() also take other scripts'
+# digits (Arabic-Indic "\u0660.\u0660\u0661" would be 0.01), which no client means.
+_DECIMAL = re.compile(r"(?P<units>[0-9]{1,15})(?:\.(?P<fraction>[0-9]+))?")
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,7 @@ def parse_amount(
 
 def _parse_decimal(text: str, currency: str, field: str, errors: ViolationCollector) -> int | None:
     negative = text.startswith("-")
-    match = _DECIMAL.match(text[1:] if negative else text)
+    match = _DECIMAL.fullmatch(text[1:] if negative else text)
     if match is None:
         errors.add(field, f"{text!r} is not a decimal amount like 10.50")
         return None
