@@ -193,7 +193,7 @@ def text_violations(message: Message) -> list[FieldViolation]:
     plan = _plan_for(cast(Descriptor, message.DESCRIPTOR))
     texts: list[str] = []
     _gather(message, plan, texts)
-    # Joined by a space (allowed), so the search cannot span two fields into a match.
+    # One search for the whole request; the space between fields is an allowed character.
     if not _SEARCH(" ".join(texts)):
         return []
     return list(_walk(message, plan, ""))
