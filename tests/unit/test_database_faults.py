@@ -1,0 +1,150 @@
+"""What a database error means (services/runtime/db.py): a fault or a bug, a lost
+connection or not; and how work whose connection was lost is tried again."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+import sqlalchemy.exc
+from psycopg import errors
+from psycopg_pool import PoolTimeout
+
+from services.runtime.db import (
+    OutcomeUnknown,
+    RetryPolicy,
+    is_connection_lost,
+    is_database_fault,
+    retry_lost_connection,
+)
+
+QUICK = RetryPolicy(attempts=4, first_delay=0.001, max_delay=0.002, budget=5.0)
+
+
+def wrapped(error: Exception, *, invalidated: bool = False) -> sqlalchemy.exc.DBAPIError:
+    """`error` as SQLAlchemy raises it from psycopg."""
+    return sqlalchemy.exc.DBAPIError.instance(
+        "SELECT 1", {}, error, psycopg.Error, connection_invalidated=invalidated
+    )
+
+
+LOST = [
+    errors.AdminShutdown("terminating connection due to administrator command"),
+    errors.CannotConnectNow("the database system is starting up"),
+    errors.CrashShutdown("terminating connection because of crash of another server process"),
+    psycopg.OperationalError("connection failed: Connection refused"),  # libpq: no SQLSTATE
+    errors.ConnectionTimeout("connection timeout expired"),
+    errors.ConnectionFailure("connection failure"),
+    PoolTimeout("couldn't get a connection after 5.00 sec"),
+]
+# Faults (UNAVAILABLE) whose connection still works: not retried on a fresh one.
+FAULTS_NOT_LOST = [
+    errors.QueryCanceled("canceling statement due to statement timeout"),
+    errors.TooManyConnections("sorry, too many clients already"),
+    errors.DiskFull("could not extend file"),
+]
+BUGS = [
+    errors.SyntaxError('syntax error at or near "SELEC"'),
+    errors.UniqueViolation("duplicate key value violates unique constraint"),
+    errors.UndefinedTable('relation "nope" does not exist'),
+    psycopg.ProgrammingError("the query has 2 placeholders but 1 parameters were passed"),
+    RuntimeError("unexpected ledger outcome 'weird'"),
+]
+
+
+@pytest.mark.parametrize("error", LOST, ids=lambda e: type(e).__name__)
+def test_a_lost_connection_is_a_fault_plain_or_wrapped(error: Exception) -> None:
+    assert is_database_fault(error)
+    assert is_connection_lost(error)
+    assert is_database_fault(wrapped(error))
+    assert is_connection_lost(wrapped(error))
+
+
+@pytest.mark.parametrize("error", FAULTS_NOT_LOST, ids=lambda e: type(e).__name__)
+def test_a_database_failing_otherwise_is_a_fault_but_no_lost_connection(error: Exception) -> None:
+    assert is_database_fault(error)
+    assert not is_connection_lost(error)
+    assert is_database_fault(wrapped(error))
+    assert not is_connection_lost(wrapped(error))
+
+
+@pytest.mark.parametrize("error", BUGS, ids=lambda e: type(e).__name__)
+def test_bugs_stay_bugs(error: Exception) -> None:
+    assert not is_database_fault(error)
+    assert not is_connection_lost(error)
+    if isinstance(error, psycopg.Error):
+        assert not is_database_fault(wrapped(error))
+
+
+def test_sqlalchemy_pool_timeouts_and_invalidated_connections_are_lost_connections() -> None:
+    timeout = sqlalchemy.exc.TimeoutError("QueuePool limit of size 4 overflow 0 reached")
+    assert is_database_fault(timeout)
+    assert is_connection_lost(timeout)
+    # SQLAlchemy saw the connection die (its own disconnect check), whatever psycopg said.
+    invalidated = wrapped(psycopg.InterfaceError("the connection is lost"), invalidated=True)
+    assert is_database_fault(invalidated)
+    assert is_connection_lost(invalidated)
+
+
+def test_an_unknown_commit_outcome_is_a_fault_not_to_retry() -> None:
+    error = OutcomeUnknown("the connection was lost during the commit")
+    assert is_database_fault(error)
+    assert not is_connection_lost(error)
+
+
+async def test_work_whose_connection_was_lost_is_tried_again_until_it_succeeds() -> None:
+    tries: list[float] = []
+    checks: list[str] = []
+
+    async def attempt(seconds_left: float) -> str:
+        tries.append(seconds_left)
+        if len(tries) < 3:
+            raise errors.AdminShutdown("terminating connection due to administrator command")
+        return "done"
+
+    async def before_retry() -> None:
+        checks.append("check")
+
+    assert await retry_lost_connection(attempt, before_retry=before_retry, policy=QUICK) == "done"
+    assert len(tries) == 3
+    assert checks == ["check", "check"]
+    assert all(0 < left <= QUICK.budget for left in tries)
+
+
+async def test_other_errors_are_not_retried() -> None:
+    tries = 0
+
+    async def attempt(_: float) -> None:
+        nonlocal tries
+        tries += 1
+        raise errors.UniqueViolation("duplicate key")
+
+    with pytest.raises(errors.UniqueViolation):
+        await retry_lost_connection(attempt, policy=QUICK)
+    assert tries == 1
+
+
+async def test_retries_are_bounded_by_tries_and_the_last_error_is_raised() -> None:
+    tries = 0
+
+    async def attempt(_: float) -> None:
+        nonlocal tries
+        tries += 1
+        raise PoolTimeout(f"try {tries}")
+
+    with pytest.raises(PoolTimeout, match=f"try {QUICK.attempts}"):
+        await retry_lost_connection(attempt, policy=QUICK)
+    assert tries == QUICK.attempts
+
+
+async def test_retries_are_bounded_by_the_budget() -> None:
+    tries = 0
+    slow = RetryPolicy(attempts=100, first_delay=0.05, max_delay=0.05, budget=0.2)
+
+    async def attempt(_: float) -> None:
+        nonlocal tries
+        tries += 1
+        raise errors.CannotConnectNow("the database system is starting up")
+
+    with pytest.raises(errors.CannotConnectNow):
+        await retry_lost_connection(attempt, policy=slow)
+    assert 1 < tries <= 5  # 0.2 s of 0.05 s pauses
