@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -159,17 +160,34 @@ def is_connection_lost(error: BaseException) -> bool:
 @dataclass(frozen=True)
 class RetryPolicy:
     """How long work whose connection was lost is tried again: a few tries with a
-    short, doubling backoff, all within `budget` seconds — under the edge's per-try
-    timeout (5 s), so the caller hears UNAVAILABLE from us, not a timeout. A client
-    deadline shorter than that cancels the call, and its retries, sooner."""
+    short, doubling backoff, all within `budget` seconds of the call's start (see
+    `bound_retries`) — under the edge's per-try timeout (5 s), so the caller hears
+    UNAVAILABLE from us, not a timeout; sooner if the call's deadline is nearer."""
 
     attempts: int = 7
     first_delay: float = 0.1
     max_delay: float = 1.0
-    budget: float = 4.0
+    budget: float = 3.5
 
 
 RETRY = RetryPolicy()
+# Time kept to answer once a call's retries are over.
+ANSWER_MARGIN = 0.25
+
+# When the database retries of the current call must end (time.monotonic()): set by
+# the service boundary as each call starts, so that the retries of all the
+# statements of one call share one budget (a login reads, then writes).
+_retries_end: ContextVar[float | None] = ContextVar("database_retries_end", default=None)
+
+
+def bound_retries(seconds_left: float | None, policy: RetryPolicy = RETRY) -> Token[float | None]:
+    """Starts the retry budget of a call with `seconds_left` before its deadline
+    (None: it has none): policy.budget from now, less if the deadline is nearer.
+    Returns the token to reset it with when the call ends."""
+    budget = policy.budget
+    if seconds_left is not None:
+        budget = min(budget, seconds_left - ANSWER_MARGIN)
+    return _retries_end.set(time.monotonic() + budget)
 
 
 async def retry_lost_connection(
@@ -179,9 +197,13 @@ async def retry_lost_connection(
     policy: RetryPolicy = RETRY,
 ) -> T:
     """Runs `attempt(seconds_left)` until it succeeds, fails otherwise than by a lost
-    connection (`is_connection_lost`), or the policy's tries or time run out; the
-    last error is raised. Only for work that is safe to run twice."""
+    connection (`is_connection_lost`), or the policy's tries or time (or the current
+    call's, see `bound_retries`) run out; the last error is raised. Only for work
+    that is safe to run twice."""
     deadline = time.monotonic() + policy.budget
+    call_end = _retries_end.get()
+    if call_end is not None:
+        deadline = min(deadline, call_end)
     delay = policy.first_delay
     tries = 0
     while True:

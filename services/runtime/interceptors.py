@@ -18,7 +18,7 @@ from services.runtime.auth import (
     bearer_token,
     set_current_caller,
 )
-from services.runtime.db import is_database_fault
+from services.runtime.db import bound_retries, is_database_fault
 from services.runtime.errors import (
     DomainError,
     ErrorKind,
@@ -178,6 +178,7 @@ class ServiceBoundary(WrappingInterceptor):
 
         async def guarded(request: Any, context: Context) -> Any:
             reset = None
+            retries = bound_retries(context.time_remaining())
             try:
                 if internal:
                     credential.verify(tuple(context.invocation_metadata() or ()))
@@ -219,6 +220,7 @@ class ServiceBoundary(WrappingInterceptor):
                 log.exception("unhandled error in %s", method)
                 await context.abort(grpc.StatusCode.INTERNAL, "internal error")
             finally:
+                retries.var.reset(retries)
                 if reset is not None:
                     reset.var.reset(reset)
 

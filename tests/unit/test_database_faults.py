@@ -12,6 +12,7 @@ from psycopg_pool import PoolTimeout
 from services.runtime.db import (
     OutcomeUnknown,
     RetryPolicy,
+    bound_retries,
     is_connection_lost,
     is_database_fault,
     retry_lost_connection,
@@ -148,3 +149,43 @@ async def test_retries_are_bounded_by_the_budget() -> None:
     with pytest.raises(errors.CannotConnectNow):
         await retry_lost_connection(attempt, policy=slow)
     assert 1 < tries <= 5  # 0.2 s of 0.05 s pauses
+
+
+async def test_the_retries_of_one_call_share_its_budget() -> None:
+    """Two statements of one call: the second retries only in what the first left."""
+    tries = 0
+    policy = RetryPolicy(attempts=100, first_delay=0.05, max_delay=0.05, budget=0.3)
+
+    async def attempt(_: float) -> None:
+        nonlocal tries
+        tries += 1
+        raise errors.AdminShutdown("terminating connection due to administrator command")
+
+    call = bound_retries(None, policy)
+    try:
+        with pytest.raises(errors.AdminShutdown):
+            await retry_lost_connection(attempt, policy=policy)
+        first = tries
+        with pytest.raises(errors.AdminShutdown):
+            await retry_lost_connection(attempt, policy=policy)
+        assert tries - first == 1  # the call's budget is spent: tried once, not retried
+    finally:
+        call.var.reset(call)
+
+
+async def test_a_near_deadline_shortens_the_retries() -> None:
+    tries = 0
+
+    async def attempt(_: float) -> None:
+        nonlocal tries
+        tries += 1
+        raise errors.AdminShutdown("terminating connection due to administrator command")
+
+    # 0.3 s left, less the margin to answer: no time for a retry after a 0.1 s pause.
+    call = bound_retries(0.3, RetryPolicy(first_delay=0.1))
+    try:
+        with pytest.raises(errors.AdminShutdown):
+            await retry_lost_connection(attempt, policy=RetryPolicy(first_delay=0.1))
+    finally:
+        call.var.reset(call)
+    assert tries == 1
