@@ -3,9 +3,15 @@ connection or not; and how work whose connection was lost is tried again."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
+
+import grpc
 import psycopg
 import pytest
 import sqlalchemy.exc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 from psycopg import errors
 from psycopg_pool import PoolTimeout
 
@@ -17,6 +23,7 @@ from services.runtime.db import (
     is_database_fault,
     retry_lost_connection,
 )
+from services.runtime.interceptors import ServiceBoundary
 
 QUICK = RetryPolicy(attempts=4, first_delay=0.001, max_delay=0.002, budget=5.0)
 
@@ -189,3 +196,76 @@ async def test_a_near_deadline_shortens_the_retries() -> None:
     finally:
         call.var.reset(call)
     assert tries == 1
+
+
+# --- the service boundary: a fault is UNAVAILABLE, a bug INTERNAL --------------------
+
+BOUNDARY_SERVICE = "test.faults.Boundary"
+
+
+class _Raising(grpc.GenericRpcHandler):
+    """`/test.faults.Boundary/<Name>` raises the error named <Name>."""
+
+    raises: ClassVar[dict[str, Exception]] = {
+        "AdminShutdown": errors.AdminShutdown("terminating connection"),
+        "WrappedPoolTimeout": sqlalchemy.exc.TimeoutError("QueuePool limit reached"),
+        "CommitLost": OutcomeUnknown("the connection was lost during the commit"),
+        "SyntaxError": errors.SyntaxError('syntax error at or near "SELEC"'),
+        "UniqueViolation": wrapped(errors.UniqueViolation("duplicate key value")),
+    }
+
+    def service(self, details: grpc.HandlerCallDetails) -> Any:
+        method = details.method.rpartition("/")[2]
+        error = self.raises[method]
+
+        async def fail(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+            raise error
+
+        return grpc.unary_unary_rpc_method_handler(fail)
+
+
+@pytest.fixture
+async def boundary() -> AsyncIterator[grpc.aio.Channel]:
+    names = [f"/{BOUNDARY_SERVICE}/{name}" for name in _Raising.raises]
+    server = grpc.aio.server(
+        interceptors=[
+            ServiceBoundary(
+                None, guarded_prefixes=(f"/{BOUNDARY_SERVICE}/",), public_methods=frozenset(names)
+            )
+        ]
+    )
+    server.add_generic_rpc_handlers((_Raising(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield channel
+    await server.stop(None)
+
+
+async def _status_of(channel: grpc.aio.Channel, method: str) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await channel.unary_unary(f"/{BOUNDARY_SERVICE}/{method}")(b"")
+    return caught.value
+
+
+@pytest.mark.parametrize("method", ["AdminShutdown", "WrappedPoolTimeout", "CommitLost"])
+async def test_the_boundary_answers_a_database_fault_unavailable(
+    boundary: grpc.aio.Channel, method: str
+) -> None:
+    error = await _status_of(boundary, method)
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert error.details() == "the database is unavailable right now; retry shortly"
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None
+    info = error_details_pb2.ErrorInfo()
+    assert any(detail.Unpack(info) for detail in status.details)
+    assert info.reason == "DATABASE_UNAVAILABLE"
+
+
+@pytest.mark.parametrize("method", ["SyntaxError", "UniqueViolation"])
+async def test_the_boundary_answers_a_database_bug_internal(
+    boundary: grpc.aio.Channel, method: str
+) -> None:
+    error = await _status_of(boundary, method)
+    assert error.code() == grpc.StatusCode.INTERNAL
+    assert error.details() == "internal error"  # the SQL and its error are not leaked
