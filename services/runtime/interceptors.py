@@ -18,7 +18,14 @@ from services.runtime.auth import (
     bearer_token,
     set_current_caller,
 )
-from services.runtime.errors import DomainError, ErrorKind, InvalidArgument, Unauthenticated
+from services.runtime.db import bound_retries, is_database_fault
+from services.runtime.errors import (
+    DomainError,
+    ErrorKind,
+    InvalidArgument,
+    Unauthenticated,
+    Unavailable,
+)
 from services.runtime.telemetry import annotate_current_span, tracing_enabled
 
 log = logging.getLogger(__name__)
@@ -36,6 +43,11 @@ _CODES: dict[ErrorKind, int] = {
     ErrorKind.RESOURCE_EXHAUSTED: code_pb2.RESOURCE_EXHAUSTED,
     ErrorKind.UNAVAILABLE: code_pb2.UNAVAILABLE,
 }
+
+# What a caller hears when the database fails under its call.
+DATABASE_UNAVAILABLE = Unavailable(
+    "the database is unavailable right now; retry shortly", reason="DATABASE_UNAVAILABLE"
+)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 Behavior = Callable[[Any, Context], Awaitable[Any]]
@@ -166,6 +178,7 @@ class ServiceBoundary(WrappingInterceptor):
 
         async def guarded(request: Any, context: Context) -> Any:
             reset = None
+            retries = bound_retries(context.time_remaining())
             try:
                 if internal:
                     credential.verify(tuple(context.invocation_metadata() or ()))
@@ -197,10 +210,17 @@ class ServiceBoundary(WrappingInterceptor):
                 await context.abort(status.code, status.details, status.trailing_metadata)
             except grpc.aio.AbortError:
                 raise
-            except Exception:
+            except Exception as error:
+                if is_database_fault(error):
+                    # The database failing (a restart, an outage) is a fault, not a
+                    # bug: retryable, like any other dependency being away.
+                    log.warning("database unavailable", extra={"rpc": method, "error": repr(error)})
+                    status = rpc_status.to_status(status_for(DATABASE_UNAVAILABLE))
+                    await context.abort(status.code, status.details, status.trailing_metadata)
                 log.exception("unhandled error in %s", method)
                 await context.abort(grpc.StatusCode.INTERNAL, "internal error")
             finally:
+                retries.var.reset(retries)
                 if reset is not None:
                     reset.var.reset(reset)
 

@@ -195,14 +195,15 @@ async def test_health_follows_the_database(
             health = health_pb2_grpc.HealthStub(channel)
             response = await health.Check(health_pb2.HealthCheckRequest(service=""))
             assert response.status == health_pb2.HealthCheckResponse.NOT_SERVING
-            # Public RPCs answer even so; the database error is not leaked.
+            # Public RPCs answer even so: a fault, retryable (never INTERNAL), and
+            # the database error is not leaked.
             error = await expect_error(
                 user_service_pb2_grpc.UserServiceStub(channel).Login(
                     pb.LoginRequest(email="a@example.com", password="x" * 12)
                 ),
-                grpc.StatusCode.INTERNAL,
+                grpc.StatusCode.UNAVAILABLE,
             )
-            assert error.details() == "internal error"
+            assert error.details() == "the database is unavailable right now; retry shortly"
     finally:
         await running.stop(grace=0)
         for close in app.on_shutdown:

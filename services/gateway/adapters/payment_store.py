@@ -1,5 +1,16 @@
 """The gateway's payments in PostgreSQL, through a psycopg pool (autocommit;
-explicit transactions where two statements must agree)."""
+explicit transactions where two statements must agree).
+
+Every method is safe to run twice, so each is retried on a fresh connection when
+its connection is lost (a PostgreSQL restart; services/runtime/db.py): reads; the
+inserts, keyed by the payment id (ON CONFLICT, or checked under the charge's lock
+for refunds: a second run finds the first one's row); the conditional updates of a
+pending payment (a second run finds it already changed and answers it as it is);
+a webhook event, recorded once by its id. Two answers can differ from the first
+run's after a commit whose reply was lost, both on the safe side: `start_attempt`
+counts one attempt more (more attempts only make the gateway keep a payment
+pending rather than fail it), and `record`/`apply_event` say "unchanged" (the
+ledger then learns the outcome from its reconciler instead of the notice)."""
 
 from __future__ import annotations
 
@@ -10,7 +21,7 @@ from psycopg.rows import dict_row
 
 from services.gateway.domain.model import NewPayment, Payment
 from services.gateway.domain.providers import PaymentKind, PaymentStatus, ProviderPayment
-from services.runtime.db import DriverPool
+from services.runtime.db import DriverPool, RetryingPool
 
 _COLUMNS = """id::text, kind, provider, status, amount, currency::text, instrument, description,
     reference, failure_code, failure_message, charge_payment_id::text, attempts, created_at,
@@ -82,7 +93,7 @@ def _answer_params(payment_id: str, answer: ProviderPayment) -> dict[str, Any]:
 
 class SqlPaymentStore:
     def __init__(self, pool: DriverPool) -> None:
-        self._pool = pool
+        self._pool = RetryingPool(pool)
 
     async def _one(self, connection: AsyncConnection[Any], sql: str, params: Any) -> Payment | None:
         async with connection.cursor(row_factory=dict_row) as cursor:
@@ -91,21 +102,31 @@ class SqlPaymentStore:
         return _payment(row) if row is not None else None
 
     async def create(self, payment: NewPayment) -> tuple[Payment, bool]:
-        async with self._pool.connection() as connection:
-            created = await self._one(connection, _INSERT, _insert_params(payment))
-            if created is not None:
-                return created, True
-            existing = await self._one(
-                connection, f"SELECT {_COLUMNS} FROM payments WHERE id = %(id)s", {"id": payment.id}
-            )
+        return await self._pool.run(lambda connection: self._create(connection, payment))
+
+    async def _create(
+        self, connection: AsyncConnection[Any], payment: NewPayment
+    ) -> tuple[Payment, bool]:
+        created = await self._one(connection, _INSERT, _insert_params(payment))
+        if created is not None:
+            return created, True
+        existing = await self._get(connection, payment.id)
         assert existing is not None
         return existing, False
 
+    async def _get(self, connection: AsyncConnection[Any], payment_id: str) -> Payment | None:
+        return await self._one(
+            connection, f"SELECT {_COLUMNS} FROM payments WHERE id = %(id)s", {"id": payment_id}
+        )
+
     async def create_refund(self, refund: NewPayment) -> tuple[Payment | None, str]:
-        async with self._pool.connection() as connection, connection.transaction():
-            existing = await self._one(
-                connection, f"SELECT {_COLUMNS} FROM payments WHERE id = %(id)s", {"id": refund.id}
-            )
+        return await self._pool.run(lambda connection: self._create_refund(connection, refund))
+
+    async def _create_refund(
+        self, connection: AsyncConnection[Any], refund: NewPayment
+    ) -> tuple[Payment | None, str]:
+        async with connection.transaction():
+            existing = await self._get(connection, refund.id)
             if existing is not None:
                 return existing, "exists"
             # The charge's row lock serialises refunds of one charge.
@@ -118,9 +139,7 @@ class SqlPaymentStore:
                 return None, "charge_not_found"
             # Again under the charge's lock: a concurrent call with this id may have
             # inserted it meanwhile.
-            existing = await self._one(
-                connection, f"SELECT {_COLUMNS} FROM payments WHERE id = %(id)s", {"id": refund.id}
-            )
+            existing = await self._get(connection, refund.id)
             if existing is not None:
                 return existing, "exists"
             if charge.status is not PaymentStatus.SUCCEEDED:
@@ -139,57 +158,50 @@ class SqlPaymentStore:
             return created, "ok"
 
     async def get(self, payment_id: str) -> Payment | None:
-        async with self._pool.connection() as connection:
-            return await self._one(
-                connection, f"SELECT {_COLUMNS} FROM payments WHERE id = %(id)s", {"id": payment_id}
+        return await self._pool.run(lambda connection: self._get(connection, payment_id))
+
+    async def _update_pending(self, payment_id: str, sql: str, params: dict[str, Any]) -> Payment:
+        """The payment after a conditional update of it; as it is if nothing changed."""
+
+        async def work(connection: AsyncConnection[Any]) -> Payment:
+            found = await self._one(connection, sql, params) or await self._get(
+                connection, payment_id
             )
+            assert found is not None
+            return found
+
+        return await self._pool.run(work)
 
     async def start_attempt(self, payment_id: str) -> Payment:
-        async with self._pool.connection() as connection:
-            found = await self._one(
-                connection,
-                f"""UPDATE payments SET attempts = attempts + 1, updated_at = now()
-                     WHERE id = %(id)s AND status = 'pending' RETURNING {_COLUMNS}""",
-                {"id": payment_id},
-            ) or await self._one(
-                connection, f"SELECT {_COLUMNS} FROM payments WHERE id = %(id)s", {"id": payment_id}
-            )
-        assert found is not None
-        return found
+        return await self._update_pending(
+            payment_id,
+            f"""UPDATE payments SET attempts = attempts + 1, updated_at = now()
+                 WHERE id = %(id)s AND status = 'pending' RETURNING {_COLUMNS}""",
+            {"id": payment_id},
+        )
 
     async def fail_unsent(self, payment_id: str, code: str, message: str) -> Payment:
-        async with self._pool.connection() as connection:
-            found = await self._one(
-                connection,
-                f"""UPDATE payments
-                       SET status = 'failed', failure_code = %(code)s,
-                           failure_message = %(message)s, updated_at = now()
-                     WHERE id = %(id)s AND status = 'pending' AND attempts = 0
-                    RETURNING {_COLUMNS}""",
-                {"id": payment_id, "code": code, "message": message},
-            ) or await self._one(
-                connection, f"SELECT {_COLUMNS} FROM payments WHERE id = %(id)s", {"id": payment_id}
-            )
-        assert found is not None
-        return found
+        return await self._update_pending(
+            payment_id,
+            f"""UPDATE payments
+                   SET status = 'failed', failure_code = %(code)s,
+                       failure_message = %(message)s, updated_at = now()
+                 WHERE id = %(id)s AND status = 'pending' AND attempts = 0
+                RETURNING {_COLUMNS}""",
+            {"id": payment_id, "code": code, "message": message},
+        )
 
     async def switch_provider(self, payment_id: str, provider: str) -> Payment:
-        async with self._pool.connection() as connection:
-            found = await self._one(
-                connection,
-                f"""UPDATE payments SET provider = %(provider)s, updated_at = now()
-                     WHERE id = %(id)s AND status = 'pending' AND attempts = 0
-                    RETURNING {_COLUMNS}""",
-                {"id": payment_id, "provider": provider},
-            ) or await self._one(
-                connection, f"SELECT {_COLUMNS} FROM payments WHERE id = %(id)s", {"id": payment_id}
-            )
-        assert found is not None
-        return found
+        return await self._update_pending(
+            payment_id,
+            f"""UPDATE payments SET provider = %(provider)s, updated_at = now()
+                 WHERE id = %(id)s AND status = 'pending' AND attempts = 0
+                RETURNING {_COLUMNS}""",
+            {"id": payment_id, "provider": provider},
+        )
 
     async def record(self, payment_id: str, answer: ProviderPayment) -> tuple[Payment, bool]:
-        async with self._pool.connection() as connection:
-            return await self._record(connection, payment_id, answer)
+        return await self._pool.run(lambda connection: self._record(connection, payment_id, answer))
 
     async def _record(
         self, connection: AsyncConnection[Any], payment_id: str, answer: ProviderPayment
@@ -197,9 +209,7 @@ class SqlPaymentStore:
         updated = await self._one(connection, _RECORD, _answer_params(payment_id, answer))
         if updated is not None:
             return updated, updated.status is not PaymentStatus.PENDING
-        current = await self._one(
-            connection, f"SELECT {_COLUMNS} FROM payments WHERE id = %(id)s", {"id": payment_id}
-        )
+        current = await self._get(connection, payment_id)
         assert current is not None
         return current, False
 
@@ -211,33 +221,51 @@ class SqlPaymentStore:
         payment_id: str,
         answer: ProviderPayment,
     ) -> tuple[Payment | None, bool]:
-        async with self._pool.connection() as connection, connection.transaction():
-            payment = await self._one(
-                connection,
-                f"SELECT {_COLUMNS} FROM payments WHERE id = %(id)s AND kind = %(kind)s"
-                " AND provider = %(provider)s FOR UPDATE",
-                {"id": payment_id, "kind": kind.value, "provider": provider},
-            )
-            cursor = await connection.execute(
-                "INSERT INTO webhook_events (provider, event_id, payment_id)"
-                " VALUES (%(provider)s, %(event_id)s, %(payment_id)s)"
-                " ON CONFLICT DO NOTHING",
-                {
-                    "provider": provider,
-                    "event_id": event_id,
-                    "payment_id": payment.id if payment else None,
-                },
-            )
-            if payment is None or cursor.rowcount == 0:
-                return payment, False
-            if payment.final:
-                return payment, False  # an older event, arriving late: nothing to do
-            return await self._record(connection, payment.id, answer)
+        async def work(connection: AsyncConnection[Any]) -> tuple[Payment | None, bool]:
+            async with connection.transaction():
+                return await self._apply_event(
+                    connection, provider, event_id, kind, payment_id, answer
+                )
+
+        return await self._pool.run(work)
+
+    async def _apply_event(
+        self,
+        connection: AsyncConnection[Any],
+        provider: str,
+        event_id: str,
+        kind: PaymentKind,
+        payment_id: str,
+        answer: ProviderPayment,
+    ) -> tuple[Payment | None, bool]:
+        payment = await self._one(
+            connection,
+            f"SELECT {_COLUMNS} FROM payments WHERE id = %(id)s AND kind = %(kind)s"
+            " AND provider = %(provider)s FOR UPDATE",
+            {"id": payment_id, "kind": kind.value, "provider": provider},
+        )
+        cursor = await connection.execute(
+            "INSERT INTO webhook_events (provider, event_id, payment_id)"
+            " VALUES (%(provider)s, %(event_id)s, %(payment_id)s)"
+            " ON CONFLICT DO NOTHING",
+            {
+                "provider": provider,
+                "event_id": event_id,
+                "payment_id": payment.id if payment else None,
+            },
+        )
+        if payment is None or cursor.rowcount == 0:
+            return payment, False
+        if payment.final:
+            return payment, False  # an older event, arriving late: nothing to do
+        return await self._record(connection, payment.id, answer)
 
     async def pending_count(self) -> int:
-        async with self._pool.connection() as connection:
+        async def work(connection: AsyncConnection[Any]) -> int:
             cursor = await connection.execute(
                 "SELECT count(*) FROM payments WHERE status = 'pending'"
             )
             row = await cursor.fetchone()
-        return int(row[0]) if row else 0
+            return int(row[0]) if row else 0
+
+        return await self._pool.run(work)

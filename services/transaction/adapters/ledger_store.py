@@ -2,7 +2,15 @@
 function (migrations/versions/0001_ledger.py), i.e. one round trip and one
 transaction; reads are plain queries. Straight through psycopg's pool, in
 autocommit: this is the hot path, and SQLAlchemy's layers cost more CPU per call
-than the round trip itself (measured with `make bench`)."""
+than the round trip itself (measured with `make bench`).
+
+Every statement here is safe to run twice, so each is retried on a fresh
+connection when its connection is lost (a PostgreSQL restart): reads; movements,
+which carry their idempotency key (a retry of one that committed before the
+connection died returns the stored result: one transaction, never two); and the
+sweeps without a key, which act on the database's current state only
+(`ledger_settle_external` settles a pending payment once, `ledger_expire_holds`
+expires what is due, `ledger_claim_due_external` pushes back a look)."""
 
 from __future__ import annotations
 
@@ -12,9 +20,10 @@ import re
 from datetime import datetime
 from typing import Any
 
+from psycopg import AsyncConnection
 from psycopg.rows import namedtuple_row
 
-from services.runtime.db import DriverPool
+from services.runtime.db import DriverPool, RetryingPool
 from services.transaction.adapters.codec import (
     hold_from_json,
     result_from_json,
@@ -43,15 +52,15 @@ class Shards:
     def __init__(self, pool: DriverPool) -> None:
         # Autocommit connections: each ledger function commits by itself, with no
         # BEGIN/COMMIT round trips around it.
-        self._pool = pool
+        self._pool = RetryingPool(pool)
 
-    def for_wallet(self, wallet_id: str) -> DriverPool:
+    def for_wallet(self, wallet_id: str) -> RetryingPool:
         return self._pool
 
-    def for_owner(self, owner_id: str) -> DriverPool:
+    def for_owner(self, owner_id: str) -> RetryingPool:
         return self._pool
 
-    def all(self) -> list[DriverPool]:
+    def all(self) -> list[RetryingPool]:
         return [self._pool]
 
 
@@ -136,17 +145,19 @@ class SqlLedgerStore:
     def __init__(self, shards: Shards) -> None:
         self._shards = shards
 
-    async def _rows(self, pool: DriverPool, sql: str, params: dict[str, Any]) -> list[Any]:
-        async with pool.connection() as connection:
+    async def _rows(self, pool: RetryingPool, sql: str, params: dict[str, Any]) -> list[Any]:
+        async def fetch(connection: AsyncConnection[Any]) -> list[Any]:
             cursor = connection.cursor(row_factory=namedtuple_row)
             await cursor.execute(_driver_sql(sql), params)
             return await cursor.fetchall()
 
-    async def _one(self, pool: DriverPool, sql: str, params: dict[str, Any]) -> Any:
+        return await pool.run(fetch)
+
+    async def _one(self, pool: RetryingPool, sql: str, params: dict[str, Any]) -> Any:
         rows = await self._rows(pool, sql, params)
         return rows[0][0] if rows else None
 
-    async def _call(self, pool: DriverPool, sql: str, params: dict[str, Any]) -> LedgerResult:
+    async def _call(self, pool: RetryingPool, sql: str, params: dict[str, Any]) -> LedgerResult:
         document = await self._one(pool, sql, params)
         return result_from_json(document if isinstance(document, dict) else json.loads(document))
 

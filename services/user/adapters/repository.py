@@ -1,4 +1,14 @@
-"""PostgreSQL repositories of the user service (SQLAlchemy 2.0 Core, async)."""
+"""PostgreSQL repositories of the user service (SQLAlchemy 2.0 Core, async).
+
+When a connection is lost (a PostgreSQL restart), work is run again on a fresh
+one where that is safe (services/runtime/db.py: `read`, `transaction`): reads
+always; writes lost before their commit (rolled back: nothing happened); and,
+even if lost during the commit, the writes that are idempotent by construction —
+profile updates, password rehashes, role grants and family revocations set values
+(twice is once), and a refresh token's insert skips its own row. Registration and
+refresh-token rotation are not: a second run after a commit would answer "email
+taken" or treat the rotation as token reuse. A loss during their commit answers
+UNAVAILABLE (the outcome is unknown; the client tries again)."""
 
 from __future__ import annotations
 
@@ -6,9 +16,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, and_, func, insert, literal, select, text, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as upsert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.runtime import db
 from services.user.adapters.tables import refresh_tokens, users
 from services.user.domain.model import (
     Credentials,
@@ -22,6 +34,7 @@ from services.user.domain.model import (
 )
 from services.user.domain.ports import EmailTaken
 
+AnyRow = Row[*tuple[Any, ...]]
 _EMAIL_INDEX = "users_email_lower_key"
 _USER_COLUMNS = (
     users.c.id,
@@ -34,7 +47,7 @@ _USER_COLUMNS = (
 )
 
 
-def _user(row: Row[*tuple[Any, ...]]) -> User:
+def _user(row: AnyRow) -> User:
     return User(
         id=str(row.id),
         email=row.email,
@@ -67,28 +80,33 @@ class SqlUserRepository:
             )
             .returning(*_USER_COLUMNS)
         )
+
+        async def work(connection: AsyncConnection) -> AnyRow:
+            return (await connection.execute(statement)).one()
+
         try:
-            async with self._engine.begin() as connection:
-                row = (await connection.execute(statement)).one()
+            row = await db.transaction(self._engine, work, idempotent=False)
         except IntegrityError as error:
             if _is_email_conflict(error):
                 raise EmailTaken from error
             raise
         return _user(row)
 
+    async def _read_one(self, statement: Any) -> AnyRow | None:
+        async def work(connection: AsyncConnection) -> AnyRow | None:
+            return (await connection.execute(statement)).one_or_none()
+
+        return await db.read(self._engine, work)
+
     async def get(self, user_id: str) -> User | None:
-        async with self._engine.connect() as connection:
-            row = (
-                await connection.execute(select(*_USER_COLUMNS).where(users.c.id == user_id))
-            ).one_or_none()
+        row = await self._read_one(select(*_USER_COLUMNS).where(users.c.id == user_id))
         return _user(row) if row else None
 
     async def credentials_by_email(self, email: str) -> Credentials | None:
         statement = select(*_USER_COLUMNS, users.c.password_hash).where(
             func.lower(users.c.email) == func.lower(email)
         )
-        async with self._engine.connect() as connection:
-            row = (await connection.execute(statement)).one_or_none()
+        row = await self._read_one(statement)
         return Credentials(_user(row), row.password_hash) if row else None
 
     async def update_profile(self, user_id: str, changes: ProfileChanges) -> User | None:
@@ -102,9 +120,12 @@ class SqlUserRepository:
         statement = (
             update(users).where(users.c.id == user_id).values(**values).returning(*_USER_COLUMNS)
         )
+
+        async def work(connection: AsyncConnection) -> AnyRow | None:
+            return (await connection.execute(statement)).one_or_none()
+
         try:
-            async with self._engine.begin() as connection:
-                row = (await connection.execute(statement)).one_or_none()
+            row = await db.transaction(self._engine, work, idempotent=True)
         except IntegrityError as error:
             if _is_email_conflict(error):
                 raise EmailTaken from error
@@ -112,10 +133,12 @@ class SqlUserRepository:
         return _user(row) if row else None
 
     async def set_password_hash(self, user_id: str, password_hash: str) -> None:
-        async with self._engine.begin() as connection:
-            await connection.execute(
-                update(users).where(users.c.id == user_id).values(password_hash=password_hash)
-            )
+        statement = update(users).where(users.c.id == user_id).values(password_hash=password_hash)
+
+        async def work(connection: AsyncConnection) -> None:
+            await connection.execute(statement)
+
+        await db.transaction(self._engine, work, idempotent=True)
 
     async def page(self, after: UserCursor | None, limit: int) -> list[User]:
         statement = select(*_USER_COLUMNS).order_by(users.c.created_at, users.c.id).limit(limit)
@@ -127,9 +150,11 @@ class SqlUserRepository:
                     literal(after.user_id, users.c.id.type),
                 )
             )
-        async with self._engine.connect() as connection:
-            rows = (await connection.execute(statement)).all()
-        return [_user(row) for row in rows]
+
+        async def work(connection: AsyncConnection) -> list[AnyRow]:
+            return list((await connection.execute(statement)).all())
+
+        return [_user(row) for row in await db.read(self._engine, work)]
 
     async def grant_role(self, email: str, role: Role) -> str | None:
         """Adds a role to the user with this email; their id, or None if there is none."""
@@ -138,9 +163,12 @@ class SqlUserRepository:
             " ELSE array_append(roles, :role) END, updated_at = now()"
             " WHERE lower(email) = lower(:email) RETURNING id"
         )
-        async with self._engine.begin() as connection:
+
+        async def work(connection: AsyncConnection) -> Any:
             result = await connection.execute(statement, {"role": role.value, "email": email})
-            user_id = result.scalar_one_or_none()
+            return result.scalar_one_or_none()
+
+        user_id = await db.transaction(self._engine, work, idempotent=True)
         return str(user_id) if user_id is not None else None
 
 
@@ -149,15 +177,23 @@ class SqlRefreshTokenRepository:
         self._engine = engine
 
     async def add(self, token_hash: str, owner: RefreshTokenOwner, expires_at: datetime) -> None:
-        async with self._engine.begin() as connection:
-            await connection.execute(
-                insert(refresh_tokens).values(
-                    token_hash=token_hash,
-                    user_id=owner.user_id,
-                    family_id=owner.family_id,
-                    expires_at=expires_at,
-                )
+        # The hash of 256 random bits: a row already there is this insert's own,
+        # committed by a try whose answer was lost.
+        statement = (
+            upsert(refresh_tokens)
+            .values(
+                token_hash=token_hash,
+                user_id=owner.user_id,
+                family_id=owner.family_id,
+                expires_at=expires_at,
             )
+            .on_conflict_do_nothing(index_elements=[refresh_tokens.c.token_hash])
+        )
+
+        async def work(connection: AsyncConnection) -> None:
+            await connection.execute(statement)
+
+        await db.transaction(self._engine, work, idempotent=True)
 
     async def rotate(
         self, old_hash: str, new_hash: str, new_expires_at: datetime, now: datetime
@@ -177,7 +213,8 @@ class SqlRefreshTokenRepository:
             .values(used_at=now)
             .returning(refresh_tokens.c.user_id, refresh_tokens.c.family_id)
         )
-        async with self._engine.begin() as connection:
+
+        async def work(connection: AsyncConnection) -> RefreshTokenOwner | None:
             row = (await connection.execute(consume)).one_or_none()
             if row is None:
                 return None
@@ -191,15 +228,17 @@ class SqlRefreshTokenRepository:
                     expires_at=new_expires_at,
                 )
             )
-        return owner
+            return owner
+
+        return await db.transaction(self._engine, work, idempotent=False)
 
     async def find(self, token_hash: str) -> StoredRefreshToken | None:
-        async with self._engine.connect() as connection:
-            row = (
-                await connection.execute(
-                    select(refresh_tokens).where(refresh_tokens.c.token_hash == token_hash)
-                )
-            ).one_or_none()
+        statement = select(refresh_tokens).where(refresh_tokens.c.token_hash == token_hash)
+
+        async def work(connection: AsyncConnection) -> AnyRow | None:
+            return (await connection.execute(statement)).one_or_none()
+
+        row = await db.read(self._engine, work)
         if row is None:
             return None
         return StoredRefreshToken(
@@ -210,12 +249,16 @@ class SqlRefreshTokenRepository:
         )
 
     async def revoke_family(self, family_id: str, now: datetime) -> None:
-        async with self._engine.begin() as connection:
-            await connection.execute(
-                update(refresh_tokens)
-                .where(
-                    refresh_tokens.c.family_id == family_id,
-                    refresh_tokens.c.revoked_at.is_(None),
-                )
-                .values(revoked_at=now)
+        statement = (
+            update(refresh_tokens)
+            .where(
+                refresh_tokens.c.family_id == family_id,
+                refresh_tokens.c.revoked_at.is_(None),
             )
+            .values(revoked_at=now)
+        )
+
+        async def work(connection: AsyncConnection) -> None:
+            await connection.execute(statement)
+
+        await db.transaction(self._engine, work, idempotent=True)
