@@ -325,6 +325,10 @@ class Funding:
         if result.transaction is None:
             return transaction, False
         if result.outcome != "settled":
+            # Settled already — perhaps by this very call, whose first answer was lost
+            # (a retry on a fresh connection): invalidate anyway, or a cached balance
+            # could outlive the settlement until it expires.
+            await invalidate_for(self._cache, result.transaction)
             return result.transaction, False
         self._observe(transaction.type, "posted" if succeeded else "failed", path)
         log.info(
