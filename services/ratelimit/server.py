@@ -10,6 +10,7 @@ serving during a Redis outage would make Envoy fail money closed after all.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from services.runtime.cache import create_redis
 from services.runtime.config import ConfigError, env, env_int, env_optional
 from services.runtime.metrics import RpcMetrics
 from services.runtime.server import GrpcApp
+
+log = logging.getLogger(__name__)
 
 ENV_PREFIX = "RATELIMIT_"
 DEFAULT_LIMITS_FILE = Path(__file__).with_name("limits.yaml")
@@ -65,6 +68,13 @@ class RateLimitSettings:
 def build_app(settings: RateLimitSettings, limits: Limits) -> GrpcApp:
     """The app for `limits` (loaded by the caller, so a bad file stops the process
     before anything starts)."""
+    for limit in limits.classes.values():
+        if limit.burst < settings.instances:
+            log.warning(
+                "a burst smaller than the number of instances: while Redis is out, no"
+                " instance's share holds one call, and every call of the class is refused",
+                extra={"class": limit.name, "burst": limit.burst, "instances": settings.instances},
+            )
     redis = create_redis(settings.redis_url)
     limiter = Limiter(TokenBuckets(redis), FairShareBuckets(settings.instances))
     api = RateLimitApi(limits, limiter)

@@ -5,6 +5,7 @@ count coming from the launcher. No I/O: the clock is the test's."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from services.ratelimit.buckets import DECISION_TIMEOUT, Mode
 from services.ratelimit.fair_share import FairShareBuckets
 from services.ratelimit.limiter import COOLDOWN
 from services.ratelimit.limits import ClassLimit, parse_limits
-from services.ratelimit.server import RateLimitSettings
+from services.ratelimit.server import RateLimitSettings, build_app
 from services.runtime.config import ConfigError
 
 LIMITS = parse_limits(
@@ -141,3 +142,18 @@ def test_the_instance_count_is_required(value: str | None, monkeypatch: pytest.M
         monkeypatch.setenv("RATELIMIT_INSTANCES", value)
     with pytest.raises(ConfigError, match="RATELIMIT_INSTANCES is required"):
         RateLimitSettings.from_env()
+
+
+def test_a_burst_too_small_to_share_is_reported_at_start(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    settings = RateLimitSettings(
+        instance_id="ratelimit-test",
+        grpc_address="127.0.0.1:0",
+        redis_url="redis://127.0.0.1:1/0",  # never connected to: nothing is served
+        limits_file=tmp_path / "unused.yaml",
+        instances=11,  # money's burst is 12, anonymous's 10
+    )
+    with caplog.at_level(logging.WARNING, logger="services.ratelimit.server"):
+        build_app(settings, LIMITS)
+    assert [r.__dict__["class"] for r in caplog.records] == ["anonymous"]
