@@ -72,7 +72,7 @@ class Decision:
     allowed: bool
     remaining: int  # whole tokens left after this decision
     until_full: float  # seconds until the bucket is full again, if nothing is taken
-    mode: Mode = Mode.SHARED
+    mode: Mode
 
 
 class TokenBuckets:
@@ -101,7 +101,7 @@ class TokenBuckets:
                 )
         except (RedisError, OSError, TimeoutError) as error:
             raise Unavailable(f"rate-limit store unavailable: {error!r}") from error
-        return Decision(allowed == 1, int(remaining), int(until_full_us) / 1_000_000)
+        return Decision(allowed == 1, int(remaining), int(until_full_us) / 1_000_000, Mode.SHARED)
 
 
 def _ttl_ms(limit: ClassLimit) -> int:

@@ -48,7 +48,7 @@ class Store:
             await self.held.wait()
         if self.down:
             raise Unavailable("rate-limit store unavailable: ConnectionError()")
-        return Decision(True, 7, 1.0)
+        return Decision(True, 7, 1.0, Mode.SHARED)
 
 
 @pytest.fixture
