@@ -357,6 +357,8 @@ class Mesh:
             optional[f"{prefix}JWT_SIGNING_KEY_FILE"] = str(self.signing_key_path)
         if spec.reads_limits:
             optional[f"{prefix}CONFIG_FILE"] = str(self.config.ratelimit_config)
+            # Each decides from its fair share of every limit while Redis is out.
+            optional[f"{prefix}INSTANCES"] = str(self.config.instance_count(spec))
         if spec.runs_sandbox:
             optional[f"{prefix}SANDBOX_WEBHOOK_URL"] = f"{self.edge_url}/v1/webhooks/sandbox"
             optional[f"{prefix}SANDBOX_WEBHOOK_SECRET"] = SANDBOX_WEBHOOK_SECRET

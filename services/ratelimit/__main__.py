@@ -3,7 +3,7 @@
 python -m services.ratelimit serve   run one instance (env: RATELIMIT_GRPC_ADDRESS,
                                      RATELIMIT_REDIS_URL, RATELIMIT_INSTANCE_ID,
                                      RATELIMIT_CONFIG_FILE, RATELIMIT_METRICS_ADDRESS,
-                                     LOG_LEVEL)
+                                     RATELIMIT_INSTANCES, LOG_LEVEL)
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import sys
 
 from services.ratelimit.limits import LimitsError, load_limits
 from services.ratelimit.server import RateLimitSettings, build_app
+from services.runtime.config import ConfigError
 from services.runtime.server import run_service
 
 
@@ -26,11 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("serve", help="run one instance of the rate-limit service")
     parser.parse_args(argv)
 
-    settings = RateLimitSettings.from_env()
     try:
+        settings = RateLimitSettings.from_env()
         # Before serving: a bad limits file must stop the process, not limit nothing.
         limits = load_limits(settings.limits_file)
-    except LimitsError as error:
+    except (ConfigError, LimitsError) as error:
         print(error, file=sys.stderr)
         return 2
     run_service(

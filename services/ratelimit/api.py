@@ -1,6 +1,7 @@
 """gRPC handler of Envoy's rate-limit service (envoy.service.ratelimit.v3): descriptors
 in, one bucket decision per descriptor, statuses out. The rules are in `limits` (which
-bucket) and `buckets` (how a bucket decides); this module only translates.
+bucket), `buckets` and `fair_share` (how a bucket decides, shared in Redis or this
+instance's share) and `limiter` (which of the two); this module only translates.
 
 What Envoy does with the answer: it refuses the call when `overall_code` is OVER_LIMIT,
 and builds the X-RateLimit-* headers from the status with the fewest `limit_remaining`
@@ -16,16 +17,14 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import grpc
-
 # xds-protos ships no type information.
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc  # type: ignore[import-untyped]
 from google.protobuf import duration_pb2
 
-from services.ratelimit.buckets import Decision, TokenBuckets
+from services.ratelimit.buckets import Decision
+from services.ratelimit.limiter import Limiter
 from services.ratelimit.limits import ClassLimit, Limits, Match, Per, Unmatched
 from services.ratelimit.metrics import DecisionCounts, Outcome
-from services.runtime.errors import Unavailable
 from services.runtime.interceptors import Context
 
 log = logging.getLogger(__name__)
@@ -45,20 +44,20 @@ class RateLimitApi(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[misc]
     """ShouldRateLimit: OVER_LIMIT when any descriptor's bucket is short of tokens.
 
     Descriptors that are not ours (unknown domain or class, missing entry) are answered
-    OK: unknown traffic is not ours to limit. When Redis does not answer, the call fails
-    with UNAVAILABLE, so Envoy applies each route's failure mode (money fails closed);
-    this service never guesses an answer.
+    OK: unknown traffic is not ours to limit. When Redis does not answer, the limiter
+    decides from this instance's fair share of each limit, so every call is answered;
+    Envoy applies a route's failure mode (money fails closed) only when it cannot reach
+    this service.
     """
 
-    def __init__(self, limits: Limits, buckets: TokenBuckets) -> None:
+    def __init__(self, limits: Limits, limiter: Limiter) -> None:
         self._limits = limits
-        self._buckets = buckets
+        self._limiter = limiter
         self._current_limits = {
             name: _Response.RateLimit(requests_per_unit=limit.requests, unit=_UNITS[limit.per])
             for name, limit in limits.classes.items()
         }
         self._warned: set[str] = set()
-        self._store_down = False
         self._counts = DecisionCounts(limits.classes)
 
     async def ShouldRateLimit(
@@ -85,19 +84,13 @@ class RateLimitApi(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[misc]
             )
             statuses.append(None)
             to_decide.append((index, found, hits))
-        try:
-            decisions = await self._decide(to_decide)
-        except Unavailable as error:
-            self._note_store(error)
-            for _, found, _ in to_decide:
-                self._counts.decided(found.limit.name, Outcome.ERROR)
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "rate-limit store unavailable")
-        if to_decide:
-            self._note_store(None)
+        decisions = await self._decide(to_decide)
         for (index, found, _), decision in zip(to_decide, decisions, strict=True):
             statuses[index] = self._status(found.limit, decision)
             self._counts.decided(
-                found.limit.name, Outcome.OK if decision.allowed else Outcome.OVER_LIMIT
+                found.limit.name,
+                Outcome.OK if decision.allowed else Outcome.OVER_LIMIT,
+                decision.mode,
             )
         over = any(status.code == _Response.OVER_LIMIT for status in statuses)
         return _Response(
@@ -106,7 +99,7 @@ class RateLimitApi(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[misc]
 
     async def _decide(self, to_decide: Sequence[tuple[int, Match, int]]) -> list[Decision]:
         takes = [
-            self._buckets.take(found.limit, found.key_value, hits) for _, found, hits in to_decide
+            self._limiter.take(found.limit, found.key_value, hits) for _, found, hits in to_decide
         ]
         if len(takes) == 1:  # what Envoy sends: no task to schedule
             return [await takes[0]]
@@ -127,17 +120,3 @@ class RateLimitApi(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[misc]
             return
         self._warned.add(reason)
         log.warning("descriptor not rate-limited (answered OK)", extra={"reason": reason})
-
-    def _note_store(self, error: Unavailable | None) -> None:
-        """Logs when Redis stops and starts answering, not once per call."""
-        down = error is not None
-        if down == self._store_down:
-            return
-        self._store_down = down
-        if error is not None:
-            log.warning(
-                "rate-limit store unavailable: answering UNAVAILABLE",
-                extra={"error": error.message},
-            )
-        else:
-            log.info("rate-limit store answers again")

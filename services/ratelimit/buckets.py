@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 from dataclasses import dataclass
+from enum import StrEnum
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -20,9 +21,11 @@ from services.ratelimit.limits import ClassLimit
 from services.runtime.errors import Unavailable
 
 KEY_PREFIX = "rl:v1"
-# A decision that takes longer fails: Envoy then applies the route's failure mode,
-# which beats holding the call. The Redis client's socket timeouts are as short.
-DECISION_TIMEOUT = 0.5
+# A Redis decision that takes longer fails, and the service decides from its own
+# fair-share buckets instead (limiter.py). Well below Envoy's own timeout for the
+# whole call (EdgeSettings.ratelimit.timeout_ms, 500 ms), so that the local answer
+# still reaches Envoy in time when Redis hangs.
+DECISION_TIMEOUT = 0.2
 
 # KEYS[1]: the bucket, a hash {tokens, ts}; ts is the last refill, in microseconds of
 #          Redis's clock.
@@ -55,6 +58,13 @@ return {allowed, math.floor(tokens), math.ceil((burst - tokens) / rate)}
 """
 
 
+class Mode(StrEnum):
+    """Which buckets a decision came from."""
+
+    SHARED = "shared"  # Redis's, shared by every instance
+    LOCAL = "local"  # this instance's fair share, while Redis does not answer
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     """The outcome of taking hits from one bucket."""
@@ -62,11 +72,12 @@ class Decision:
     allowed: bool
     remaining: int  # whole tokens left after this decision
     until_full: float  # seconds until the bucket is full again, if nothing is taken
+    mode: Mode
 
 
 class TokenBuckets:
-    """Takes tokens from the bucket of (class, key value); raises `Unavailable` when
-    Redis does not answer in time, and never decides on its own in that case."""
+    """Takes tokens from the shared bucket of (class, key value); raises `Unavailable`
+    when Redis does not answer in time (the caller then decides otherwise)."""
 
     def __init__(
         self, redis: Redis, *, timeout: float = DECISION_TIMEOUT, prefix: str = KEY_PREFIX
@@ -90,7 +101,7 @@ class TokenBuckets:
                 )
         except (RedisError, OSError, TimeoutError) as error:
             raise Unavailable(f"rate-limit store unavailable: {error!r}") from error
-        return Decision(allowed == 1, int(remaining), int(until_full_us) / 1_000_000)
+        return Decision(allowed == 1, int(remaining), int(until_full_us) / 1_000_000, Mode.SHARED)
 
 
 def _ttl_ms(limit: ClassLimit) -> int:

@@ -11,20 +11,38 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from services.runtime.metrics import CACHE_OPERATIONS
 
 log = logging.getLogger(__name__)
 
+# Seconds a command or a connection attempt may take: a slow cache is worse than none.
+REDIS_TIMEOUT = 0.5
+
 
 def create_redis(redis_url: str) -> Redis:
-    # Short timeouts and no client retries: a slow cache is worse than none.
+    """The Redis client of every service of the mesh.
+
+    A timeout is never retried (it would double the wait on a Redis that hangs). A
+    connection that died (Redis restarted, or closed an idle connection) is retried
+    once, at once, on a fresh connection: redis-py's pool hands out a pooled
+    connection without noticing that the server closed it (it skips that check
+    while maintenance notifications are on, the RESP3 default), so without the
+    retry the first command on each pooled connection after a restart would fail.
+    A command whose connection died after sending it may have run already; every
+    command the mesh sends bears running twice (reads, SET, DEL, the INCR of a cache
+    generation; the token-bucket script takes one more token, the safe side).
+    """
     return Redis.from_url(
         redis_url,
-        socket_timeout=0.5,
-        socket_connect_timeout=0.5,
-        retry_on_timeout=False,
+        socket_timeout=REDIS_TIMEOUT,
+        socket_connect_timeout=REDIS_TIMEOUT,
+        # Only ConnectionError and its subclasses; redis's TimeoutError is not one.
+        retry=Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,)),
     )
 
 

@@ -208,7 +208,9 @@ class ServiceBoundary(WrappingInterceptor):
                 )
                 status = rpc_status.to_status(status_for(error))
                 await context.abort(status.code, status.details, status.trailing_metadata)
-            except grpc.aio.AbortError:
+            except (grpc.aio.AbortError, grpc.aio.InternalError):
+                # InternalError: gRPC failed an operation on a call its client has left;
+                # nothing can be answered any more (RpcMetrics says so, in one line).
                 raise
             except Exception as error:
                 if is_database_fault(error):

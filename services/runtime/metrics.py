@@ -85,7 +85,9 @@ class RpcMetrics(WrappingInterceptor):
 
     An exception that nothing turned into a status is answered INTERNAL here, as
     ServiceBoundary does: gRPC itself would answer UNKNOWN with the exception's
-    text, and the code counted must be the one the caller gets.
+    text, and the code counted must be the one the caller gets. A call whose client
+    went away (its deadline passed, Envoy gave up) before the answer is no error of
+    ours: one line, no traceback, counted CANCELLED.
     """
 
     def wrap(self, method: str, behavior: Behavior) -> Behavior:
@@ -103,6 +105,16 @@ def _measured(behavior: Behavior, series: _MethodSeries) -> Behavior:
             raise
         except asyncio.CancelledError:
             cancelled = True
+            raise
+        except grpc.aio.InternalError as error:
+            # gRPC's core failed an operation on the call (ExecuteBatchError: answering
+            # a call the client has left). Nothing can be answered any more; gRPC
+            # itself ignores this error once it knows the client is gone.
+            cancelled = True
+            log.info(
+                "call ended before its answer: the client went away",
+                extra={"rpc": series.path, "error": type(error).__name__},
+            )
             raise
         except Exception:
             log.exception("unhandled error in %s", series.path)

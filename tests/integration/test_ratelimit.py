@@ -1,15 +1,19 @@
 """The rate-limit service on a real Redis: the token bucket itself, then Envoy's
 ShouldRateLimit over real gRPC (in-process servers, no Envoy): shared buckets across
-instances, the response fields Envoy turns into headers, and Redis outages."""
+instances, the response fields Envoy turns into headers, and Redis outages (stopped,
+hung): decisions from each instance's fair share meanwhile."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import os
+import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
@@ -17,10 +21,13 @@ import pytest
 from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from services.localmesh.redis import RedisServer
-from services.ratelimit.buckets import TokenBuckets
+from services.ratelimit.buckets import Mode, TokenBuckets
+from services.ratelimit.fair_share import FairShareBuckets
+from services.ratelimit.limiter import Limiter
 from services.ratelimit.limits import Limits, parse_limits
 from services.ratelimit.server import (
     DEFAULT_LIMITS_FILE,
@@ -274,71 +281,189 @@ async def test_one_descriptor_over_limit_makes_the_whole_answer_over_limit(stub:
     assert [s.code for s in answer.statuses] == [Response.OK, Response.OVER_LIMIT]
 
 
-# --- Redis outages ----------------------------------------------------------------------
+# --- Redis outages: degraded mode -------------------------------------------------------
+# While Redis does not answer, each instance decides from its own fair share of every
+# limit (rate and burst ÷ RATELIMIT_INSTANCES); these tests run as one of 2 instances.
+
+INSTANCES = 2
+LIMITER_LOG = "services.ratelimit.limiter"
+OUTAGE_STARTS = "rate-limit store unavailable: deciding from this instance's fair share"
+OUTAGE_ENDS = "rate-limit store answers again: back to the shared buckets"
+ENVOY_TIMEOUT = 0.5  # EdgeSettings.ratelimit.timeout_ms: Envoy gives up on the call then
 
 
-async def test_redis_down_fails_unavailable_fast_then_recovers(
-    stub: Stub, redis_server: RedisServer
+def decisions(class_name: str, decision: str, mode: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "ratelimit_decisions_total", {"class": class_name, "decision": decision, "mode": mode}
+    )
+    return value or 0.0
+
+
+def degraded() -> float | None:
+    return REGISTRY.get_sample_value("ratelimit_degraded")
+
+
+def limiter_messages(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == LIMITER_LOG]
+
+
+@pytest.fixture
+async def one_of_two(settings: RateLimitSettings) -> AsyncIterator[Stub]:
+    async with (
+        running_service(dataclasses.replace(settings, instances=INSTANCES)) as target,
+        connected(target) as rls,
+    ):
+        yield rls
+
+
+@contextlib.contextmanager
+def hung(redis_server: RedisServer, pid: int) -> Iterator[None]:
+    """Redis frozen (SIGSTOP): connections are accepted, nothing is answered."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+async def test_redis_down_decides_from_the_fair_share_then_shares_again(
+    one_of_two: Stub, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    user = new_user()
+    stub = one_of_two
+    user, address = new_user(), new_address()
+    anonymous = descriptor(("class", "anonymous"), ("remote_address", address))
     assert (await stub.ShouldRateLimit(user_call("money", user))).overall_code == Response.OK
+    assert degraded() == 0
+    local_before = decisions("money", "ok", "local"), decisions("money", "over_limit", "local")
+    caplog.set_level(logging.INFO, logger=LIMITER_LOG)
     redis_server.stop()
     try:
-        for _ in range(2):  # the pooled connection dies, then connecting is refused
-            started = time.monotonic()
-            with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await stub.ShouldRateLimit(user_call("money", user), timeout=DEADLINE)
-            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-            assert time.monotonic() - started < 1.0
+        # money: burst 3 → a share of 1.5 tokens; the user's shared bucket is not known here.
+        codes = [
+            (await stub.ShouldRateLimit(user_call("money", user), timeout=DEADLINE)).overall_code
+            for _ in range(3)
+        ]
+        assert codes == [Response.OK, Response.OVER_LIMIT, Response.OVER_LIMIT]
+        # anonymous: burst 10 → 5 per instance, then refused; the answer says what is left.
+        answers = [
+            await stub.ShouldRateLimit(request(anonymous), timeout=DEADLINE) for _ in range(6)
+        ]
+        assert [a.overall_code for a in answers] == [Response.OK] * 5 + [Response.OVER_LIMIT]
+        assert [a.statuses[0].limit_remaining for a in answers] == [4, 3, 2, 1, 0, 0]
+        # The limit Envoy shows stays the configured one: the instances share it.
+        assert answers[0].statuses[0].current_limit.requests_per_unit == 10
+        assert degraded() == 1
+        assert decisions("money", "ok", "local") - local_before[0] == 1
+        assert decisions("money", "over_limit", "local") - local_before[1] == 2
     finally:
         redis_server.start()
-    # Redis lost its scripts and buckets (no persistence): the script is loaded again
-    # and the bucket starts full.
+    assert limiter_messages(caplog) == [OUTAGE_STARTS], "one line per outage"
+
+    # Redis is asked again after the cooldown: shared buckets from then on (Redis
+    # restarted empty, so the user's bucket is full: 3 - 1 left, not the share's 0).
+    async def shared_again() -> bool:
+        answer = await stub.ShouldRateLimit(user_call("money", new_user()), timeout=DEADLINE)
+        return bool(answer.statuses[0].limit_remaining == 2)
+
+    await eventually(shared_again, "deciding from Redis again")
+    assert degraded() == 0
     answer = await stub.ShouldRateLimit(user_call("money", user))
     assert (answer.overall_code, answer.statuses[0].limit_remaining) == (Response.OK, 2)
+    assert limiter_messages(caplog) == [OUTAGE_STARTS, OUTAGE_ENDS]
 
 
-async def test_redis_hanging_fails_unavailable_within_the_timeout(stub: Stub, redis: Redis) -> None:
-    user = new_user()
+async def test_a_failing_redis_is_reported_once_and_asked_again_after_the_cooldown(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The limiter itself, on a real Redis: every call asks Redis (no cooldown), the
+    outage is logged once however many calls fail, and Redis's answer ends it."""
+    client = create_redis(redis_server.url)
+    limiter = Limiter(TokenBuckets(client), FairShareBuckets(INSTANCES), cooldown=0)
+    anonymous, address = LIMITS.classes["anonymous"], new_address()
+    caplog.set_level(logging.INFO, logger=LIMITER_LOG)
+    try:
+        assert (await limiter.take(anonymous, address, 1)).mode is Mode.SHARED
+        redis_server.stop()
+        try:
+            local = [await limiter.take(anonymous, address, 1) for _ in range(6)]
+        finally:
+            redis_server.start()
+        assert [d.mode for d in local] == [Mode.LOCAL] * 6
+        assert [d.allowed for d in local] == [True] * 5 + [False]
+        assert limiter.degraded
+        back = await limiter.take(anonymous, address, 1)
+        assert (back.mode, back.allowed, limiter.degraded) == (Mode.SHARED, True, False)
+    finally:
+        await client.aclose()
+    assert limiter_messages(caplog) == [OUTAGE_STARTS, OUTAGE_ENDS]
+
+
+async def test_redis_hanging_decides_locally_within_envoys_timeout(
+    one_of_two: Stub, redis: Redis, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    stub, user = one_of_two, new_user()
     assert (await stub.ShouldRateLimit(user_call("money", user))).overall_code == Response.OK
-    # Redis holds every command for 1.2 s (it would hold an UNPAUSE too).
-    await redis.execute_command("CLIENT", "PAUSE", 1200, "ALL")
-    started = time.monotonic()
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.ShouldRateLimit(user_call("money", user), timeout=DEADLINE)
-    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert time.monotonic() - started < 1.0
+    pid = int((await redis.info("server"))["process_id"])
+    abandoned_before = cancelled_calls()
+    caplog.set_level(logging.INFO)
+    with hung(redis_server, pid):
+        # Clients that give up before any answer: the call is abandoned, not failed.
+        for _ in range(3):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.ShouldRateLimit(user_call("money", new_user()), timeout=0.05)
+            assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        # Each answered in time (one Redis timeout, then the cooldown), from the share.
+        codes = []
+        for _ in range(3):
+            started = time.monotonic()
+            answer = await stub.ShouldRateLimit(user_call("money", user), timeout=DEADLINE)
+            assert time.monotonic() - started < ENVOY_TIMEOUT
+            codes.append(answer.overall_code)
+        assert codes == [Response.OK, Response.OVER_LIMIT, Response.OVER_LIMIT]
+        assert degraded() == 1
 
-    async def answers_ok() -> bool:
-        with contextlib.suppress(grpc.aio.AioRpcError):
-            answer = await stub.ShouldRateLimit(user_call("money", user))
-            return bool(answer.overall_code == Response.OK)
-        return False
+    async def abandoned_counted() -> bool:
+        return cancelled_calls() - abandoned_before == 3
 
-    await eventually(answers_ok, "answering again")
+    await eventually(abandoned_counted, "abandoned calls counted CANCELLED")
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert errors == [], "no error and no traceback for calls the client left"
 
 
-async def test_health_follows_redis(settings: RateLimitSettings, redis_server: RedisServer) -> None:
+def cancelled_calls() -> float:
+    value = REGISTRY.get_sample_value(
+        "rpc_requests_total",
+        {"service": SERVICE_NAME, "method": "ShouldRateLimit", "code": "CANCELLED"},
+    )
+    return value or 0.0
+
+
+async def test_ready_without_redis(settings: RateLimitSettings, redis_server: RedisServer) -> None:
+    """Readiness is not Redis: an instance Envoy took out during a Redis outage would
+    make money fail closed after all."""
     async with (
         running_service(settings, probe_interval=0.1) as target,
         grpc.aio.insecure_channel(target) as channel,
     ):
         health = health_pb2_grpc.HealthStub(channel)
 
-        def status_is(wanted: int) -> Callable[[], Awaitable[bool]]:
-            async def check() -> bool:
-                answer = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
-                return bool(answer.status == wanted)
+        async def serving() -> bool:
+            answer = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
+            return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
 
-            return check
-
-        await eventually(status_is(health_pb2.HealthCheckResponse.SERVING), "serving")
+        await eventually(serving, "serving")
         redis_server.stop()
         try:
-            await eventually(status_is(health_pb2.HealthCheckResponse.NOT_SERVING), "not serving")
+            rls = rls_pb2_grpc.RateLimitServiceStub(channel)
+            await rls.ShouldRateLimit(user_call("money", new_user()), timeout=DEADLINE)
+            assert degraded() == 1
+            # Probed every 0.1 s: ten probes later, still serving.
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline:
+                assert await serving()
+                await asyncio.sleep(0.05)
         finally:
             redis_server.start()
-        await eventually(status_is(health_pb2.HealthCheckResponse.SERVING), "serving again")
 
 
 def test_health_service_name_is_what_envoy_asks_for() -> None:
