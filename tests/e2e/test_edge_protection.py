@@ -5,6 +5,7 @@ is down (Redis faults: tests/e2e/test_redis_faults.py), CORS and security header
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections.abc import Iterator
@@ -146,17 +147,22 @@ def test_login_flood_from_one_address_is_stopped_at_the_edge(
 ) -> None:
     victim = person(tight_mesh, "victim")
     before = upstream_requests(tight_mesh, "user_grpc")
+    anonymous = LIMITS.classes["anonymous"]
+    started = time.monotonic()
     with client_from(tight_mesh, "127.0.0.3") as attacker:
         answers = [
             attacker.post("/v1/auth/login", json={"email": victim.email, "password": f"guess {i}"})
             for i in range(25)
         ]
+    # The bucket refills while the flood runs (slowly on a loaded machine: each failed
+    # login costs an argon2 hash), so the burst plus what it earned meanwhile may pass.
+    earned = math.ceil((time.monotonic() - started) * anonymous.rate_per_second)
     reached = upstream_requests(tight_mesh, "user_grpc") - before
     refused = sum(r.status_code == 429 for r in answers)
     tried = sum(r.status_code == 401 for r in answers)
     assert tried + refused == 25
-    assert tried <= LIMITS.classes["anonymous"].burst + 1
-    assert refused >= 25 - LIMITS.classes["anonymous"].burst - 1
+    assert tried <= anonymous.burst + earned
+    assert refused >= 25 - anonymous.burst - earned
     # Refused attempts never reached the user service.
     assert reached == tried
     # Another address still logs in.
