@@ -48,8 +48,8 @@ def test_redis_down_the_ledger_works_from_postgres(
     bank: Bank, rest: httpx.Client, mesh: Mesh
 ) -> None:
     """The transaction service needs no Redis to move money or to read. (Through
-    the edge, money-moving calls are refused meanwhile: the rate limiter, which
-    keeps its buckets in Redis, fails closed for them — tests/e2e/test_edge_protection.)"""
+    the edge, the rate limiter decides from each instance's fair share meanwhile —
+    tests/e2e/test_redis_faults.)"""
     ada, ada_wallet = bank.funded_person("noredis", 1_000)
     bob, bob_wallet = bank.funded_person("noredisto", 0)
     assert bank.balance(ada, ada_wallet) == (1_000, 1_000)  # cached now
@@ -68,7 +68,7 @@ def test_redis_down_the_ledger_works_from_postgres(
                     ),
                     metadata=(("authorization", f"Bearer {ada.access_token}"),),
                 )
-        # Reads through the edge fail open at the rate limiter and come from PostgreSQL.
+        # Reads through the edge come from PostgreSQL.
         assert bank.balance(ada, ada_wallet) == (700, 700)
         assert bank.balance(bob, bob_wallet) == (300, 300)
         history = rest.get("/v1/transactions", headers=bob.auth).json()["transactions"]
