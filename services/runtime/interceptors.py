@@ -18,7 +18,13 @@ from services.runtime.auth import (
     bearer_token,
     set_current_caller,
 )
-from services.runtime.errors import DomainError, ErrorKind, InvalidArgument, Unauthenticated
+from services.runtime.errors import (
+    DomainError,
+    ErrorKind,
+    InvalidArgument,
+    ResourceExhausted,
+    Unauthenticated,
+)
 from services.runtime.telemetry import annotate_current_span, tracing_enabled
 
 log = logging.getLogger(__name__)
@@ -59,6 +65,10 @@ def status_for(error: DomainError) -> status_pb2.Status:
         status.details.append(
             _pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN))
         )
+    if isinstance(error, ResourceExhausted):
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.seconds = error.retry_after_seconds
+        status.details.append(_pack(retry))
     return status
 
 
