@@ -204,7 +204,11 @@ class ServiceBoundary(WrappingInterceptor):
                     extra={"rpc": method, "code": error.kind.name, "reason": error.reason},
                 )
                 status = rpc_status.to_status(status_for(error))
-                await context.abort(status.code, status.details, status.trailing_metadata)
+                trailers = tuple(status.trailing_metadata)
+                if isinstance(error, ResourceExhausted):
+                    # Also as HTTP's Retry-After: the edge passes it on to REST clients.
+                    trailers += (("retry-after", str(error.retry_after_seconds)),)
+                await context.abort(status.code, status.details, trailers)
             except grpc.aio.AbortError:
                 raise
             except Exception:
