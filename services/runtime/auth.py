@@ -7,9 +7,11 @@ token becomes a `Caller`, kept in a context variable for the length of one RPC.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import hmac
 import logging
+import math
 import os
 import time
 from collections import OrderedDict
@@ -33,6 +35,8 @@ VERIFIED_TOKENS_CACHED = 10_000
 # The only algorithm accepted: pinning it is what makes `alg: none` and
 # algorithm-confusion tokens fail.
 ACCESS_TOKEN_ALGORITHM = "EdDSA"  # noqa: S105 (an algorithm name, not a secret)
+# How far clocks may disagree: tokens are accepted this long after `exp`.
+CLOCK_LEEWAY_SECONDS = 5
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,9 @@ class Caller:
     token_expires_at: int  # the access token's `exp`, seconds since the epoch
     # The token itself, to call other services on the caller's behalf.
     access_token: str = field(default="", repr=False)
+    # The access token's `iat`, seconds since the epoch (0, the default, is older
+    # than every "log out everywhere").
+    token_issued_at: int = 0
 
     @property
     def is_admin(self) -> bool:
@@ -79,15 +86,34 @@ class PublicKeys(Protocol):
 
 
 class RevocationCheck(Protocol):
-    def is_revoked(self, token_id: str) -> Awaitable[bool]: ...
+    def is_revoked(self, caller: Caller) -> Awaitable[bool]: ...
+
+
+def cutoff_for(now: float) -> int:
+    """The `iat` from which access tokens stay valid when every token of a user
+    issued until `now` is revoked. `iat` counts whole seconds, so a token issued
+    earlier in the second of `now` looks exactly like one issued later in it: the
+    cutoff is the next whole second, and new tokens must wait for it."""
+    return math.floor(now) + 1
+
+
+def is_revoked_by(
+    caller: Caller, revoked_jti: bytes | str | None, cutoff: bytes | str | None
+) -> bool:
+    """Whether the caller's token is revoked, given what Redis holds for it: an
+    entry under its `jti` (logout), or a cutoff of its user (log out everywhere)
+    later than its `iat`."""
+    return revoked_jti is not None or (cutoff is not None and caller.token_issued_at < int(cutoff))
 
 
 class RevokedTokens:
-    """Access tokens revoked before they expire (logout), by `jti`, in Redis.
+    """Access tokens revoked before they expire, in Redis: one by its `jti`
+    (logout), or all of a user's issued before a cutoff (log out everywhere).
 
-    Each entry lives exactly as long as the token it revokes would have. If
-    Redis is unreachable the check fails open: access tokens live minutes, and
-    the services keep working without Redis (DESIGN.md, Caching). It is logged.
+    Each entry lives as long as the tokens it revokes would have. Both are read
+    with one MGET, so a call costs one round trip. If Redis is unreachable the
+    check fails open: access tokens live minutes, and the services keep working
+    without Redis (DESIGN.md, Caching). It is logged.
     """
 
     def __init__(self, redis: Redis) -> None:
@@ -96,6 +122,10 @@ class RevokedTokens:
     @staticmethod
     def _key(token_id: str) -> str:
         return f"auth:revoked-jti:{token_id}"
+
+    @staticmethod
+    def _cutoff_key(user_id: str) -> str:
+        return f"auth:revoked-before:{user_id}"
 
     async def revoke(self, token_id: str, expires_at: int) -> None:
         ttl = expires_at - int(time.time())
@@ -107,12 +137,29 @@ class RevokedTokens:
             # Saying "logged out" while the token still works would be a lie.
             raise Unavailable("could not revoke the access token; try again") from error
 
-    async def is_revoked(self, token_id: str) -> bool:
+    async def revoke_all_of_user(self, user_id: str, token_lifetime_seconds: int) -> None:
+        """Revokes every access token of the user issued until now, and returns once
+        the clock has reached the cutoff (within a second), so that a token issued
+        after this returns, a login right after say, is valid."""
+        cutoff = cutoff_for(time.time())
+        # The last token revoked (issued just before the cutoff) is accepted until
+        # its `exp` plus the leeway; the entry outlives it.
+        ttl = token_lifetime_seconds + CLOCK_LEEWAY_SECONDS + 1
         try:
-            return bool(await self._redis.exists(self._key(token_id)))
+            await self._redis.set(self._cutoff_key(user_id), cutoff, ex=ttl)
+        except (RedisError, OSError) as error:
+            raise Unavailable("could not revoke the access tokens; try again") from error
+        await asyncio.sleep(max(0.0, cutoff - time.time()))
+
+    async def is_revoked(self, caller: Caller) -> bool:
+        try:
+            revoked_jti, cutoff = await self._redis.mget(
+                self._key(caller.token_id), self._cutoff_key(caller.user_id)
+            )
         except (RedisError, OSError) as error:
             log.warning("revocation list unreachable, accepting token", extra={"error": str(error)})
             return False
+        return is_revoked_by(caller, revoked_jti, cutoff)
 
 
 class TokenVerifier:
@@ -126,7 +173,7 @@ class TokenVerifier:
         *,
         issuer: str,
         audience: str,
-        leeway_seconds: int = 5,
+        leeway_seconds: int = CLOCK_LEEWAY_SECONDS,
     ) -> None:
         self._keys = keys
         self._revoked = revoked
@@ -147,7 +194,7 @@ class TokenVerifier:
             self._verified[token] = caller
             if len(self._verified) > VERIFIED_TOKENS_CACHED:
                 self._verified.popitem(last=False)
-        if await self._revoked.is_revoked(caller.token_id):
+        if await self._revoked.is_revoked(caller):
             raise Unauthenticated("access token revoked", reason="TOKEN_REVOKED")
         return caller
 
@@ -188,6 +235,7 @@ class TokenVerifier:
             token_id=str(claims["jti"]),
             token_expires_at=int(claims["exp"]),
             access_token=token,
+            token_issued_at=int(claims["iat"]),
         )
 
 

@@ -88,6 +88,17 @@ class Aborted(DomainError):
     kind = ErrorKind.ABORTED
 
 
+class ResourceExhausted(DomainError):
+    """The caller is over a limit; `retry_after_seconds` says when trying again can
+    succeed (sent as google.rpc.RetryInfo)."""
+
+    kind = ErrorKind.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, *, reason: str, retry_after_seconds: int) -> None:
+        super().__init__(message, reason=reason)
+        self.retry_after_seconds = retry_after_seconds
+
+
 class Unavailable(DomainError):
     """A dependency is down; retrying later may succeed."""
 

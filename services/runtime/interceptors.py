@@ -23,6 +23,7 @@ from services.runtime.errors import (
     DomainError,
     ErrorKind,
     InvalidArgument,
+    ResourceExhausted,
     Unauthenticated,
     Unavailable,
 )
@@ -71,6 +72,10 @@ def status_for(error: DomainError) -> status_pb2.Status:
         status.details.append(
             _pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN))
         )
+    if isinstance(error, ResourceExhausted):
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.seconds = error.retry_after_seconds
+        status.details.append(_pack(retry))
     return status
 
 
@@ -207,7 +212,11 @@ class ServiceBoundary(WrappingInterceptor):
                     extra={"rpc": method, "code": error.kind.name, "reason": error.reason},
                 )
                 status = rpc_status.to_status(status_for(error))
-                await context.abort(status.code, status.details, status.trailing_metadata)
+                trailers = tuple(status.trailing_metadata)
+                if isinstance(error, ResourceExhausted):
+                    # Also as HTTP's Retry-After: the edge passes it on to REST clients.
+                    trailers += (("retry-after", str(error.retry_after_seconds)),)
+                await context.abort(status.code, status.details, trailers)
             except (grpc.aio.AbortError, grpc.aio.InternalError):
                 # InternalError: gRPC failed an operation on a call its client has left;
                 # nothing can be answered any more (RpcMetrics says so, in one line).

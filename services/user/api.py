@@ -107,6 +107,12 @@ class UserApi(user_service_pb2_grpc.UserServiceServicer):
         await self._accounts.logout(current_caller(), request.refresh_token)
         return pb.LogoutResponse()
 
+    async def LogoutEverywhere(
+        self, request: pb.LogoutEverywhereRequest, context: Context
+    ) -> pb.LogoutEverywhereResponse:
+        await self._accounts.logout_everywhere(current_caller())
+        return pb.LogoutEverywhereResponse()
+
     async def GetJwks(self, request: pb.GetJwksRequest, context: Context) -> pb.GetJwksResponse:
         return self._jwks
 

@@ -15,6 +15,7 @@ from services.runtime.config import RuntimeSettings, env, env_int
 from services.runtime.metrics import watch_pool
 from services.runtime.pagination import PageTokens
 from services.runtime.server import GrpcApp, service_interceptors
+from services.user.adapters.login_throttle import RedisLoginThrottle
 from services.user.adapters.passwords import Argon2Passwords
 from services.user.adapters.profile_cache import NAMESPACE as PROFILE_CACHE
 from services.user.adapters.profile_cache import RedisProfileCache
@@ -27,6 +28,8 @@ from wallet.user.v1 import user_service_pb2_grpc
 
 ENV_PREFIX = "USER_"
 MIGRATIONS = Path(__file__).parent / "migrations"
+# The purpose the login throttle's hashing key is derived for (from the signing key).
+LOGIN_THROTTLE_KEY_PURPOSE = "wallet-mesh login-failure buckets v1"
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,10 @@ class UserSettings:
     access_token_seconds: int
     refresh_token_days: int
     profile_cache_seconds: int
+    # Failed logins per email: `login_failure_burst` at once, then one more every
+    # `login_failure_refill_seconds` (README, "Per-account login limit").
+    login_failure_burst: int = 5
+    login_failure_refill_seconds: int = 30
 
     @classmethod
     def from_env(cls) -> UserSettings:
@@ -45,6 +52,8 @@ class UserSettings:
             access_token_seconds=env_int(ENV_PREFIX, "ACCESS_TOKEN_SECONDS", 900),
             refresh_token_days=env_int(ENV_PREFIX, "REFRESH_TOKEN_DAYS", 30),
             profile_cache_seconds=env_int(ENV_PREFIX, "PROFILE_CACHE_SECONDS", 300),
+            login_failure_burst=env_int(ENV_PREFIX, "LOGIN_FAILURE_BURST", 5),
+            login_failure_refill_seconds=env_int(ENV_PREFIX, "LOGIN_FAILURE_REFILL_SECONDS", 30),
         )
 
 
@@ -71,6 +80,12 @@ def build_app(settings: UserSettings) -> tuple[GrpcApp, Accounts]:
             JsonCache(redis, PROFILE_CACHE, ttl_seconds=settings.profile_cache_seconds)
         ),
         clock=SystemClock(),
+        login_throttle=RedisLoginThrottle(
+            redis,
+            secret=signing_key.derive_secret(LOGIN_THROTTLE_KEY_PURPOSE),
+            burst=settings.login_failure_burst,
+            refill_seconds=settings.login_failure_refill_seconds,
+        ),
         refresh_lifetime=timedelta(days=settings.refresh_token_days),
     )
     verifier = TokenVerifier(

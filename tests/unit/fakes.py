@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from services.user.domain.model import (
     Credentials,
     IssuedAccessToken,
+    LoginAllowance,
     NewUser,
     ProfileChanges,
     RefreshTokenOwner,
@@ -137,6 +138,11 @@ class FakeRefreshTokens:
             if token.owner.family_id == family_id:
                 token.revoked = True
 
+    async def revoke_all_of_user(self, user_id: str, now: datetime) -> None:
+        for token in self.tokens.values():
+            if token.owner.user_id == user_id:
+                token.revoked = True
+
 
 class FakePasswords:
     """Reversible "hashes" so tests run in microseconds; counts verifications."""
@@ -157,6 +163,8 @@ class FakePasswords:
 
 
 class FakeAccessTokens:
+    lifetime_seconds = 900
+
     def __init__(self) -> None:
         self.issued: list[tuple[str, frozenset[Role]]] = []
 
@@ -169,8 +177,36 @@ class FakeRevoker:
     def __init__(self) -> None:
         self.revoked: dict[str, int] = {}
 
+        # user id -> lifetime of the tokens revoked by "log out everywhere"
+        self.all_revoked: dict[str, int] = {}
+
     async def revoke(self, token_id: str, expires_at: int) -> None:
         self.revoked[token_id] = expires_at
+
+    async def revoke_all_of_user(self, user_id: str, token_lifetime_seconds: int) -> None:
+        self.all_revoked[user_id] = token_lifetime_seconds
+
+
+class FakeLoginThrottle:
+    """A bucket of `burst` tries per account that never refills unless told to."""
+
+    def __init__(self, burst: int = 5, retry_after_seconds: float = 30.0) -> None:
+        self.burst = burst
+        self.retry_after_seconds = retry_after_seconds
+        self.tries: dict[str, int] = {}
+
+    async def take(self, account: str) -> LoginAllowance:
+        left = self.tries.get(account, self.burst)
+        if left < 1:
+            return LoginAllowance(allowed=False, retry_after_seconds=self.retry_after_seconds)
+        self.tries[account] = left - 1
+        return LoginAllowance(allowed=True)
+
+    async def give_back(self, account: str) -> None:
+        self.tries[account] = min(self.burst, self.tries.get(account, self.burst) + 1)
+
+    def refill(self) -> None:
+        self.tries.clear()
 
 
 class FakeProfileCache:

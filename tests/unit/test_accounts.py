@@ -25,6 +25,7 @@ from services.user.domain.model import Role, User
 from tests.unit.fakes import (
     FakeAccessTokens,
     FakeClock,
+    FakeLoginThrottle,
     FakePasswords,
     FakeProfileCache,
     FakeRefreshTokens,
@@ -44,6 +45,7 @@ class World:
         self.access_tokens = FakeAccessTokens()
         self.revoker = FakeRevoker()
         self.cache = FakeProfileCache()
+        self.login_throttle = FakeLoginThrottle()
         self.accounts = Accounts(
             self.users,
             self.refresh_tokens,
@@ -52,6 +54,7 @@ class World:
             self.revoker,
             self.cache,
             self.clock,
+            login_throttle=self.login_throttle,
             refresh_lifetime=timedelta(days=1),
         )
 

@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from services.runtime.auth import TokenVerifier, bearer_token
+from services.runtime.auth import Caller, TokenVerifier, bearer_token
 from services.runtime.errors import Unauthenticated
 from services.user.adapters.tokens import JwtIssuer, LocalPublicKeys, SigningKey, thumbprint
 from services.user.domain.model import Role
@@ -24,8 +24,8 @@ class Revoked:
     def __init__(self, *token_ids: str) -> None:
         self.token_ids = set(token_ids)
 
-    async def is_revoked(self, token_id: str) -> bool:
-        return token_id in self.token_ids
+    async def is_revoked(self, caller: Caller) -> bool:
+        return caller.token_id in self.token_ids
 
 
 def signing_key(tmp_path: Path, name: str = "key.pem") -> SigningKey:

@@ -36,6 +36,7 @@ from services.user.domain.ports import EmailTaken
 
 AnyRow = Row[*tuple[Any, ...]]
 _EMAIL_INDEX = "users_email_lower_key"
+_REVOKE_ALL_PASSES = 5
 _USER_COLUMNS = (
     users.c.id,
     users.c.email,
@@ -247,6 +248,27 @@ class SqlRefreshTokenRepository:
             used=row.used_at is not None,
             revoked=row.revoked_at is not None,
         )
+
+    async def revoke_all_of_user(self, user_id: str, now: datetime) -> None:
+        # A rotation in flight when a pass takes its snapshot inserts a successor
+        # that pass cannot see; but the pass waits for the rotated row (locked by
+        # the rotation) and revokes it, so it counts a row and the next pass sees
+        # the successor. A pass that finds nothing leaves no token of the user
+        # that a refresh could still use. Bounded: only new logins (password
+        # holders) can keep adding rows.
+        revoke = (
+            update(refresh_tokens)
+            .where(refresh_tokens.c.user_id == user_id, refresh_tokens.c.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+
+        async def work(connection: AsyncConnection) -> int:
+            return int((await connection.execute(revoke)).rowcount)
+
+        for _ in range(_REVOKE_ALL_PASSES):
+            # Idempotent: revoking what is revoked changes nothing.
+            if await db.transaction(self._engine, work, idempotent=True) == 0:
+                return
 
     async def revoke_family(self, family_id: str, now: datetime) -> None:
         statement = (

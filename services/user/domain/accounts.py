@@ -7,6 +7,7 @@ read, change or list whom — because they are rules of the domain.
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from services.runtime.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
     Unauthenticated,
     ViolationCollector,
 )
@@ -36,6 +38,7 @@ from services.user.domain.ports import (
     AccessTokenRevoker,
     Clock,
     EmailTaken,
+    LoginThrottle,
     PasswordHasher,
     ProfileCache,
     RefreshTokenRepository,
@@ -48,6 +51,8 @@ MAX_PAGE_SIZE = 100
 UPDATABLE_FIELDS = frozenset({"display_name", "phone", "email"})
 # One message for every login failure: it must not tell whether the email exists.
 LOGIN_FAILED = "email or password is wrong"
+# The same for every email over its limit, registered or not.
+LOGIN_THROTTLED = "too many failed logins for this email; try again later"
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,7 @@ class Accounts:
         profiles: ProfileCache,
         clock: Clock,
         *,
+        login_throttle: LoginThrottle,
         refresh_lifetime: timedelta = timedelta(days=30),
     ) -> None:
         self._users = users
@@ -96,6 +102,7 @@ class Accounts:
         self._revoked = revoked_access_tokens
         self._profiles = profiles
         self._clock = clock
+        self._login_throttle = login_throttle
         self._refresh_lifetime = refresh_lifetime
         self._decoy_hash: str | None = None
 
@@ -146,7 +153,7 @@ class Accounts:
             target = self._resolve_target(caller, user_id.strip(), "user_id")
             user = await self._users.get(target)
         else:
-            credentials = await self._users.credentials_by_email(email.strip())
+            credentials = await self._users.credentials_by_email(validation.lookup_email(email))
             user = credentials.user if credentials else None
         if user is None:
             raise NotFound("no such user", reason="USER_NOT_FOUND")
@@ -239,7 +246,19 @@ class Accounts:
         if not password:
             errors.add("password", "is required")
         errors.raise_if_any()
-        credentials = await self._users.credentials_by_email(email.strip())
+        # Every try takes from the email's bucket before anything is looked up (so
+        # concurrent tries cannot all pass one last token, and the answer over the
+        # limit is the same whether or not the email is registered); a success
+        # gives its try back.
+        account = validation.login_account(email)
+        allowance = await self._login_throttle.take(account)
+        if not allowance.allowed:
+            raise ResourceExhausted(
+                LOGIN_THROTTLED,
+                reason="LOGIN_THROTTLED",
+                retry_after_seconds=max(1, math.ceil(allowance.retry_after_seconds)),
+            )
+        credentials = await self._users.credentials_by_email(validation.lookup_email(email))
         if credentials is None:
             # Spend the same time as a real check, so timing does not tell
             # which emails are registered.
@@ -247,6 +266,7 @@ class Accounts:
             raise Unauthenticated(LOGIN_FAILED, reason="LOGIN_FAILED")
         if not await self._passwords.verify(credentials.password_hash, password):
             raise Unauthenticated(LOGIN_FAILED, reason="LOGIN_FAILED")
+        await self._login_throttle.give_back(account)
         user = credentials.user
         if self._passwords.needs_rehash(credentials.password_hash):
             await self._users.set_password_hash(user.id, await self._passwords.hash(password))
@@ -297,6 +317,15 @@ class Accounts:
                 )
             await self._refresh_tokens.revoke_family(stored.family_id, self._clock.now())
         await self._revoked.revoke(caller.token_id, caller.token_expires_at)
+
+    async def logout_everywhere(self, caller: Caller) -> None:
+        """Ends every session of the caller: all their refresh tokens, then every
+        access token issued to them until now, this call's included. In that
+        order: a refresh stamps its access token with the time before it rotated,
+        so whatever a refresh token minted before it was revoked is older than the
+        access tokens' cutoff."""
+        await self._refresh_tokens.revoke_all_of_user(caller.user_id, self._clock.now())
+        await self._revoked.revoke_all_of_user(caller.user_id, self._access_tokens.lifetime_seconds)
 
     async def _start_session(self, user: User, family_id: str) -> Session:
         now = self._clock.now()

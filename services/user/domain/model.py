@@ -91,3 +91,11 @@ class Session:
     access_expires_in: int
     refresh_token: str
     refresh_expires_in: int
+
+
+@dataclass(frozen=True)
+class LoginAllowance:
+    """Whether a login may check its password now; if not, how long until it may."""
+
+    allowed: bool
+    retry_after_seconds: float = 0.0

@@ -9,6 +9,7 @@ from typing import Protocol
 from services.user.domain.model import (
     Credentials,
     IssuedAccessToken,
+    LoginAllowance,
     NewUser,
     ProfileChanges,
     RefreshTokenOwner,
@@ -61,6 +62,11 @@ class RefreshTokenRepository(Protocol):
 
     async def revoke_family(self, family_id: str, now: datetime) -> None: ...
 
+    async def revoke_all_of_user(self, user_id: str, now: datetime) -> None:
+        """Revokes every refresh token of the user, those being rotated right now
+        included (their successors too)."""
+        ...
+
 
 class PasswordHasher(Protocol):
     async def hash(self, password: str) -> str: ...
@@ -71,11 +77,31 @@ class PasswordHasher(Protocol):
 
 
 class AccessTokenIssuer(Protocol):
+    @property
+    def lifetime_seconds(self) -> int: ...
+
     def issue(self, user_id: str, roles: frozenset[Role], now: datetime) -> IssuedAccessToken: ...
 
 
 class AccessTokenRevoker(Protocol):
     async def revoke(self, token_id: str, expires_at: int) -> None: ...
+
+    async def revoke_all_of_user(self, user_id: str, token_lifetime_seconds: int) -> None:
+        """Revokes every access token of the user issued until now; returns once a
+        token issued from then on is valid. Raises Unavailable if it cannot."""
+        ...
+
+
+class LoginThrottle(Protocol):
+    """Failed logins per account: a token bucket per email, whoever sends them."""
+
+    async def take(self, account: str) -> LoginAllowance:
+        """Takes one try from the bucket of `account` (the email's lookup key)."""
+        ...
+
+    async def give_back(self, account: str) -> None:
+        """Returns the try a successful login took: only failures count."""
+        ...
 
 
 class ProfileCache(Protocol):

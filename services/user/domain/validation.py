@@ -38,6 +38,20 @@ def email_key(email: str) -> str:
     return email.casefold()
 
 
+def lookup_email(raw: str) -> str:
+    """A typed email as lookups send it to the repository, which compares it
+    without regard to case (`lower()` on both sides, in SQL)."""
+    return raw.strip()
+
+
+def login_account(raw: str) -> str:
+    """The account a login names, for its per-account limit: the lookup's email,
+    case-folded. Case folding identifies at least every pair of spellings the
+    lookup's `lower()` does (PostgreSQL's, under the C locale: ASCII letters), so
+    no spelling of an account's email gets a bucket of its own."""
+    return email_key(lookup_email(raw))
+
+
 def check_password(
     password: str, email: str | None, field: str, errors: ViolationCollector
 ) -> None:

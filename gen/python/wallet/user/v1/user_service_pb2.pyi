@@ -563,6 +563,40 @@ class LogoutResponse(_message.Message):
 Global___LogoutResponse: _TypeAlias = LogoutResponse  # noqa: Y015
 
 @_typing.final
+class LogoutEverywhereRequest(_message.Message):
+    """Ends every session of the caller (named by the access token of the call)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogoutEverywhereRequest: _TypeAlias = LogoutEverywhereRequest  # noqa: Y015
+
+@_typing.final
+class LogoutEverywhereResponse(_message.Message):
+    """Nothing to return: every session of the caller is revoked."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogoutEverywhereResponse: _TypeAlias = LogoutEverywhereResponse  # noqa: Y015
+
+@_typing.final
 class GetJwksRequest(_message.Message):
     """Asks for the current public keys."""
 

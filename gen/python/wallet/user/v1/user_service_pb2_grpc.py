@@ -27,7 +27,7 @@ if _version_not_supported:
 
 class UserServiceStub:
     """UserService owns people and their credentials: registration, profiles,
-    login, token refresh and logout, and the public keys (JWKS) that every other
+    login, token refresh and logout (of one session or of all), and the public keys (JWKS) that every other
     part of the mesh uses to verify the access tokens it issues.
 
     Callers authenticate with `authorization: Bearer <access token>`. Public RPCs
@@ -80,6 +80,11 @@ class UserServiceStub:
                 request_serializer=wallet_dot_user_dot_v1_dot_user__service__pb2.LogoutRequest.SerializeToString,
                 response_deserializer=wallet_dot_user_dot_v1_dot_user__service__pb2.LogoutResponse.FromString,
                 _registered_method=True)
+        self.LogoutEverywhere = channel.unary_unary(
+                '/wallet.user.v1.UserService/LogoutEverywhere',
+                request_serializer=wallet_dot_user_dot_v1_dot_user__service__pb2.LogoutEverywhereRequest.SerializeToString,
+                response_deserializer=wallet_dot_user_dot_v1_dot_user__service__pb2.LogoutEverywhereResponse.FromString,
+                _registered_method=True)
         self.GetJwks = channel.unary_unary(
                 '/wallet.user.v1.UserService/GetJwks',
                 request_serializer=wallet_dot_user_dot_v1_dot_user__service__pb2.GetJwksRequest.SerializeToString,
@@ -89,7 +94,7 @@ class UserServiceStub:
 
 class UserServiceServicer:
     """UserService owns people and their credentials: registration, profiles,
-    login, token refresh and logout, and the public keys (JWKS) that every other
+    login, token refresh and logout (of one session or of all), and the public keys (JWKS) that every other
     part of the mesh uses to verify the access tokens it issues.
 
     Callers authenticate with `authorization: Bearer <access token>`. Public RPCs
@@ -138,7 +143,10 @@ class UserServiceServicer:
 
     def Login(self, request, context):
         """Exchanges email and password for an access token and a refresh token.
-        Public. The error never says whether the email exists.
+        Public. The error never says whether the email exists. Failed logins of
+        one email are limited (a token bucket per email, whoever sends them): over
+        the limit the answer is RESOURCE_EXHAUSTED with a RetryInfo, the same for
+        every email, and the password is not checked.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -156,6 +164,16 @@ class UserServiceServicer:
     def Logout(self, request, context):
         """Revokes the given refresh token (and its family) and the access token the
         call was made with.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LogoutEverywhere(self, request, context):
+        """Ends every session of the caller, on every device: revokes all their
+        refresh tokens and every access token issued to them until now, the one
+        of this call included. A login afterwards starts a new session as usual.
+        Answers once the revocation is in force (within a second).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -212,6 +230,11 @@ def add_UserServiceServicer_to_server(servicer, server):
                     request_deserializer=wallet_dot_user_dot_v1_dot_user__service__pb2.LogoutRequest.FromString,
                     response_serializer=wallet_dot_user_dot_v1_dot_user__service__pb2.LogoutResponse.SerializeToString,
             ),
+            'LogoutEverywhere': grpc.unary_unary_rpc_method_handler(
+                    servicer.LogoutEverywhere,
+                    request_deserializer=wallet_dot_user_dot_v1_dot_user__service__pb2.LogoutEverywhereRequest.FromString,
+                    response_serializer=wallet_dot_user_dot_v1_dot_user__service__pb2.LogoutEverywhereResponse.SerializeToString,
+            ),
             'GetJwks': grpc.unary_unary_rpc_method_handler(
                     servicer.GetJwks,
                     request_deserializer=wallet_dot_user_dot_v1_dot_user__service__pb2.GetJwksRequest.FromString,
@@ -227,7 +250,7 @@ def add_UserServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class UserService:
     """UserService owns people and their credentials: registration, profiles,
-    login, token refresh and logout, and the public keys (JWKS) that every other
+    login, token refresh and logout (of one session or of all), and the public keys (JWKS) that every other
     part of the mesh uses to verify the access tokens it issues.
 
     Callers authenticate with `authorization: Bearer <access token>`. Public RPCs
@@ -440,6 +463,33 @@ class UserService:
             '/wallet.user.v1.UserService/Logout',
             wallet_dot_user_dot_v1_dot_user__service__pb2.LogoutRequest.SerializeToString,
             wallet_dot_user_dot_v1_dot_user__service__pb2.LogoutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LogoutEverywhere(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wallet.user.v1.UserService/LogoutEverywhere',
+            wallet_dot_user_dot_v1_dot_user__service__pb2.LogoutEverywhereRequest.SerializeToString,
+            wallet_dot_user_dot_v1_dot_user__service__pb2.LogoutEverywhereResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -28,7 +28,7 @@ GRPC_VERSION: str
 
 class UserServiceStub:
     """UserService owns people and their credentials: registration, profiles,
-    login, token refresh and logout, and the public keys (JWKS) that every other
+    login, token refresh and logout (of one session or of all), and the public keys (JWKS) that every other
     part of the mesh uses to verify the access tokens it issues.
 
     Callers authenticate with `authorization: Bearer <access token>`. Public RPCs
@@ -60,7 +60,10 @@ class UserServiceStub:
     """
     Login: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.LoginRequest, _user_service_pb2.LoginResponse]
     """Exchanges email and password for an access token and a refresh token.
-    Public. The error never says whether the email exists.
+    Public. The error never says whether the email exists. Failed logins of
+    one email are limited (a token bucket per email, whoever sends them): over
+    the limit the answer is RESOURCE_EXHAUSTED with a RetryInfo, the same for
+    every email, and the password is not checked.
     """
     RefreshToken: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.RefreshTokenRequest, _user_service_pb2.RefreshTokenResponse]
     """Exchanges a refresh token for a new access token and a new refresh token
@@ -71,6 +74,12 @@ class UserServiceStub:
     """Revokes the given refresh token (and its family) and the access token the
     call was made with.
     """
+    LogoutEverywhere: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.LogoutEverywhereRequest, _user_service_pb2.LogoutEverywhereResponse]
+    """Ends every session of the caller, on every device: revokes all their
+    refresh tokens and every access token issued to them until now, the one
+    of this call included. A login afterwards starts a new session as usual.
+    Answers once the revocation is in force (within a second).
+    """
     GetJwks: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.GetJwksRequest, _user_service_pb2.GetJwksResponse]
     """Publishes the public keys that verify access tokens, as a JSON Web Key Set
     (RFC 7517). Public.
@@ -79,7 +88,7 @@ class UserServiceStub:
 @_typing.type_check_only
 class UserServiceAsyncStub(UserServiceStub):
     """UserService owns people and their credentials: registration, profiles,
-    login, token refresh and logout, and the public keys (JWKS) that every other
+    login, token refresh and logout (of one session or of all), and the public keys (JWKS) that every other
     part of the mesh uses to verify the access tokens it issues.
 
     Callers authenticate with `authorization: Bearer <access token>`. Public RPCs
@@ -108,7 +117,10 @@ class UserServiceAsyncStub(UserServiceStub):
     """
     Login: _aio.UnaryUnaryMultiCallable[_user_service_pb2.LoginRequest, _user_service_pb2.LoginResponse]  # type: ignore[assignment]
     """Exchanges email and password for an access token and a refresh token.
-    Public. The error never says whether the email exists.
+    Public. The error never says whether the email exists. Failed logins of
+    one email are limited (a token bucket per email, whoever sends them): over
+    the limit the answer is RESOURCE_EXHAUSTED with a RetryInfo, the same for
+    every email, and the password is not checked.
     """
     RefreshToken: _aio.UnaryUnaryMultiCallable[_user_service_pb2.RefreshTokenRequest, _user_service_pb2.RefreshTokenResponse]  # type: ignore[assignment]
     """Exchanges a refresh token for a new access token and a new refresh token
@@ -119,6 +131,12 @@ class UserServiceAsyncStub(UserServiceStub):
     """Revokes the given refresh token (and its family) and the access token the
     call was made with.
     """
+    LogoutEverywhere: _aio.UnaryUnaryMultiCallable[_user_service_pb2.LogoutEverywhereRequest, _user_service_pb2.LogoutEverywhereResponse]  # type: ignore[assignment]
+    """Ends every session of the caller, on every device: revokes all their
+    refresh tokens and every access token issued to them until now, the one
+    of this call included. A login afterwards starts a new session as usual.
+    Answers once the revocation is in force (within a second).
+    """
     GetJwks: _aio.UnaryUnaryMultiCallable[_user_service_pb2.GetJwksRequest, _user_service_pb2.GetJwksResponse]  # type: ignore[assignment]
     """Publishes the public keys that verify access tokens, as a JSON Web Key Set
     (RFC 7517). Public.
@@ -126,7 +144,7 @@ class UserServiceAsyncStub(UserServiceStub):
 
 class UserServiceServicer(metaclass=_abc_1.ABCMeta):
     """UserService owns people and their credentials: registration, profiles,
-    login, token refresh and logout, and the public keys (JWKS) that every other
+    login, token refresh and logout (of one session or of all), and the public keys (JWKS) that every other
     part of the mesh uses to verify the access tokens it issues.
 
     Callers authenticate with `authorization: Bearer <access token>`. Public RPCs
@@ -189,7 +207,10 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_user_service_pb2.LoginResponse, _abc.Awaitable[_user_service_pb2.LoginResponse]]:
         """Exchanges email and password for an access token and a refresh token.
-        Public. The error never says whether the email exists.
+        Public. The error never says whether the email exists. Failed logins of
+        one email are limited (a token bucket per email, whoever sends them): over
+        the limit the answer is RESOURCE_EXHAUSTED with a RetryInfo, the same for
+        every email, and the password is not checked.
         """
 
     @_abc_1.abstractmethod
@@ -211,6 +232,18 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_user_service_pb2.LogoutResponse, _abc.Awaitable[_user_service_pb2.LogoutResponse]]:
         """Revokes the given refresh token (and its family) and the access token the
         call was made with.
+        """
+
+    @_abc_1.abstractmethod
+    def LogoutEverywhere(
+        self,
+        request: _user_service_pb2.LogoutEverywhereRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_user_service_pb2.LogoutEverywhereResponse, _abc.Awaitable[_user_service_pb2.LogoutEverywhereResponse]]:
+        """Ends every session of the caller, on every device: revokes all their
+        refresh tokens and every access token issued to them until now, the one
+        of this call included. A login afterwards starts a new session as usual.
+        Answers once the revocation is in force (within a second).
         """
 
     @_abc_1.abstractmethod
