@@ -265,6 +265,7 @@ class Route:
     name: str
     cluster: str
     path: str  # the exact gRPC method path, "/<service>/<Method>"
+    public: bool  # callable without a token
     retry_on: str
     rate_limit_class: str | None  # None: not rate-limited
     stage: int  # the rate-limit filter that handles it: 0 fails open, 1 fails closed
@@ -299,6 +300,7 @@ def upstream_routes(settings: EdgeSettings) -> list[Route]:
                         name=upstream.cluster + path.replace("/", "_").replace(".", "_"),
                         cluster=upstream.cluster,
                         path=path,
+                        public=path in upstream.public_methods,
                         retry_on=(
                             _RETRY_ANY if path in upstream.idempotent_methods else _RETRY_UNSENT
                         ),
