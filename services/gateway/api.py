@@ -7,7 +7,7 @@ from services.gateway import metrics
 from services.gateway.domain.model import Payment
 from services.gateway.domain.payments import Gateway
 from services.gateway.domain.providers import PaymentKind, PaymentStatus
-from services.runtime.errors import DomainError
+from services.runtime.errors import DomainError, InvalidArgument
 from services.runtime.interceptors import Context
 from services.runtime.protos import timestamp
 from wallet.gateway.v1 import gateway_service_pb2 as pb
@@ -104,6 +104,11 @@ class WebhookApi(gateway_service_pb2_grpc.WebhookServiceServicer):
         }
         label = request.provider if request.provider in self._providers else "unknown"
         try:
+            if not request.provider:
+                # An empty message (a probe, a broken client): say which field is missing.
+                raise InvalidArgument.single(
+                    "provider", f"is required: one of {', '.join(sorted(self._providers))}"
+                )
             applied = await self._gateway.receive_webhook(
                 request.provider, request.body.data, headers
             )

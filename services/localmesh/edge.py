@@ -22,6 +22,14 @@ DESCRIPTOR_SET = REPO_ROOT / "gen" / "descriptors" / "wallet.pb"
 EDGE_SELF_CLUSTER = "edge_self"
 RATELIMIT_CLUSTER = "ratelimit_grpc"
 OTLP_CLUSTER = "otel_collector"
+# Filter state holding the client's HTTP version (%PROTOCOL%), for the route that
+# refuses gRPC over HTTP/1.x.
+PROTOCOL_STATE_KEY = "wallet.downstream_protocol"
+# Envoy's own answers, which refused requests reach through the edge itself: an HTTP
+# 415 for gRPC over HTTP/1.x (rather than a gRPC status), a 404 for whatever got past the
+# transcoder without being a REST call.
+REFUSED_GRPC_PREFIX = "/_edge/refused/grpc-over-http1/"
+NOT_FOUND_PREFIX = "/_edge/not-found/"
 # REST path of UserService.GetJwks (its google.api.http binding).
 JWKS_PATH = "/.well-known/jwks.json"
 
@@ -252,12 +260,12 @@ ANONYMOUS, DEFAULT, MONEY = "anonymous", "default", "money"
 
 @dataclass(frozen=True)
 class Route:
-    """One upstream route, as the template writes it."""
+    """One upstream route, as the template writes it: one method of the public contract."""
 
     name: str
     cluster: str
-    path: str | None  # exact gRPC method path, or None for a service prefix
-    prefix: str | None
+    path: str  # the exact gRPC method path, "/<service>/<Method>"
+    public: bool  # callable without a token
     retry_on: str
     rate_limit_class: str | None  # None: not rate-limited
     stage: int  # the rate-limit filter that handles it: 0 fails open, 1 fails closed
@@ -269,51 +277,37 @@ _RETRY_UNSENT = "connect-failure,refused-stream"
 
 
 def upstream_routes(settings: EdgeSettings) -> list[Route]:
-    """Exact routes for methods with a policy of their own, then one prefix route
-    per service for the rest."""
+    """One exact route per method of every routed service (the public contract, read from
+    the descriptor set): a path that is not one of them matches no upstream route, so it
+    never reaches an instance."""
     closed = settings.ratelimit.fail_closed if settings.ratelimit else frozenset()
+    known = _read_descriptor_set(settings.descriptor_set)
     routes: list[Route] = []
     for upstream in settings.upstreams:
-        special = dict.fromkeys(
-            (
-                *upstream.public_methods,
-                *upstream.money_methods,
-                *upstream.idempotent_methods,
-                *upstream.unlimited_methods,
-            )
-        )
-        for path in special:
-            if path in upstream.unlimited_methods:
-                limit_class = None
-            elif path in upstream.public_methods:
-                limit_class = ANONYMOUS
-            elif path in upstream.money_methods:
-                limit_class = MONEY
-            else:
-                limit_class = DEFAULT
-            routes.append(
-                Route(
-                    name=upstream.cluster + path.replace("/", "_").replace(".", "_"),
-                    cluster=upstream.cluster,
-                    path=path,
-                    prefix=None,
-                    retry_on=_RETRY_ANY if path in upstream.idempotent_methods else _RETRY_UNSENT,
-                    rate_limit_class=limit_class,
-                    stage=1 if limit_class in closed else 0,
-                )
-            )
         for service in upstream.grpc_services:
-            routes.append(
-                Route(
-                    name=f"{upstream.cluster}_{service.replace('.', '_')}",
-                    cluster=upstream.cluster,
-                    path=None,
-                    prefix=f"/{service}/",
-                    retry_on=_RETRY_UNSENT,
-                    rate_limit_class=DEFAULT,
-                    stage=1 if DEFAULT in closed else 0,
+            for method in sorted(known.methods[service]):
+                path = f"/{service}/{method}"
+                if path in upstream.unlimited_methods:
+                    limit_class = None
+                elif path in upstream.public_methods:
+                    limit_class = ANONYMOUS
+                elif path in upstream.money_methods:
+                    limit_class = MONEY
+                else:
+                    limit_class = DEFAULT
+                routes.append(
+                    Route(
+                        name=upstream.cluster + path.replace("/", "_").replace(".", "_"),
+                        cluster=upstream.cluster,
+                        path=path,
+                        public=path in upstream.public_methods,
+                        retry_on=(
+                            _RETRY_ANY if path in upstream.idempotent_methods else _RETRY_UNSENT
+                        ),
+                        rate_limit_class=limit_class,
+                        stage=1 if limit_class in closed else 0,
+                    )
                 )
-            )
     return routes
 
 
@@ -348,6 +342,9 @@ def render_envoy_config(settings: EdgeSettings) -> str:
         all_grpc_services=[s for u in settings.upstreams for s in u.grpc_services],
         first_upstream=settings.upstreams[0],
         routes=upstream_routes(settings),
+        protocol_state_key=PROTOCOL_STATE_KEY,
+        refused_grpc_prefix=REFUSED_GRPC_PREFIX,
+        not_found_prefix=NOT_FOUND_PREFIX,
         ratelimit_cluster=RATELIMIT_CLUSTER,
         otlp_cluster=OTLP_CLUSTER,
     )

@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from google.api import annotations_pb2  # type: ignore[import-untyped]  # no py.typed
 from google.protobuf import descriptor_pb2
 
 from services.localmesh.edge import (
     DESCRIPTOR_SET,
+    EDGE_SELF_CLUSTER,
     EdgeSettings,
     Endpoint,
     RateLimitSettings,
@@ -138,7 +140,7 @@ def test_two_upstreams_validate(tmp_path: Path, echo_descriptor_set: Path) -> No
     assert result.returncode == 0, result.stderr
     for cluster in ("user_grpc", "echo_grpc", "edge_self"):
         assert f"- name: {cluster}\n" in config
-    assert f'prefix: "/{ECHO}/"' in config
+    assert f'path: "/{ECHO}/Echo"' in config
     # Envoy fetches the JWKS through its own listener: on loopback, not on 0.0.0.0.
     assert '"http://127.0.0.1:18080/.well-known/jwks.json"' in config
 
@@ -224,3 +226,96 @@ def test_the_development_config_validates(tmp_path: Path) -> None:
 
     assert result.returncode == 0, result.stderr
     assert "port_value: 8080" in config
+
+
+HEALTH_AND_REFLECTION = (
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+)
+
+
+def edge_listener(config: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(the routes of the edge's virtual host, its jwt_authn filter config)."""
+    bootstrap = yaml.safe_load(config)
+    manager = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    routes = manager["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
+    (jwt,) = (
+        f["typed_config"]
+        for f in manager["typed_config"]["http_filters"]
+        if f["name"] == "envoy.filters.http.jwt_authn"
+    )
+    return routes, jwt
+
+
+def descriptor_methods(path: Path, service: str) -> set[str]:
+    descriptors = descriptor_pb2.FileDescriptorSet.FromString(path.read_bytes())
+    return {
+        f"/{service}/{method.name}"
+        for file in descriptors.file
+        for entry in file.service
+        if f"{file.package}.{entry.name}" == service
+        for method in entry.method
+    }
+
+
+def test_only_the_public_contract_is_forwarded_to_instances(echo_descriptor_set: Path) -> None:
+    settings = settings_for(
+        user_upstream(50061), echo_upstream(50071), descriptor_set=echo_descriptor_set
+    )
+    routes, _ = edge_listener(render_envoy_config(settings))
+    contract = descriptor_methods(echo_descriptor_set, USER) | descriptor_methods(
+        echo_descriptor_set, ECHO
+    )
+
+    to_instances = [
+        r for r in routes if r.get("route", {}).get("cluster") in ("user_grpc", "echo_grpc")
+    ]
+    exact = {r["match"]["path"] for r in to_instances if "path" in r["match"]}
+    prefixes = {r["match"]["prefix"] for r in to_instances if "path" not in r["match"]}
+    assert exact == contract
+    assert prefixes == set(HEALTH_AND_REFLECTION)
+    assert all("grpc" in r["match"] for r in to_instances)
+    # Everything else is Envoy's own answer, directly or through the edge itself.
+    for route in routes:
+        if route not in to_instances:
+            assert "direct_response" in route or route["route"]["cluster"] == EDGE_SELF_CLUSTER
+    assert routes[-1]["name"] == "everything_else"
+    assert routes[-1]["match"] == {"prefix": "/"}
+    assert routes[-1]["direct_response"]["status"] == 404
+
+
+def test_every_forwarded_method_needs_a_token_unless_public() -> None:
+    upstream = user_upstream(50061)
+    routes, jwt = edge_listener(render_envoy_config(settings_for(upstream)))
+
+    needs_token = {
+        rule["match"]["path"]: "requires" in rule
+        for rule in jwt["rules"]
+        if "path" in rule["match"]
+    }
+    forwarded = {r["match"]["path"] for r in routes if "path" in r["match"] and "route" in r}
+    assert set(needs_token) == forwarded
+    assert {path for path, required in needs_token.items() if not required} == set(
+        upstream.public_methods
+    )
+    # No catch-all rule: a path no rule names reaches no instance either.
+    assert all(
+        "path" in rule["match"] or rule["match"]["prefix"] in HEALTH_AND_REFLECTION
+        for rule in jwt["rules"]
+    )
+
+
+def test_only_failures_of_the_instance_itself_eject_it() -> None:
+    bootstrap = yaml.safe_load(render_envoy_config(settings_for(user_upstream(50061, 50062))))
+    (cluster,) = (c for c in bootstrap["static_resources"]["clusters"] if c["name"] == "user_grpc")
+    outlier = cluster["outlier_detection"]
+
+    # Connection failures, resets and timeouts (local origin) eject...
+    assert outlier["split_external_local_origin_errors"] is True
+    assert outlier["consecutive_local_origin_failure"] > 0
+    assert outlier["enforcing_consecutive_local_origin_failure"] == 100
+    # ...what the instance answered (a gRPC status, a 5xx) never does.
+    assert outlier["enforcing_consecutive_5xx"] == 0
+    assert outlier["enforcing_consecutive_gateway_failure"] == 0
+    assert outlier["enforcing_success_rate"] == 0
