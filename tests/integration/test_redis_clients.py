@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from services.localmesh.redis import RedisServer
 from services.ratelimit.buckets import TokenBuckets
 from services.ratelimit.limits import parse_limits
-from services.runtime.auth import RevokedTokens
+from services.runtime.auth import Caller, RevokedTokens
 from services.runtime.cache import JsonCache, create_redis
 
 POOLED = 4  # connections pooled before the restart, all used at once after it
@@ -79,6 +79,16 @@ async def cache_reads_hit(client: Redis, redis_server: RedisServer) -> None:
     assert (cache.stats.errors, cache.stats.bypassed, cache.stats.hits) == (0, 0, POOLED)
 
 
+def _caller(token_id: str) -> Caller:
+    return Caller(
+        user_id=str(uuid.uuid4()),
+        roles=frozenset(),
+        token_id=token_id,
+        token_expires_at=int(time.time()) + 60,
+        token_issued_at=int(time.time()),
+    )
+
+
 async def revocation_is_checked(client: Redis, redis_server: RedisServer) -> None:
     revoked = RevokedTokens(client)
     token_id = str(uuid.uuid4())
@@ -89,7 +99,7 @@ async def revocation_is_checked(client: Redis, redis_server: RedisServer) -> Non
         await setup.aclose()
     # True from Redis, not the fail-open False of an unreachable revocation list.
     assert (
-        await asyncio.gather(*(revoked.is_revoked(token_id) for _ in range(POOLED)))
+        await asyncio.gather(*(revoked.is_revoked(_caller(token_id)) for _ in range(POOLED)))
         == [True] * POOLED
     )
 
@@ -100,7 +110,7 @@ async def revoking_succeeds(client: Redis, redis_server: RedisServer) -> None:
     token_ids = [str(uuid.uuid4()) for _ in range(POOLED)]
     # Raises Unavailable ("could not revoke") if a command fails.
     await asyncio.gather(*(revoked.revoke(token_id, expires_at) for token_id in token_ids))
-    assert all([await revoked.is_revoked(token_id) for token_id in token_ids])
+    assert all([await revoked.is_revoked(_caller(token_id)) for token_id in token_ids])
 
 
 async def buckets_decide(client: Redis, redis_server: RedisServer) -> None:
