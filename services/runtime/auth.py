@@ -239,6 +239,15 @@ class TokenVerifier:
         )
 
 
+def derive_key(secret: bytes, purpose: str) -> bytes:
+    """A 32-byte key for `purpose` (HKDF-SHA256 of `secret`): whoever holds the
+    secret derives the same key, and it reveals nothing of the secret or of the keys
+    of other purposes."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode()).derive(
+        secret
+    )
+
+
 SERVICE_TOKEN_HEADER = "x-wallet-service-token"  # noqa: S105 (a header name)
 SERVICE_TOKEN_FILE_VARIABLE = "WALLET_SERVICE_TOKEN_FILE"  # noqa: S105 (a variable name)
 
@@ -272,8 +281,7 @@ class ServiceCredential:
         None without a secret."""
         if self._token is None:
             return None
-        hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode())
-        return hkdf.derive(self._token.encode())
+        return derive_key(self._token.encode(), purpose)
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
         """What an internal call sends."""

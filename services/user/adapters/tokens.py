@@ -12,11 +12,10 @@ from datetime import datetime
 from pathlib import Path
 
 import jwt
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from services.runtime.auth import ACCESS_TOKEN_ALGORITHM
+from services.runtime.auth import ACCESS_TOKEN_ALGORITHM, derive_key
 from services.user.domain.model import IssuedAccessToken, Role
 
 
@@ -41,17 +40,14 @@ class SigningKey:
         return self.private_key.public_key()
 
     def derive_secret(self, purpose: str) -> bytes:
-        """A 256-bit secret for another use (HKDF-SHA256 of the private key): every
-        instance that holds the key derives the same one, and it reveals nothing
-        about the key."""
+        """A 256-bit secret for another use, derived from the private key: every
+        instance that holds the key derives the same one."""
         raw = self.private_key.private_bytes(
             serialization.Encoding.Raw,
             serialization.PrivateFormat.Raw,
             serialization.NoEncryption(),
         )
-        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode()).derive(
-            raw
-        )
+        return derive_key(raw, purpose)
 
     def jwk(self) -> dict[str, str]:
         return {**_okp_members(self.public_key), "kid": self.kid, "alg": "EdDSA", "use": "sig"}
