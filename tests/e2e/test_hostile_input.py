@@ -12,41 +12,21 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from services.localmesh.mesh import Mesh
 from tests.e2e.conftest import PASSWORD, Bank, Person
+from tests.field_violations import grpc_violations
+from tests.field_violations import rest_violations as violations
 from wallet.transaction.v1 import transaction_service_pb2 as pb
 from wallet.transaction.v1 import transaction_service_pb2_grpc
 from wallet.type.v1 import money_pb2, page_pb2
 from wallet.user.v1 import user_service_pb2 as user_pb
 from wallet.user.v1 import user_service_pb2_grpc
 
-BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
 NUL = "\u0000"
 CONTROL = "control characters"
 # Arabic-Indic zero, point, zero, one: 0.01 to Python's Decimal().
 ARABIC_INDIC_CENT = "\u0660.\u0660\u0661"
-
-
-def violations(response: httpx.Response) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for detail in response.json().get("details", []):
-        if detail.get("@type") == BAD_REQUEST:
-            found |= {v["field"]: v["description"] for v in detail["field_violations"]}
-    return found
-
-
-def grpc_violations(error: grpc.aio.AioRpcError) -> dict[str, str]:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    assert status is not None
-    found: dict[str, str] = {}
-    for detail in status.details:
-        bad_request = error_details_pb2.BadRequest()
-        if detail.Unpack(bad_request):
-            found |= {v.field: v.description for v in bad_request.field_violations}
-    return found
 
 
 def key() -> dict[str, str]:

@@ -10,20 +10,11 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import Bank, Person
-
-BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
+from tests.field_violations import rest_violations as violations
 
 
 def key() -> dict[str, str]:
     return {"idempotency-key": str(uuid.uuid4())}
-
-
-def violations(response: httpx.Response) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for detail in response.json().get("details", []):
-        if detail.get("@type") == BAD_REQUEST:
-            found |= {v["field"]: v["description"] for v in detail["field_violations"]}
-    return found
 
 
 class Pair:

@@ -17,19 +17,9 @@ from services.localmesh.mesh import Mesh
 from services.user.adapters.tokens import JwtIssuer, SigningKey
 from services.user.domain.model import Role
 from tests.e2e.conftest import PASSWORD, register_and_login, unique_email
+from tests.field_violations import rest_violations as violations
 from wallet.user.v1 import user_service_pb2 as pb
 from wallet.user.v1 import user_service_pb2_grpc
-
-BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
-
-
-def violations(response: httpx.Response) -> dict[str, str]:
-    body = response.json()
-    found: dict[str, str] = {}
-    for detail in body.get("details", []):
-        if detail.get("@type") == BAD_REQUEST:
-            found |= {v["field"]: v["description"] for v in detail["field_violations"]}
-    return found
 
 
 def assert_not_registered(rest: httpx.Client, email: str) -> None:

@@ -8,14 +8,13 @@ from dataclasses import replace
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
-from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_status import rpc_status
 from redis import Redis
 
 from services.localmesh.redis import RedisServer
 from services.runtime import server as runtime_server
 from services.user.server import UserSettings, build_app
+from tests.field_violations import grpc_violations as field_violations
 from tests.integration.conftest import RunningUserService
 from wallet.user.v1 import user_service_pb2 as pb
 from wallet.user.v1 import user_service_pb2_grpc
@@ -38,17 +37,6 @@ async def expect_error(call: object, code: grpc.StatusCode) -> grpc.aio.AioRpcEr
         await call  # type: ignore[misc]
     assert caught.value.code() == code, caught.value.details()
     return caught.value
-
-
-def field_violations(error: grpc.aio.AioRpcError) -> dict[str, str]:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    assert status is not None
-    found: dict[str, str] = {}
-    for detail in status.details:
-        bad_request = error_details_pb2.BadRequest()
-        if detail.Unpack(bad_request):
-            found |= {v.field: v.description for v in bad_request.field_violations}
-    return found
 
 
 async def test_session_lifecycle(user_stub: Stub) -> None:
