@@ -1,5 +1,6 @@
 # Wallet mesh — every entry point a developer or CI needs.
 #   make run    start PostgreSQL, Redis, the services and Envoy on localhost:8080
+#   make status what make run's supervisor sees: each process's pid, state and restarts
 #   make test   run every test (unit, integration, end-to-end); sets up what it needs
 #   make lint   ruff, mypy, buf lint, and a check that gen/ is up to date
 #   make gen    regenerate gen/ from protos/
@@ -75,6 +76,10 @@ fmt: $(STAMP)
 .PHONY: run
 run: $(STAMP) system-deps
 	$(BIN)/python -m services.localmesh run
+
+.PHONY: status
+status: $(STAMP)
+	@$(BIN)/python -m services.localmesh status
 
 .PHONY: traces
 traces: $(STAMP)

@@ -1,6 +1,7 @@
 """Local mesh commands (behind `make run` and `make admin`):
 
 python -m services.localmesh run                start everything on localhost, until Ctrl-C
+python -m services.localmesh status             what `run`'s supervisor sees: pid, state, restarts
 python -m services.localmesh grant-admin EMAIL  give a registered user the admin role
 python -m services.localmesh audit              check every invariant of the ledger
 python -m services.localmesh traces [--last N]  print the last traces (WALLET_TRACES=1 make run)
@@ -19,11 +20,20 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from services.localmesh.mesh import TRANSACTION, USER, Mesh, MeshConfig, MeshError, ServiceSpec
+from services.localmesh.mesh import (
+    STATUS_FILE,
+    TRANSACTION,
+    USER,
+    Mesh,
+    MeshConfig,
+    MeshError,
+    ServiceSpec,
+)
 from services.localmesh.otlp_sink import OtlpSink, load_spans, render_traces
 from services.localmesh.postgres import PostgresError
 from services.localmesh.processes import ProcessError, free_port
 from services.localmesh.redis import RedisError
+from services.localmesh.supervisor import read_status, render_status
 
 log = logging.getLogger("services.localmesh")
 TRACES_FILE = "traces.jsonl"
@@ -41,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="start the whole mesh on localhost until Ctrl-C")
+    commands.add_parser("status", help="print the state of every process of `run`")
     grant = commands.add_parser("grant-admin", help="give a registered user the admin role")
     grant.add_argument("email")
     commands.add_parser("audit", help="check every invariant of the ledger")
@@ -57,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
             return service_command(config, TRANSACTION, "audit")
         if args.command == "traces":
             return show_traces(config, args.last)
+        if args.command == "status":
+            return show_status(config)
         return run(config)
     except (MeshError, ProcessError, PostgresError, RedisError, TimeoutError) as error:
         # Expected failures (a busy port, a service that does not start): the message
@@ -66,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(config: MeshConfig) -> int:
-    """Start the mesh, print how to use it, and stop it all on Ctrl-C or SIGTERM.
+    """Start the mesh, print how to use it, keep it running (the supervisor restarts
+    whatever exits), and stop it all on Ctrl-C or SIGTERM.
 
     Traces: WALLET_TRACES=1 starts a small OTLP receiver that keeps every span in
     <run folder>/traces.jsonl (read them with `python -m services.localmesh traces`);
@@ -81,7 +95,7 @@ def run(config: MeshConfig) -> int:
         sink.start()
         config = dataclasses.replace(config, otlp_endpoint=f"127.0.0.1:{sink.port}")
         log.info("tracing to %s", config.run_dir / TRACES_FILE)
-    mesh = Mesh(config)
+    mesh = Mesh(dataclasses.replace(config, supervise=True))
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -95,11 +109,14 @@ def run(config: MeshConfig) -> int:
     try:
         mesh.start()
         _print_welcome(mesh)
-        reported: set[str] = set()
+        # The supervisor logs every exit and restart; this adds a line whenever the
+        # overall picture changes (`make status` prints the whole table).
+        shown = ""
         while not stop.wait(timeout=2.0):
-            for dead in set(mesh.dead_processes()) - reported:
-                log.warning("%s has exited; see its log", dead)
-                reported.add(dead)
+            summary = mesh.supervisor.summary()
+            if summary != shown:
+                log.info("status: %s", summary)
+                shown = summary
     except _StopRequested:
         pass
     finally:
@@ -112,6 +129,16 @@ def run(config: MeshConfig) -> int:
             sink.stop()
         log.info("stopped; data kept in %s", config.run_dir)
     return 0
+
+
+def show_status(config: MeshConfig) -> int:
+    """Prints the supervisor's status file of the run folder; 1 if no mesh runs there."""
+    report = read_status(config.run_dir / STATUS_FILE)
+    if report is None:
+        print(f"no mesh is running from {config.run_dir} (make run starts one)")
+        return 1
+    print(render_status(report))
+    return 0 if report.launcher_running else 1
 
 
 def show_traces(config: MeshConfig, last: int) -> int:
@@ -139,6 +166,7 @@ Wallet mesh is running.
   gRPC:         {mesh.edge_grpc_target} (plaintext)
   Envoy admin:  {mesh.admin_url}
   Logs:         {mesh.logs_dir}
+  Status:       make status (a process that exits is started again)
 
 Try:
   curl -s localhost:{port}/v1/users -d '{body}'
@@ -154,8 +182,15 @@ Ctrl-C stops everything.
 
 def service_command(config: MeshConfig, spec: ServiceSpec, *args: str) -> int:
     """`python -m <service> <args>` with the service's development environment
-    (grant-admin, audit); PostgreSQL is started for the command if it is not running."""
+    (grant-admin, audit); PostgreSQL is started for the command if it is not running.
+
+    The servers are those of the run folder: the ports its mesh was started with
+    (mesh.json), and the port its PostgreSQL really listens on if it runs."""
+    config = config.with_recorded_ports()
     mesh = Mesh(config)
+    listening = mesh.postgres.listening_port()
+    if listening is not None and listening != config.postgres_port:
+        mesh = Mesh(dataclasses.replace(config, postgres_port=listening))
     if not mesh.postgres.is_initialized:
         print(
             f"no database in {config.run_dir} yet: start the mesh first (make run)",

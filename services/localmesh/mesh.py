@@ -14,10 +14,16 @@ Layout of the run folder (git-ignored):
     logs/                one log per process: user-1.log, envoy.log, ...
     pids/                pid files, to stop the orphans of a launcher that was killed
     envoy.yaml           the rendered edge config
+    mesh.json            the ports this run folder's mesh was started with (for the
+                         commands that use its database: audit, grant-admin)
+    status.json          what the supervisor sees (only while a supervised mesh runs)
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import json
 import logging
 import os
 import secrets
@@ -25,7 +31,7 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -46,6 +52,12 @@ from services.localmesh.edge import (
 from services.localmesh.postgres import PostgresServer
 from services.localmesh.processes import ManagedProcess
 from services.localmesh.redis import RedisServer
+from services.localmesh.supervisor import (
+    SupervisionPolicy,
+    Supervisor,
+    Watched,
+    describe_returncode,
+)
 from services.ratelimit.limits import load_limits
 from services.runtime.auth import SERVICE_TOKEN_FILE_VARIABLE
 from services.transaction import edge_policy as transaction_edge_policy
@@ -55,6 +67,10 @@ log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_LIMITS = REPO_ROOT / "services" / "ratelimit" / "limits.yaml"
+RECORD_FILE = "mesh.json"
+STATUS_FILE = "status.json"
+# Names of the servers in the supervisor's status (instances are "<service>-<n>").
+POSTGRES_NAME, REDIS_NAME, ENVOY_NAME = "postgres", "redis", "envoy"
 
 
 class MeshError(RuntimeError):
@@ -184,6 +200,10 @@ class MeshConfig:
     port_variables: Mapping[str, str] = field(default_factory=dict)
     # Extra environment of every service process (tests: shorter timeouts).
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    # Restart whatever exits, from the end of start() until stop() (`make run`; off
+    # for the end-to-end tests, which kill instances to watch the edge fail over).
+    supervise: bool = False
+    supervision: SupervisionPolicy = field(default_factory=SupervisionPolicy)
 
     @classmethod
     def for_development(cls, repo_root: Path = REPO_ROOT) -> MeshConfig:
@@ -228,6 +248,24 @@ class MeshConfig:
 
     def instance_count(self, spec: ServiceSpec) -> int:
         return self.instances if self.instances is not None else spec.instances
+
+    def with_recorded_ports(self) -> MeshConfig:
+        """This config with the ports the run folder's mesh was last started with
+        (mesh.json), which beat the defaults and the variables: the commands that use
+        a run folder's database must reach the servers of that folder."""
+        try:
+            record = json.loads((self.run_dir / RECORD_FILE).read_text())
+        except (FileNotFoundError, ValueError):
+            return self
+        ports = {
+            name: record[name]
+            for name in ("envoy_port", "envoy_admin_port", "postgres_port", "redis_port")
+            if isinstance(record.get(name), int)
+        }
+        base = record.get("base_grpc_port")
+        return dataclasses.replace(
+            self, **ports, base_grpc_port=base if isinstance(base, int) else self.base_grpc_port
+        )
 
 
 def ensure_signing_key(path: Path) -> bool:
@@ -308,12 +346,14 @@ class Mesh:
         self.signing_key_path = run_dir / "keys" / "jwt-signing.pem"
         self.service_token_path = run_dir / "keys" / "service-token"
         self.envoy_config_path = run_dir / "envoy.yaml"
+        self.status_path = run_dir / STATUS_FILE
         self.postgres = PostgresServer(run_dir / "postgres", config.postgres_port)
         self.redis = RedisServer(run_dir / "redis", config.redis_port)
         self._ports = self._assign_ports()
         self._metrics_ports = self._assign_metrics_ports()
         self._instances: dict[str, list[ManagedProcess]] = {}
         self._envoy: ManagedProcess | None = None
+        self._supervisor: Supervisor | None = None
 
     # --- addresses --------------------------------------------------------------------
 
@@ -441,6 +481,7 @@ class Mesh:
         self.logs_dir.mkdir(exist_ok=True)
         self._reap_orphans()
         self._check_ports_free()
+        self._write_record()
 
         log.info("starting PostgreSQL on port %s", self.config.postgres_port)
         self.postgres.start()
@@ -472,6 +513,8 @@ class Mesh:
         self._start_envoy()
         self.wait_for_edge()
         log.info("edge ready on %s", self.edge_url)
+        if self.config.supervise:
+            self.supervise()
 
     def stop(self) -> None:
         """Stop everything, in the reverse order of start. Safe to call more than once;
@@ -479,6 +522,8 @@ class Mesh:
         failures: list[Exception] = []
         every_instance = [p for group in self._instances.values() for p in group]
         steps = [
+            # First: nothing may be started again while the mesh stops.
+            self._stop_supervising,
             lambda: self._envoy.terminate(grace=5) if self._envoy is not None else None,
             lambda: processes.terminate_all(every_instance, grace=15),
             self.redis.stop,
@@ -511,24 +556,45 @@ class Mesh:
         return self._instances[service][index]
 
     def kill_instance(self, service: str, index: int) -> None:
-        """SIGKILL one instance (0-based index), as in a crash."""
+        """SIGKILL one instance (0-based index), as in a crash (a supervisor, if the
+        mesh has one, starts it again)."""
         self.instance(service, index).kill()
 
     def restart_instance(self, service: str, index: int, *, wait_for_edge: bool = True) -> None:
         """Start one instance again (stopping it first if it runs), on the same port; wait
         until it serves and, with `wait_for_edge`, until Envoy sees it healthy again."""
         process = self.instance(service, index)
-        process.terminate(grace=15)
-        process.start()
+        with self._deliberately(process.name):
+            process.terminate(grace=15)
+            process.start()
         self._wait_for_instance(self.spec(service), index, process)
         if wait_for_edge and self._envoy is not None:
             self.wait_for_edge()
 
+    # Deliberate stops: a supervisor leaves the server alone until it is started again.
+
     def stop_redis(self) -> None:
+        self._hold(REDIS_NAME)
         self.redis.stop()
 
     def start_redis(self) -> None:
         self.redis.start()
+        self._release(REDIS_NAME)
+
+    def stop_postgres(self) -> None:
+        self._hold(POSTGRES_NAME)
+        self.postgres.stop()
+
+    def start_postgres(self) -> None:
+        self.postgres.start()
+        self._release(POSTGRES_NAME)
+
+    def restart_postgres(self) -> None:
+        """Stop PostgreSQL (fast shutdown: open transactions are rolled back) and start it
+        again on the same port and data."""
+        with self._deliberately(POSTGRES_NAME):
+            self.postgres.stop()
+            self.postgres.start()
 
     def dead_processes(self) -> list[str]:
         """Names of the processes that should run but have exited (with their logs)."""
@@ -536,6 +602,93 @@ class Mesh:
         if self._envoy is not None:
             every.append(self._envoy)
         return [f"{p.name} ({p.log_path})" for p in every if not p.is_running]
+
+    # --- supervision ------------------------------------------------------------------
+
+    def supervise(self, policy: SupervisionPolicy | None = None) -> Supervisor:
+        """Start restarting whatever exits (PostgreSQL, Redis, every instance, Envoy)
+        until stop(); MeshConfig.supervise does this at the end of start()."""
+        if self._supervisor is not None:
+            return self._supervisor
+        if self._envoy is None:
+            raise MeshError("start the mesh before supervising it")
+        supervisor = Supervisor(
+            self._watched(),
+            policy=policy or self.config.supervision,
+            status_file=self.status_path,
+            healthy_check=self._recovery_problems,
+        )
+        supervisor.start()
+        self._supervisor = supervisor
+        log.info("supervising %d processes (status: %s)", len(supervisor.names), self.status_path)
+        return supervisor
+
+    @property
+    def supervisor(self) -> Supervisor:
+        """The running supervisor (MeshError if the mesh is not supervised)."""
+        if self._supervisor is None:
+            raise MeshError("this mesh is not supervised: MeshConfig(supervise=True)")
+        return self._supervisor
+
+    def _recovery_problems(self) -> list[str]:
+        """What keeps the mesh from serving as started: instances not SERVING, or not
+        (yet) routed. Both are asked: right after a crash Envoy may not have noticed yet."""
+        problems = [
+            f"{spec.name}-{index + 1} {address}: {status}"
+            for spec in self.config.services
+            for index, address in enumerate(self.instance_addresses(spec.name))
+            if (status := processes.grpc_health(address, spec.grpc_services[0])) != "SERVING"
+        ]
+        return problems or self._unhealthy_upstream_hosts(self.admin_url)
+
+    def _watched(self) -> list[Watched]:
+        postmaster = _PostmasterWatch(self.postgres)
+        watched = [
+            Watched(
+                name=POSTGRES_NAME,
+                log_path=self.postgres.log_file,
+                is_alive=postmaster.is_alive,
+                start=self.postgres.start,
+                pid=self.postgres.postmaster_pid,
+                describe_exit=lambda: "exited (its postmaster is gone)",
+            ),
+            Watched(
+                name=REDIS_NAME,
+                log_path=self.redis.log_file,
+                is_alive=lambda: self.redis.is_running,
+                start=self.redis.start,
+                pid=lambda: self.redis.pid,
+                describe_exit=lambda: describe_returncode(self.redis.returncode),
+            ),
+        ]
+        every = [p for group in self._instances.values() for p in group]
+        if self._envoy is not None:
+            every.append(self._envoy)
+        watched.extend(_watched_process(process) for process in every)
+        return watched
+
+    def _stop_supervising(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.stop()
+            self._supervisor = None
+            # Its last word would be stale: `status` then says no mesh runs here.
+            self.status_path.unlink(missing_ok=True)
+
+    def _hold(self, name: str) -> None:
+        if self._supervisor is not None:
+            self._supervisor.hold(name)
+
+    def _release(self, name: str) -> None:
+        if self._supervisor is not None:
+            self._supervisor.release(name)
+
+    @contextlib.contextmanager
+    def _deliberately(self, name: str) -> Iterator[None]:
+        self._hold(name)
+        try:
+            yield
+        finally:
+            self._release(name)
 
     # --- the edge ---------------------------------------------------------------------
 
@@ -687,6 +840,21 @@ class Mesh:
             process=process,
         )
 
+    def _write_record(self) -> None:
+        """What this mesh was started with, for commands that use its servers later."""
+        record = {
+            "postgres_port": self.config.postgres_port,
+            "redis_port": self.config.redis_port,
+            "envoy_port": self.config.envoy_port,
+            "envoy_admin_port": self.config.envoy_admin_port,
+            "base_grpc_port": self.config.base_grpc_port,
+            "instances": {name: list(ports) for name, ports in self._ports.items()},
+        }
+        path = self.run_dir / RECORD_FILE
+        temporary = path.with_name(f"{path.name}.tmp")
+        temporary.write_text(json.dumps(record, indent=2) + "\n")
+        temporary.replace(path)
+
     def _reap_orphans(self) -> None:
         """Stop instances, Envoy and Redis left running by a launcher that was killed.
         (A PostgreSQL server left running is reused; see PostgresServer.start.)"""
@@ -715,6 +883,42 @@ class Mesh:
             hints = sorted({var for _, _, var in busy if var is not None})
             hint = f" Move them with {', '.join(hints)}." if hints else ""
             raise MeshError(f"ports in use: {listed}. Is another mesh running?{hint}")
+
+
+def _watched_process(process: ManagedProcess) -> Watched:
+    return Watched(
+        name=process.name,
+        log_path=process.log_path,
+        is_alive=lambda: process.is_running,
+        # Started only: a process that cannot serve exits (a quick exit), and one that
+        # serves but is not ready (its database is down) must not be killed for it.
+        start=process.start,
+        pid=lambda: process.pid,
+        describe_exit=lambda: describe_returncode(process.returncode),
+        cleanup=lambda: process.terminate(grace=5),
+    )
+
+
+class _PostmasterWatch:
+    """Whether the PostgreSQL server runs, cheaply enough to ask twice a second.
+
+    The postmaster is not our child (pg_ctl starts it), so it is recognised by the pid
+    in postmaster.pid and that process's start time: a pid the kernel has given to
+    another process since is not the server.
+    """
+
+    def __init__(self, server: PostgresServer) -> None:
+        self._server = server
+        self._seen: tuple[int, str] | None = None
+
+    def is_alive(self) -> bool:
+        pid = self._server.postmaster_pid()
+        started = processes.start_time(pid) if pid is not None else None
+        if pid is None or started is None:
+            return False
+        if self._seen is None or self._seen[0] != pid:
+            self._seen = (pid, started)  # a new server (restarted by us, or on purpose)
+        return self._seen[1] == started
 
 
 def _endpoint(address: str | None) -> Endpoint | None:

@@ -274,6 +274,21 @@ class PostgresServer:
         """True if a server runs on this cluster's data folder (whatever its port)."""
         return self._postmaster_settings() is not None
 
+    def listening_port(self) -> int | None:
+        """The port of the server running on this cluster's data folder, if one runs
+        (it may differ from `port`: a server another launcher started elsewhere)."""
+        running = self._postmaster_settings()
+        return int(running[0]) if running is not None else None
+
+    def postmaster_pid(self) -> int | None:
+        """The pid recorded in postmaster.pid, without asking pg_ctl whether it still
+        runs (cheap enough to poll; the caller checks the process, see supervisor.py)."""
+        try:
+            first_line = (self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0]
+            return int(first_line)
+        except (OSError, ValueError):
+            return None
+
     def stop(self) -> None:
         """Fast shutdown (rolls back open transactions); nothing to do if not running."""
         if not (self.data_dir / "postmaster.pid").exists():

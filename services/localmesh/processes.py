@@ -62,6 +62,9 @@ class ManagedProcess:
         self.cwd = cwd
         self.pid_file = pid_file
         self._popen: subprocess.Popen[bytes] | None = None
+        # What this process wrote into pid_file: only that very record is ever removed,
+        # never the record of a replacement started meanwhile on the same file.
+        self._pid_record: str | None = None
 
     def start(self) -> None:
         """Start the process; it must not be running already."""
@@ -81,7 +84,7 @@ class ManagedProcess:
                 start_new_session=True,
             )
         if self.pid_file is not None:
-            write_pid_file(self.pid_file, self._popen.pid)
+            self._pid_record = write_pid_file(self.pid_file, self._popen.pid)
 
     @property
     def pid(self) -> int | None:
@@ -142,8 +145,13 @@ class ManagedProcess:
             )
 
     def _forget_pid_file(self) -> None:
-        if self.pid_file is not None:
-            self.pid_file.unlink(missing_ok=True)
+        """Remove the pid file if it still holds this process's record (not a successor's)."""
+        if self.pid_file is None or self._pid_record is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            if self.pid_file.read_text() == self._pid_record:
+                self.pid_file.unlink(missing_ok=True)
+        self._pid_record = None
 
 
 def terminate_all(processes: Sequence[ManagedProcess], grace: float = 10.0) -> None:
@@ -215,10 +223,18 @@ def log_tail(path: Path, lines: int = 40) -> str:
 # --- orphans of a crashed launcher ----------------------------------------------------
 
 
-def write_pid_file(path: Path, pid: int) -> None:
-    """Record `pid` with its start time, which tells it apart from a later reuse of the pid."""
+def write_pid_file(path: Path, pid: int) -> str:
+    """Record `pid` with its start time, which tells it apart from a later reuse of the pid.
+
+    Written under a temporary name and renamed, so a reader never sees half a record.
+    Returns the record written.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"{pid} {_start_time(pid) or '-'}\n")
+    record = f"{pid} {start_time(pid) or '-'}\n"
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(record)
+    temporary.replace(path)
+    return record
 
 
 def reap_stale(pid_file: Path, grace: float = 10.0) -> bool:
@@ -236,20 +252,23 @@ def reap_stale(pid_file: Path, grace: float = 10.0) -> bool:
         pid_file.unlink(missing_ok=True)
         return False
     stopped = False
-    if started not in ("", "-") and _start_time(pid) == started:
+    if started not in ("", "-") and start_time(pid) == started:
         _signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
-        while _start_time(pid) == started and time.monotonic() < deadline:
+        while start_time(pid) == started and time.monotonic() < deadline:
             time.sleep(POLL_INTERVAL)
-        if _start_time(pid) == started:
+        if start_time(pid) == started:
             _signal_group(pid, signal.SIGKILL)
         stopped = True
     pid_file.unlink(missing_ok=True)
     return stopped
 
 
-def _start_time(pid: int) -> str | None:
-    """Field 22 of /proc/<pid>/stat (start time in clock ticks); None if not running."""
+def start_time(pid: int) -> str | None:
+    """Field 22 of /proc/<pid>/stat (start time in clock ticks); None if not running.
+
+    A pid with the same start time is the same process: pids are reused, start times
+    of one pid are not."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -265,6 +284,12 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
     """Signal the process group led by `pid` (every child runs in its own session)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
+
+
+def append_to_log(path: Path, text: str) -> None:
+    """Append a dated line to a process's log (the supervisor notes its restarts there)."""
+    with contextlib.suppress(OSError), path.open("ab") as log:
+        log.write(_banner(text))
 
 
 def _banner(text: str) -> bytes:
@@ -333,6 +358,19 @@ def wait_for_grpc_health(
             except grpc.RpcError as error:
                 last = f"{error.code().name}: {error.details()}"
             time.sleep(POLL_INTERVAL)
+
+
+def grpc_health(address: str, service: str, timeout: float = 2.0) -> str:
+    """One health check of `service` at `address`: "SERVING", another status's name, or
+    the error that came instead of an answer."""
+    with grpc.insecure_channel(address) as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
+        except grpc.RpcError as error:
+            return f"{error.code().name}: {error.details()}"
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(int(response.status)))
 
 
 def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:

@@ -55,6 +55,15 @@ class RedisServer:
     def is_running(self) -> bool:
         return self._process is not None and self._process.is_running
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code of the last redis-server started (None: running or never started)."""
+        return self._process.returncode if self._process is not None else None
+
     def start(self) -> None:
         """Start redis-server and wait until it answers PING."""
         if self.is_running:
