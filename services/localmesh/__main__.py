@@ -33,7 +33,7 @@ from services.localmesh.otlp_sink import OtlpSink, load_spans, render_traces
 from services.localmesh.postgres import PostgresError
 from services.localmesh.processes import ProcessError, free_port
 from services.localmesh.redis import RedisError
-from services.localmesh.supervisor import read_status, render_status
+from services.localmesh.supervisor import State, read_status, render_status
 
 log = logging.getLogger("services.localmesh")
 TRACES_FILE = "traces.jsonl"
@@ -132,13 +132,15 @@ def run(config: MeshConfig) -> int:
 
 
 def show_status(config: MeshConfig) -> int:
-    """Prints the supervisor's status file of the run folder; 1 if no mesh runs there."""
+    """Prints the supervisor's status file of the run folder. Exit code 0 only if a
+    mesh runs there with every process running (for scripts that wait for it)."""
     report = read_status(config.run_dir / STATUS_FILE)
     if report is None:
         print(f"no mesh is running from {config.run_dir} (make run starts one)")
         return 1
     print(render_status(report))
-    return 0 if report.launcher_running else 1
+    all_running = all(row.state is State.RUNNING for row in report.rows)
+    return 0 if report.launcher_running and all_running else 1
 
 
 def show_traces(config: MeshConfig, last: int) -> int:

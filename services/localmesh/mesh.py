@@ -571,23 +571,28 @@ class Mesh:
         if wait_for_edge and self._envoy is not None:
             self.wait_for_edge()
 
-    # Deliberate stops: a supervisor leaves the server alone until it is started again.
+    # Deliberate stops: a supervisor leaves the server alone until it is started again
+    # (and takes over again then, even if that start fails).
 
     def stop_redis(self) -> None:
         self._hold(REDIS_NAME)
         self.redis.stop()
 
     def start_redis(self) -> None:
-        self.redis.start()
-        self._release(REDIS_NAME)
+        try:
+            self.redis.start()
+        finally:
+            self._release(REDIS_NAME)
 
     def stop_postgres(self) -> None:
         self._hold(POSTGRES_NAME)
         self.postgres.stop()
 
     def start_postgres(self) -> None:
-        self.postgres.start()
-        self._release(POSTGRES_NAME)
+        try:
+            self.postgres.start()
+        finally:
+            self._release(POSTGRES_NAME)
 
     def restart_postgres(self) -> None:
         """Stop PostgreSQL (fast shutdown: open transactions are rolled back) and start it

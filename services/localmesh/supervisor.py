@@ -494,5 +494,5 @@ def render_status(report: StatusReport) -> str:
         )
     for row in report.rows:
         if row.reason:
-            lines.append(f"\n{row.name} was given up: {row.reason}")
+            lines.append(f"\n{row.name} was given up (a new `make run` tries again): {row.reason}")
     return "\n".join(lines)

@@ -360,6 +360,19 @@ def test_a_deliberate_redis_stop_is_not_fought(healthy_mesh: Mesh) -> None:
     assert mesh.supervisor.restarts("redis") == before
 
 
+def test_a_deliberate_postgres_restart_is_not_counted_as_a_crash(healthy_mesh: Mesh) -> None:
+    mesh = healthy_mesh
+    old_pid = mesh.postgres.postmaster_pid()
+    before = mesh.supervisor.restarts("postgres")
+
+    mesh.restart_postgres()
+    mesh.supervisor.wait_until_healthy(RECOVERY_TIMEOUT)
+
+    assert mesh.postgres.postmaster_pid() not in (None, old_pid)
+    assert mesh.supervisor.restarts("postgres") == before
+    assert mesh.supervisor.status("postgres").state is State.RUNNING
+
+
 def test_audit_and_grant_admin_reach_the_run_folders_own_servers(healthy_mesh: Mesh) -> None:
     mesh = healthy_mesh
     assert json.loads((mesh.run_dir / RECORD_FILE).read_text())["postgres_port"] == (
