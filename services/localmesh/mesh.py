@@ -523,7 +523,7 @@ class Mesh:
         every_instance = [p for group in self._instances.values() for p in group]
         steps = [
             # First: nothing may be started again while the mesh stops.
-            self._stop_supervising,
+            self.stop_supervising,
             lambda: self._envoy.terminate(grace=5) if self._envoy is not None else None,
             lambda: processes.terminate_all(every_instance, grace=15),
             self.redis.stop,
@@ -601,13 +601,6 @@ class Mesh:
             self.postgres.stop()
             self.postgres.start()
 
-    def dead_processes(self) -> list[str]:
-        """Names of the processes that should run but have exited (with their logs)."""
-        every = [p for group in self._instances.values() for p in group]
-        if self._envoy is not None:
-            every.append(self._envoy)
-        return [f"{p.name} ({p.log_path})" for p in every if not p.is_running]
-
     # --- supervision ------------------------------------------------------------------
 
     def supervise(self, policy: SupervisionPolicy | None = None) -> Supervisor:
@@ -672,7 +665,9 @@ class Mesh:
         watched.extend(_watched_process(process) for process in every)
         return watched
 
-    def _stop_supervising(self) -> None:
+    def stop_supervising(self) -> None:
+        """Stop restarting what exits (stop() does this first); the processes keep running.
+        A later supervise() starts again with fresh counts."""
         if self._supervisor is not None:
             self._supervisor.stop()
             self._supervisor = None
@@ -747,7 +742,7 @@ class Mesh:
         )
 
     def _start_envoy(self) -> None:
-        self._envoy = self._envoy_process("envoy", self.write_envoy_config())
+        self._envoy = self._envoy_process(ENVOY_NAME, self.write_envoy_config())
         log.info("starting Envoy on port %s", self.config.envoy_port)
         self._envoy.start()
 

@@ -12,6 +12,7 @@ something to be up.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shlex
@@ -22,6 +23,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -74,17 +76,30 @@ class ManagedProcess:
         with self.log_path.open("ab") as log:
             log.write(_banner(f"starting {self.name}: {shlex.join(self.args)}"))
             log.flush()
-            self._popen = subprocess.Popen(
-                self.args,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                cwd=self.cwd,
-                start_new_session=True,
-            )
+
+            def spawn() -> subprocess.Popen[bytes]:
+                return subprocess.Popen(
+                    self.args,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=self.env,
+                    cwd=self.cwd,
+                    start_new_session=True,
+                )
+
+            spawning = _spawner().submit(spawn)
+            try:
+                popen = spawning.result()
+            except BaseException:
+                # Interrupted (Ctrl-C) while the child was forked: keep hold of it, so
+                # that stopping the mesh stops it too, instead of orphaning it.
+                if spawning.exception() is None:
+                    self._popen = spawning.result()
+                raise
+        self._popen = popen
         if self.pid_file is not None:
-            self._pid_record = write_pid_file(self.pid_file, self._popen.pid)
+            self._pid_record = write_pid_file(self.pid_file, popen.pid)
 
     @property
     def pid(self) -> int | None:
@@ -152,6 +167,17 @@ class ManagedProcess:
             if self.pid_file.read_text() == self._pid_record:
                 self.pid_file.unlink(missing_ok=True)
         self._pid_record = None
+
+
+@functools.cache
+def _spawner() -> ThreadPoolExecutor:
+    """The one thread that forks every child, and lives as long as the launcher.
+
+    A child that asks to be signalled when its parent dies (Envoy sets PR_SET_PDEATHSIG)
+    is signalled on Linux when the *thread* that forked it ends: forked by a thread of
+    the supervisor, it would be stopped with that thread.
+    """
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="localmesh-spawner")
 
 
 def terminate_all(processes: Sequence[ManagedProcess], grace: float = 10.0) -> None:

@@ -22,7 +22,7 @@ import pytest
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.localmesh.mesh import RECORD_FILE, Mesh, MeshConfig
+from services.localmesh.mesh import RECORD_FILE, Mesh, MeshConfig, MeshError
 from services.localmesh.processes import ManagedProcess
 from services.localmesh.supervisor import (
     GaveUpError,
@@ -393,3 +393,27 @@ def test_audit_and_grant_admin_reach_the_run_folders_own_servers(healthy_mesh: M
     assert "admin" in row[0]
     assert audited.returncode == 0, audited.stdout + audited.stderr
     assert "ledger audit: OK" in audited.stdout
+
+
+def test_supervision_can_be_stopped_and_started_again_on_a_running_mesh(
+    healthy_mesh: Mesh,
+) -> None:
+    mesh = healthy_mesh
+
+    mesh.stop_supervising()
+
+    assert not mesh.status_path.exists()
+    with pytest.raises(MeshError, match="not supervised"):
+        _ = mesh.supervisor
+    assert _localmesh(mesh.run_dir, "status").returncode == 1
+
+    supervisor = mesh.supervise()
+
+    assert mesh.supervisor is supervisor
+    # Envoy, restarted above by a thread of the first supervisor, outlived that thread
+    # (Envoy asks for a signal when the thread that forked it ends).
+    rows = supervisor.snapshot()
+    assert [(row.name, row.state, row.restarts) for row in rows] == [
+        (name, State.RUNNING, 0) for name in supervisor.names
+    ]
+    assert _status_row(mesh, "envoy")["state"] == "running"
