@@ -47,7 +47,7 @@ class State(StrEnum):
     RUNNING = "running"
     RESTARTING = "restarting"  # exited; waiting out its back-off
     STARTING = "starting"  # being started again
-    STOPPED = "stopped"  # stopped on purpose (held): left alone until released
+    HELD = "held"  # stopped or restarted on purpose: left alone until released
     FAILED = "failed"  # given up: exited soon after its start too many times in a row
 
 
@@ -163,7 +163,7 @@ class _Entry:
     checks: int = 0  # completed checks, for wait_for_checks
 
     def status(self) -> ProcessStatus:
-        alive = self.state in (State.RUNNING, State.STOPPED) and self.watched.is_alive()
+        alive = self.state in (State.RUNNING, State.HELD) and self.watched.is_alive()
         return ProcessStatus(
             name=self.watched.name,
             state=self.state,
@@ -296,7 +296,7 @@ class Supervisor:
         `release`. Waits for a restart of it under way to finish first."""
         entry = self._entry(name)
         with entry.lock:
-            entry.state = State.STOPPED
+            entry.state = State.HELD
         self._write_status()
 
     def release(self, name: str) -> None:

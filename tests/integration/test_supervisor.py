@@ -212,7 +212,7 @@ def test_a_held_process_is_left_stopped_until_released(
     supervisor.wait_for_checks(rounds=5)
 
     assert not server.is_running
-    assert supervisor.status("server").state is State.STOPPED
+    assert supervisor.status("server").state is State.HELD
     assert supervisor.restarts("server") == 0
 
     server.start()
@@ -351,8 +351,8 @@ def test_a_deliberate_redis_stop_is_not_fought(healthy_mesh: Mesh) -> None:
     try:
         mesh.supervisor.wait_for_checks(rounds=3)
         assert not mesh.redis.is_running
-        assert mesh.supervisor.status("redis").state is State.STOPPED
-        assert _status_row(mesh, "redis")["state"] == "stopped"
+        assert mesh.supervisor.status("redis").state is State.HELD
+        assert _status_row(mesh, "redis")["state"] == "held"
     finally:
         mesh.start_redis()
 
