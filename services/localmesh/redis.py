@@ -57,6 +57,7 @@ class RedisServer:
 
     @property
     def pid(self) -> int | None:
+        """The process id of the last redis-server started (fault tests pause it with SIGSTOP)."""
         return self._process.pid if self._process is not None else None
 
     @property

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from services.gateway.adapters.payment_store import SqlPaymentStore
 from services.gateway.adapters.sandbox import (
+    FAILURE_RATE_KEY,
     OUTAGE_KEY,
     SIGNATURE_HEADER,
     SIGNATURE_TOLERANCE_SECONDS,
@@ -80,12 +81,12 @@ def store(pool: Pool) -> SqlPaymentStore:
 @pytest.fixture
 async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
     client = create_redis(redis_server.url)
-    await client.delete(OUTAGE_KEY)
+    await client.delete(OUTAGE_KEY, FAILURE_RATE_KEY)
     try:
         yield client
     finally:
-        # Never leave the outage switched on for the tests that follow.
-        await client.delete(OUTAGE_KEY)
+        # Never leave the outage or the failures switched on for the tests that follow.
+        await client.delete(OUTAGE_KEY, FAILURE_RATE_KEY)
         await client.aclose()
 
 
@@ -481,6 +482,26 @@ async def test_an_outage_fails_every_call_until_it_ends(
     assert (await sandbox.create_charge(request)).status is PaymentStatus.SUCCEEDED
     assert (await sandbox.create_payout(payout_request())).status is PaymentStatus.SUCCEEDED
     assert await sandbox.retrieve(PaymentKind.CHARGE, charged.reference) == charged
+
+
+async def test_the_failure_rate_switch_overrides_the_configured_rate(
+    sandbox: SandboxProvider, redis: Redis, pool: Pool
+) -> None:
+    await redis.set(FAILURE_RATE_KEY, "1")
+    with pytest.raises(ProviderUnavailable):
+        await sandbox.create_charge(charge_request())
+    with pytest.raises(ProviderUnavailable):
+        await sandbox.create_payout(payout_request())
+    # Failed before any processing: the provider has nothing.
+    assert await rows(pool, "SELECT count(*) FROM sandbox_payments") == [(0,)]
+
+    # A malformed or out-of-range switch falls back to the configured rate (none here).
+    for ignored in ("often", "1.5"):
+        await redis.set(FAILURE_RATE_KEY, ignored)
+        assert (await sandbox.create_charge(charge_request())).status is PaymentStatus.SUCCEEDED
+    await redis.delete(FAILURE_RATE_KEY)
+    assert (await sandbox.create_charge(charge_request())).status is PaymentStatus.SUCCEEDED
+    assert await rows(pool, "SELECT count(*) FROM sandbox_payments") == [(3,)]
 
 
 async def test_payouts(sandbox: SandboxProvider) -> None:

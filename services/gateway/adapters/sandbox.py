@@ -22,7 +22,10 @@ Payout destinations: anything succeeds, except ba_sandbox_fails (fails:
 account_closed) and ba_sandbox_delayed (pending, then a webhook).
 A sustained outage is switched on for every instance with the Redis key
 `sandbox:outage` (any value; the tests use it), and `failure_rate` makes that share of
-calls fail before they are processed.
+calls fail before they are processed; the Redis key `sandbox:failure-rate` (a number
+from 0 to 1) overrides it for every instance while it exists (the fault-injection
+suite, tests/chaos, sets it with an expiry). Both keys are read in one round trip per
+call, bounded: if Redis does not answer, the switches count as off for a second.
 """
 
 from __future__ import annotations
@@ -64,6 +67,12 @@ log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "sandbox-signature"
 SIGNATURE_TOLERANCE_SECONDS = 300
 OUTAGE_KEY = "sandbox:outage"
+FAILURE_RATE_KEY = "sandbox:failure-rate"
+# The switches are a test double's controls: a slow or lost Redis must not make the
+# "provider" slow or failing (a real one does not depend on our Redis). One bounded read
+# per call; after a failed read the switches count as off for a while.
+SWITCH_READ_TIMEOUT = 0.25
+SWITCH_COOLDOWN = 1.0
 
 # Test payment method (lower case) -> (status, failure code, message, settles later).
 _CHARGE_CARDS = {
@@ -148,6 +157,7 @@ class SandboxProvider:
         self._latency = latency
         self._failure_rate = failure_rate
         self._deliveries: set[asyncio.Task[None]] = set()
+        self._switches_off_until = 0.0  # time.monotonic() until which Redis is not read
         self._http = httpx.AsyncClient(timeout=5.0)
 
     @property
@@ -256,14 +266,24 @@ class SandboxProvider:
         """Latency, random failures and the outage switch, before any processing."""
         if self._latency:
             await asyncio.sleep(self._latency)
-        try:
-            down = bool(await self._redis.exists(OUTAGE_KEY))
-        except (RedisError, OSError):
-            down = False
-        if down:
+        outage, rate = await self._switches()
+        if outage is not None:
             raise ProviderUnavailable("sandbox: HTTP 503 (outage)")
-        if self._failure_rate and random.random() < self._failure_rate:  # noqa: S311
+        failure_rate = _failure_rate(rate, self._failure_rate)
+        if failure_rate and random.random() < failure_rate:  # noqa: S311
             raise ProviderUnavailable("sandbox: HTTP 500 (random failure)")
+
+    async def _switches(self) -> tuple[bytes | str | None, bytes | str | None]:
+        """The outage and failure-rate switches, (None, None) when Redis cannot say."""
+        if time.monotonic() < self._switches_off_until:
+            return None, None
+        try:
+            async with asyncio.timeout(SWITCH_READ_TIMEOUT):
+                outage, rate = await self._redis.mget(OUTAGE_KEY, FAILURE_RATE_KEY)
+        except (RedisError, OSError, TimeoutError):
+            self._switches_off_until = time.monotonic() + SWITCH_COOLDOWN
+            return None, None
+        return outage, rate
 
     async def _create(
         self,
@@ -376,6 +396,19 @@ class SandboxProvider:
             except httpx.HTTPError as error:
                 log.warning("sandbox webhook not delivered", extra={"error": str(error)})
             await asyncio.sleep(0.5 * 2**attempt)
+
+
+def _failure_rate(switch: bytes | str | None, configured: float) -> float:
+    """The rate of the `sandbox:failure-rate` switch when it is set to a number from 0 to
+    1, else the configured one (a malformed switch must not stop the sandbox)."""
+    if switch is None:
+        return configured
+    try:
+        rate = float(switch)
+    except ValueError:
+        log.warning("ignoring a malformed %s: %r", FAILURE_RATE_KEY, switch)
+        return configured
+    return rate if 0.0 <= rate <= 1.0 else configured
 
 
 async def _fetch(
