@@ -7,6 +7,7 @@
 #   make admin EMAIL=...  give a registered user the admin role (make run's database)
 #   make audit  recompute every ledger invariant of make run's database
 #   make bench  benchmark transfers and reads (BENCH_ARGS='--seconds 10 --concurrency 8,32,128')
+#   make chaos  the bank workload under faults (CHAOS_ARGS='--seed 42 --rounds 3'); see README
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -109,6 +110,15 @@ $(BENCH_STAMP): $(STAMP)
 .PHONY: bench
 bench: $(BENCH_STAMP) system-deps $(GHZ)
 	$(BIN)/python -m bench run $(BENCH_ARGS)
+
+# --- fault injection --------------------------------------------------------
+# Its own mesh on free ports; results in .run/chaos/<UTC time>-seed<N>/ (or --out).
+# `make test` runs the short version (tests/chaos/test_chaos.py).
+CHAOS_ARGS ?=
+
+.PHONY: chaos
+chaos: $(STAMP) system-deps
+	$(BIN)/python -m tests.chaos $(CHAOS_ARGS)
 
 # --- tests ------------------------------------------------------------------
 PYTEST := $(BIN)/python -m pytest

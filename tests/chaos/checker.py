@@ -430,34 +430,41 @@ class Checker:
             self.violation(f"audit: exit {result.returncode}: {result.stdout[-2000:]}")
         return result.stdout.strip()
 
-    def server_errors(
-        self,
-    ) -> tuple[int, int, list[dict[str, Any]], list[FaultErrors]]:
-        per_fault = [FaultErrors(f.kind, f.target, f.start, f.end) for f in self.faults]
-        windows = [f.window(self.grace) for f in self.faults]
-        inside = outside = 0
-        examples: list[dict[str, Any]] = []
-        for attempt in self.history.attempts:
-            if not attempt.server_error:
-                continue
-            hit = next(
-                (
-                    n
-                    for n, w in enumerate(windows)
-                    if w is not None and attempt.start <= w[1] and attempt.end >= w[0]
-                ),
-                None,
-            )
-            if hit is None:
-                outside += 1
-                if len(examples) < MAX_EXAMPLES:
-                    examples.append(_example(attempt))
-                continue
-            inside += 1
-            per_fault[hit].server_errors += 1
-            statuses = per_fault[hit].statuses
-            statuses[attempt.status] = statuses.get(attempt.status, 0) + 1
-        return inside, outside, examples, per_fault
+    def server_errors(self) -> tuple[int, int, list[dict[str, Any]], list[FaultErrors]]:
+        return classify_server_errors(self.history.attempts, self.faults, self.grace)
+
+
+def classify_server_errors(
+    attempts: list[Attempt], faults: list[Fault], grace: float
+) -> tuple[int, int, list[dict[str, Any]], list[FaultErrors]]:
+    """Server errors inside some fault's window (an attempt overlapping [start, end +
+    grace]; counted for the first such fault) and outside every window, with examples of
+    the latter."""
+    per_fault = [FaultErrors(f.kind, f.target, f.start, f.end) for f in faults]
+    windows = [f.window(grace) for f in faults]
+    inside = outside = 0
+    examples: list[dict[str, Any]] = []
+    for attempt in attempts:
+        if not attempt.server_error:
+            continue
+        hit = next(
+            (
+                n
+                for n, w in enumerate(windows)
+                if w is not None and attempt.start <= w[1] and attempt.end >= w[0]
+            ),
+            None,
+        )
+        if hit is None:
+            outside += 1
+            if len(examples) < MAX_EXAMPLES:
+                examples.append(_example(attempt))
+            continue
+        inside += 1
+        per_fault[hit].server_errors += 1
+        statuses = per_fault[hit].statuses
+        statuses[attempt.status] = statuses.get(attempt.status, 0) + 1
+    return inside, outside, examples, per_fault
 
 
 def p99_ms(attempts: list[Attempt]) -> float:
