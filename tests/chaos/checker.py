@@ -438,8 +438,8 @@ def classify_server_errors(
     attempts: list[Attempt], faults: list[Fault], grace: float
 ) -> tuple[int, int, list[dict[str, Any]], list[FaultErrors]]:
     """Server errors inside some fault's window (an attempt overlapping [start, end +
-    grace]; counted for the first such fault) and outside every window, with examples of
-    the latter."""
+    grace]; counted for the latest such fault to start, the likeliest cause) and outside
+    every window, with examples of the latter."""
     per_fault = [FaultErrors(f.kind, f.target, f.start, f.end) for f in faults]
     windows = [f.window(grace) for f in faults]
     inside = outside = 0
@@ -447,14 +447,12 @@ def classify_server_errors(
     for attempt in attempts:
         if not attempt.server_error:
             continue
-        hit = next(
-            (
-                n
-                for n, w in enumerate(windows)
-                if w is not None and attempt.start <= w[1] and attempt.end >= w[0]
-            ),
-            None,
-        )
+        hits = [
+            n
+            for n, w in enumerate(windows)
+            if w is not None and attempt.start <= w[1] and attempt.end >= w[0]
+        ]
+        hit = max(hits, key=lambda n: windows[n] or (0.0, 0.0)) if hits else None
         if hit is None:
             outside += 1
             if len(examples) < MAX_EXAMPLES:

@@ -61,6 +61,14 @@ def test_errors_are_inside_a_window_until_its_grace_ends() -> None:
     assert (per_fault[0].server_errors, per_fault[0].statuses) == (2, {"503": 2})
 
 
+def test_an_error_in_two_windows_counts_for_the_later_fault() -> None:
+    earlier = Fault("kill:user", "user-1", gap=0, hold=0, start=10.0, end=12.0)
+    later = Fault("restart_postgres", "postgres", gap=0, hold=0, start=14.0, end=15.0)
+    errors = [attempt("500", Outcome.FAILED, 13.0, 14.5)]
+    _, _, _, per_fault = classify_server_errors(errors, [earlier, later], grace=5.0)
+    assert [f.server_errors for f in per_fault] == [0, 1]
+
+
 def test_p99_leaves_out_deliberate_timeouts_and_the_checkers_resends() -> None:
     attempts = [attempt("200", Outcome.OK, 0, 0.01 * n) for n in range(1, 101)]
     attempts.append(attempt("timeout", Outcome.UNKNOWN, 0, 50, patience=0.1))
