@@ -124,7 +124,7 @@ class Checker:
         self.violations: list[str] = []
         self.lost = 0
         self.duplicated = 0
-        self._by_user = {p.user_id: p for p in people}
+        self._db_balances: dict[str, int] = {}  # wallet -> balance, from check_ledger
 
     def violation(self, message: str) -> None:
         self.violations.append(message)
@@ -167,7 +167,7 @@ class Checker:
         )
         # What the last word on each undecided key was; the database where none came.
         booked = not_booked = 0
-        stored = self._stored_results()
+        stored = read_books(self.mesh).stored
         for key in undecided:
             intent = self.history.intents[key]
             outcomes = [
@@ -204,174 +204,12 @@ class Checker:
 
     # --- 3. the checks ---------------------------------------------------------------
 
-    def _stored_results(self) -> dict[tuple[str, str], str]:
-        """(owner, key) → the transaction id the ledger stored for that key."""
-        with psycopg.connect(self.mesh.postgres.conninfo("ledger")) as conn:
-            rows = conn.execute(
-                "SELECT owner_id::text, idempotency_key, result -> 'transaction' ->> 'id'"
-                "  FROM idempotency_keys WHERE operation IN ('transfer', 'top_up')"
-            ).fetchall()
-        return {(owner, key): str(txn) for owner, key, txn in rows if txn is not None}
-
     def check_ledger(self) -> None:
-        intents = self.history.intents
-        stored = self._stored_results()
-        with psycopg.connect(self.mesh.postgres.conninfo("ledger")) as conn:
-            transactions = conn.execute(
-                "SELECT id::text, type, status, amount, source_account_id::text,"
-                "       destination_account_id::text, metadata ->> 'chaos_key'"
-                "  FROM transactions"
-            ).fetchall()
-            wallets = {
-                wallet: (balance, held, limit)
-                for wallet, balance, held, limit in conn.execute(
-                    "SELECT id::text, balance, held, overdraft_limit FROM accounts"
-                    " WHERE kind = 'user_wallet'"
-                ).fetchall()
-            }
-            settlement_row = conn.execute(
-                "SELECT coalesce(sum(balance), 0) FROM accounts WHERE kind = 'settlement'"
-            ).fetchone()
-        settlement = int(settlement_row[0]) if settlement_row else None
-        with psycopg.connect(self.mesh.postgres.conninfo("payments")) as conn:
-            charges = {
-                key: (status, amount)
-                for key, status, amount in conn.execute(
-                    "SELECT idempotency_key, status, amount FROM sandbox_payments"
-                    " WHERE kind = 'charge'"
-                ).fetchall()
-            }
-        by_id = {t[0]: t for t in transactions}
-
-        # Every answer for one key names one transaction.
-        answered: dict[str, set[str]] = defaultdict(set)
-        for attempt in self.history.attempts:
-            for key, result in attempt.results.items():
-                if result.transaction_id:
-                    answered[key].add(result.transaction_id)
-        for key, ids in answered.items():
-            if len(ids) > 1:
-                self.duplicated += 1
-                self.violation(f"{key}: answers name {len(ids)} transactions {sorted(ids)}")
-
-        # Transfers, found by their key in the metadata.
-        booked_by_key: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
-        for row in transactions:
-            if row[1] == "transfer":
-                booked_by_key[row[6] or ""].append(row)
-        for key, rows in booked_by_key.items():
-            if key not in intents:
-                self.violation(f"{len(rows)} transfer(s) booked that no client asked for: {key!r}")
-        for key, intent in intents.items():
-            if intent.op not in TRANSFER_OPS:
-                continue
-            rows = booked_by_key.get(key, [])
-            acked = key in answered
-            if len(rows) > 1:
-                self.duplicated += 1
-                self.violation(f"{key}: booked {len(rows)} times")
-            if not rows:
-                intent.resolution = "not_booked"
-                if acked:
-                    self.lost += 1
-                    self.violation(f"{key}: acknowledged ({sorted(answered[key])}) but not booked")
-                continue
-            txn_id, _, status, amount, source, destination, _ = rows[0]
-            intent.resolution, intent.transaction_id = "booked", txn_id
-            if acked and txn_id not in answered[key]:
-                self.lost += 1
-                self.violation(f"{key}: acknowledged as {answered[key]} but booked as {txn_id}")
-            expected = (intent.amount, intent.source_wallet_id, intent.destination_wallet_id)
-            if (amount, source, destination) != expected or status not in MOVED:
-                self.violation(
-                    f"{key}: booked {status} {amount} {source}→{destination}, asked {expected}"
-                )
-
-        # Top-ups, through their key's stored result, against the provider.
-        top_up_of: dict[str, str] = {}
-        for key, intent in intents.items():
-            if intent.op != "top_up":
-                continue
-            txn_id = stored.get((intent.owner_user_id, key))
-            if txn_id is None:
-                intent.resolution = "not_booked"
-                if key in answered:
-                    self.lost += 1
-                    self.violation(f"{key}: top-up acknowledged but the ledger has no such key")
-                continue
-            top_up_of[txn_id] = key
-            intent.transaction_id = txn_id
-            if key in answered and txn_id not in answered[key]:
-                self.duplicated += 1
-                self.violation(f"{key}: top-up answered {answered[key]}, stored {txn_id}")
-            booked = by_id.get(txn_id)
-            if booked is None:
-                self.lost += 1
-                self.violation(f"{key}: top-up {txn_id} stored for the key but missing")
-                continue
-            status, amount, destination = booked[2], booked[3], booked[5]
-            intent.resolution = status
-            if (amount, destination) != (intent.amount, intent.destination_wallet_id):
-                self.violation(f"{key}: top-up booked {amount} to {destination}")
-            charge = charges.get(txn_id)
-            charged = charge is not None and charge[0] == "succeeded"
-            if status == "posted" and not charged:
-                self.violation(f"{key}: top-up {txn_id} posted, provider has {charge}")
-            if status == "failed" and charged:
-                self.lost += 1
-                self.violation(f"{key}: top-up {txn_id} failed, but the provider charged it")
-            if charge is not None and charge[1] != amount:
-                self.violation(f"{key}: provider charged {charge[1]}, ledger says {amount}")
-        posted_top_ups = pending_charged = 0
-        for row in transactions:
-            if row[1] != "top_up":
-                continue
-            if row[0] not in top_up_of:
-                self.violation(f"top-up {row[0]} booked that no client asked for")
-            charged = charges.get(row[0], ("", 0))[0] == "succeeded"
-            if row[2] == "posted":
-                posted_top_ups += row[3]
-            elif row[2] == "pending" and charged:
-                pending_charged += row[3]
-        charged_total = 0
-        for key, (status, amount) in charges.items():
-            if status != "succeeded":
-                continue
-            charged_total += amount
-            if key not in by_id:
-                self.violation(f"the provider charged {amount} for {key}, unknown to the ledger")
-        withdrawn = sum(
-            row[3] for row in transactions if row[1] == "withdrawal" and row[2] == "posted"
-        )
-
-        # Money.
-        total = sum(balance for balance, _, _ in wallets.values())
-        expected_total = self.funding + posted_top_ups - withdrawn
-        if total != expected_total:
-            self.violation(
-                f"money: wallets hold {total}, funding + posted top-ups - withdrawals is "
-                f"{expected_total}"
-            )
-        if charged_total != posted_top_ups + pending_charged:
-            self.violation(
-                f"money: the provider charged {charged_total}, the ledger posted "
-                f"{posted_top_ups} and has {pending_charged} pending but charged"
-            )
-        if settlement != -total:
-            self.violation(f"money: settlement holds {settlement}, wallets {total}")
-
-        # Limits, and each balance against the ledger's transactions.
-        moved: Counter[str] = Counter()
-        for _, _, status, amount, source, destination, _ in transactions:
-            if status in MOVED:
-                moved[destination] += amount
-                moved[source] -= amount
-        for wallet, (balance, held, limit) in wallets.items():
-            if balance - held + limit < 0:
-                self.violation(f"wallet {wallet}: {balance} - held {held} below limit {limit}")
-            if moved[wallet] != balance:
-                self.violation(f"wallet {wallet}: balance {balance}, transactions {moved[wallet]}")
-        self._db_balances = {w: b for w, (b, _, _) in wallets.items()}
+        verdict = judge_books(self.history, self.funding, read_books(self.mesh))
+        self.violations += verdict.violations
+        self.lost += verdict.lost
+        self.duplicated += verdict.duplicated
+        self._db_balances = verdict.balances
 
     def check_edge(self) -> None:
         """Each person's wallet and history as the edge shows them."""
@@ -485,3 +323,200 @@ def _example(attempt: Attempt) -> dict[str, Any]:
         "detail": attempt.detail[:200],
         "keys": attempt.keys,
     }
+
+
+@dataclass
+class Books:
+    """What the databases hold, as the checks need it."""
+
+    # (id, type, status, amount, source account, destination account, metadata chaos_key)
+    transactions: list[tuple[Any, ...]]
+    wallets: dict[str, tuple[int, int, int]]  # id -> (balance, held, overdraft limit)
+    settlement: int | None  # the settlement accounts' balance
+    charges: dict[str, tuple[str, int]]  # the sandbox's charges: key -> (status, amount)
+    stored: dict[tuple[str, str], str]  # (owner, idempotency key) -> transaction id
+
+
+def read_books(mesh: Mesh) -> Books:
+    with psycopg.connect(mesh.postgres.conninfo("ledger")) as conn:
+        transactions = conn.execute(
+            "SELECT id::text, type, status, amount, source_account_id::text,"
+            "       destination_account_id::text, metadata ->> 'chaos_key'"
+            "  FROM transactions"
+        ).fetchall()
+        wallets = {
+            wallet: (balance, held, limit)
+            for wallet, balance, held, limit in conn.execute(
+                "SELECT id::text, balance, held, overdraft_limit FROM accounts"
+                " WHERE kind = 'user_wallet'"
+            ).fetchall()
+        }
+        settlement_row = conn.execute(
+            "SELECT coalesce(sum(balance), 0) FROM accounts WHERE kind = 'settlement'"
+        ).fetchone()
+        stored = {
+            (owner, key): str(txn)
+            for owner, key, txn in conn.execute(
+                "SELECT owner_id::text, idempotency_key, result -> 'transaction' ->> 'id'"
+                "  FROM idempotency_keys WHERE operation IN ('transfer', 'top_up')"
+            ).fetchall()
+            if txn is not None
+        }
+    with psycopg.connect(mesh.postgres.conninfo("payments")) as conn:
+        charges = {
+            key: (status, amount)
+            for key, status, amount in conn.execute(
+                "SELECT idempotency_key, status, amount FROM sandbox_payments WHERE kind = 'charge'"
+            ).fetchall()
+        }
+    settlement = int(settlement_row[0]) if settlement_row else None
+    return Books(transactions, wallets, settlement, charges, stored)
+
+
+@dataclass
+class Verdict:
+    violations: list[str] = field(default_factory=list)
+    lost: int = 0
+    duplicated: int = 0
+    balances: dict[str, int] = field(default_factory=dict)  # wallet -> balance (database)
+
+    def violation(self, message: str) -> None:
+        self.violations.append(message)
+
+
+def judge_books(history: History, funding: int, books: Books) -> Verdict:
+    """The ledger checks of the module docstring, against what the databases hold."""
+    verdict = Verdict()
+    intents = history.intents
+    transactions, wallets, settlement = books.transactions, books.wallets, books.settlement
+    charges, stored = books.charges, books.stored
+    by_id = {t[0]: t for t in transactions}
+
+    # Every answer for one key names one transaction.
+    answered: dict[str, set[str]] = defaultdict(set)
+    for attempt in history.attempts:
+        for key, result in attempt.results.items():
+            if result.transaction_id:
+                answered[key].add(result.transaction_id)
+    for key, ids in answered.items():
+        if len(ids) > 1:
+            verdict.duplicated += 1
+            verdict.violation(f"{key}: answers name {len(ids)} transactions {sorted(ids)}")
+
+    # Transfers, found by their key in the metadata.
+    booked_by_key: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    for row in transactions:
+        if row[1] == "transfer":
+            booked_by_key[row[6] or ""].append(row)
+    for key, rows in booked_by_key.items():
+        if key not in intents:
+            verdict.violation(f"{len(rows)} transfer(s) booked that no client asked for: {key!r}")
+    for key, intent in intents.items():
+        if intent.op not in TRANSFER_OPS:
+            continue
+        rows = booked_by_key.get(key, [])
+        acked = key in answered
+        if len(rows) > 1:
+            verdict.duplicated += 1
+            verdict.violation(f"{key}: booked {len(rows)} times")
+        if not rows:
+            intent.resolution = "not_booked"
+            if acked:
+                verdict.lost += 1
+                verdict.violation(f"{key}: acknowledged ({sorted(answered[key])}) but not booked")
+            continue
+        txn_id, _, status, amount, source, destination, _ = rows[0]
+        intent.resolution, intent.transaction_id = "booked", txn_id
+        if acked and txn_id not in answered[key]:
+            verdict.lost += 1
+            verdict.violation(f"{key}: acknowledged as {answered[key]} but booked as {txn_id}")
+        expected = (intent.amount, intent.source_wallet_id, intent.destination_wallet_id)
+        if (amount, source, destination) != expected or status not in MOVED:
+            verdict.violation(
+                f"{key}: booked {status} {amount} {source}→{destination}, asked {expected}"
+            )
+
+    # Top-ups, through their key's stored result, against the provider.
+    top_up_of: dict[str, str] = {}
+    for key, intent in intents.items():
+        if intent.op != "top_up":
+            continue
+        txn_id = stored.get((intent.owner_user_id, key))
+        if txn_id is None:
+            intent.resolution = "not_booked"
+            if key in answered:
+                verdict.lost += 1
+                verdict.violation(f"{key}: top-up acknowledged but the ledger has no such key")
+            continue
+        top_up_of[txn_id] = key
+        intent.transaction_id = txn_id
+        if key in answered and txn_id not in answered[key]:
+            verdict.duplicated += 1
+            verdict.violation(f"{key}: top-up answered {answered[key]}, stored {txn_id}")
+        booked = by_id.get(txn_id)
+        if booked is None:
+            verdict.lost += 1
+            verdict.violation(f"{key}: top-up {txn_id} stored for the key but missing")
+            continue
+        status, amount, destination = booked[2], booked[3], booked[5]
+        intent.resolution = status
+        if (amount, destination) != (intent.amount, intent.destination_wallet_id):
+            verdict.violation(f"{key}: top-up booked {amount} to {destination}")
+        charge = charges.get(txn_id)
+        charged = charge is not None and charge[0] == "succeeded"
+        if status == "posted" and not charged:
+            verdict.violation(f"{key}: top-up {txn_id} posted, provider has {charge}")
+        if status == "failed" and charged:
+            verdict.lost += 1
+            verdict.violation(f"{key}: top-up {txn_id} failed, but the provider charged it")
+        if charge is not None and charge[1] != amount:
+            verdict.violation(f"{key}: provider charged {charge[1]}, ledger says {amount}")
+    posted_top_ups = pending_charged = 0
+    for row in transactions:
+        if row[1] != "top_up":
+            continue
+        if row[0] not in top_up_of:
+            verdict.violation(f"top-up {row[0]} booked that no client asked for")
+        charged = charges.get(row[0], ("", 0))[0] == "succeeded"
+        if row[2] == "posted":
+            posted_top_ups += row[3]
+        elif row[2] == "pending" and charged:
+            pending_charged += row[3]
+    charged_total = 0
+    for key, (status, amount) in charges.items():
+        if status != "succeeded":
+            continue
+        charged_total += amount
+        if key not in by_id:
+            verdict.violation(f"the provider charged {amount} for {key}, unknown to the ledger")
+    withdrawn = sum(row[3] for row in transactions if row[1] == "withdrawal" and row[2] == "posted")
+
+    # Money.
+    total = sum(balance for balance, _, _ in wallets.values())
+    expected_total = funding + posted_top_ups - withdrawn
+    if total != expected_total:
+        verdict.violation(
+            f"money: wallets hold {total}, funding + posted top-ups - withdrawals is "
+            f"{expected_total}"
+        )
+    if charged_total != posted_top_ups + pending_charged:
+        verdict.violation(
+            f"money: the provider charged {charged_total}, the ledger posted "
+            f"{posted_top_ups} and has {pending_charged} pending but charged"
+        )
+    if settlement != -total:
+        verdict.violation(f"money: settlement holds {settlement}, wallets {total}")
+
+    # Limits, and each balance against the ledger's transactions.
+    moved: Counter[str] = Counter()
+    for _, _, status, amount, source, destination, _ in transactions:
+        if status in MOVED:
+            moved[destination] += amount
+            moved[source] -= amount
+    for wallet, (balance, held, limit) in wallets.items():
+        if balance - held + limit < 0:
+            verdict.violation(f"wallet {wallet}: {balance} - held {held} below limit {limit}")
+        if moved[wallet] != balance:
+            verdict.violation(f"wallet {wallet}: balance {balance}, transactions {moved[wallet]}")
+    verdict.balances = {w: b for w, (b, _, _) in wallets.items()}
+    return verdict
