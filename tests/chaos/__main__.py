@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         "--short", action="store_true", help="the short run of make test (ignores --rounds)"
     )
     args = parser.parse_args(argv)
-    if args.rounds < 1 or args.clients < 1 or args.people < 2:
-        parser.error("need at least one round, one client and two people")
+    if args.rounds < 1 or args.clients < 1 or args.people < 3:
+        parser.error("need at least one round, one client and three people")
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 10**6)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = args.out or REPO_ROOT / ".run" / "chaos" / f"{stamp}-seed{seed}"

@@ -520,7 +520,7 @@ async def _client(
             intents = [intent]
             op, call = "top_up", bank.top_up(me, intent)
         elif pick < mix.read + mix.top_up + mix.batch:
-            count = rng.randint(2, 4)
+            count = min(rng.randint(2, 4), len(others))
             intents = [
                 Intent(
                     f"{key}-{item}",
