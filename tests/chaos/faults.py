@@ -3,8 +3,8 @@ clients) and logs when each fault started and when it was healed.
 
 Kinds, one of each per round, in a seeded order:
 
-    kill:<service>    SIGKILL one instance of the service (seeded index); it comes back
-                      through `bring_back` (see there)
+    kill:<service>    SIGKILL one instance of the service (seeded index); the mesh's
+                      supervisor starts it again
     kill:all          (short runs) the same for every service at once
     restart_postgres  fast shutdown of PostgreSQL, then start again
     restart_redis     stop Redis, leave it down a moment, start it again
@@ -23,7 +23,6 @@ import os
 import random
 import signal
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -101,19 +100,11 @@ def schedule(
     return faults
 
 
-def bring_back(mesh: Mesh, service: str, index: int) -> None:
-    """Recover a killed instance (0-based index) and wait until the edge sees it healthy.
-
-    The one place that decides who restarts what dies. Until the launcher's supervisor
-    is merged, the injector restarts the instance itself. Once it is, replace the body
-    by waiting for the supervisor, e.g.:
-
-        processes.wait_until(
-            lambda: [] if mesh.instance(service, index).is_running else ["not back"],
-            mesh.config.ready_timeout, what=f"the supervisor to restart {service}")
-        mesh.wait_for_edge()
-    """
-    mesh.restart_instance(service, index, wait_for_edge=True)
+def bring_back(mesh: Mesh) -> None:
+    """Wait until the mesh's supervisor has restarted whatever was killed and the edge
+    routes to every instance again (the supervisor, not the injector, restarts: that is
+    what the run tests)."""
+    mesh.supervisor.wait_until_healthy(mesh.config.ready_timeout)
 
 
 class Injector:
@@ -153,20 +144,19 @@ class Injector:
             instances = [name.rsplit("-", 1) for name in fault.target.split(",")]
             for service, number in instances:
                 mesh.kill_instance(service, int(number) - 1)
-            with ThreadPoolExecutor(len(instances)) as pool:
-                back = [pool.submit(bring_back, mesh, s, int(n) - 1) for s, n in instances]
-            for done in back:
-                done.result()
+            # Let the supervisor see the exits before asking whether all is well again.
+            mesh.supervisor.wait_for_checks()
+            bring_back(mesh)
         elif fault.kind == "restart_postgres":
-            mesh.postgres.stop()
+            mesh.stop_postgres()
             self._stop.wait(fault.hold)
-            mesh.postgres.start()
-            mesh.wait_for_edge()
+            mesh.start_postgres()
+            bring_back(mesh)
         elif fault.kind == "restart_redis":
             mesh.stop_redis()
             self._stop.wait(fault.hold)
             mesh.start_redis()
-            mesh.wait_for_edge()
+            bring_back(mesh)
         elif fault.kind == "hang_redis":
             pid = mesh.redis.pid
             if pid is None:
@@ -176,7 +166,7 @@ class Injector:
                 self._stop.wait(fault.hold)
             finally:
                 os.kill(pid, signal.SIGCONT)
-            mesh.wait_for_edge()
+            bring_back(mesh)
         elif fault.kind == "flaky_sandbox":
             # With an expiry, so a crashed run never leaves the provider failing.
             self._sandbox_switch.set(
@@ -193,17 +183,14 @@ class Injector:
         """Whatever a fault left broken serves again (idempotent)."""
         mesh = self.mesh
         pid = mesh.redis.pid
-        if pid is not None:
+        if pid is not None and mesh.redis.is_running:
             os.kill(pid, signal.SIGCONT)
-        mesh.start_redis()
+        if not mesh.redis.is_running:
+            mesh.start_redis()
         if not mesh.postgres.is_running():
-            mesh.postgres.start()
+            mesh.start_postgres()
         self._sandbox_switch.delete(FAILURE_RATE_KEY)
-        for service in KILLED_SERVICES:
-            for index in range(mesh.config.instance_count(mesh.spec(service))):
-                if not mesh.instance(service, index).is_running:
-                    bring_back(mesh, service, index)
-        mesh.wait_for_edge()
+        bring_back(mesh)
 
     def close(self) -> None:
         self._sandbox_switch.close()

@@ -76,6 +76,8 @@ def run(settings: RunSettings) -> Report:
         ratelimit_config=GENEROUS_LIMITS,
         extra_env=TIMINGS,
         log_level="WARNING",
+        # The supervisor brings back what the kills take down, as in `make run`.
+        supervise=True,
     )
     log.info("starting a mesh in %s", config.run_dir)
     with Mesh(config) as mesh:

@@ -1,6 +1,7 @@
-"""One transaction-service instance killed under steady load: reads see no
-error (Envoy retries them on the other instance), and no transfer is executed
-twice however often it is retried (idempotency keys)."""
+"""Instances killed under steady load. A transaction-service instance: reads see no
+error (Envoy retries them on the other instance), and no transfer is executed twice
+however often it is retried (idempotency keys). A rate-limit instance: no money call
+is refused."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 import uuid
 
 import grpc
+import httpx
 import psycopg
 
 from services.localmesh.mesh import Mesh
@@ -95,3 +97,48 @@ async def test_instance_killed_under_load(bank: Bank, mesh: Mesh) -> None:
     # Every transfer exactly once, however many times it was sent.
     assert stored_ids == sorted(transfers.values())
     assert "ledger audit: OK" in audit_ledger(mesh)
+
+
+async def test_rate_limit_instance_killed_under_money_load(bank: Bank, mesh: Mesh) -> None:
+    """One of the two rate-limit instances killed while money moves: every decision asked
+    of the dead one is asked of the other at once, so no money call is refused (503) in
+    the seconds before Envoy's health check notices."""
+    people: list[tuple[Person, str]] = [
+        bank.funded_person(f"limited{i}", 1_000_000) for i in range(4)
+    ]
+    answers: dict[int, int] = {}
+    failures: list[str] = []
+    killed_at: float | None = None
+
+    async def worker(index: int, client: httpx.AsyncClient) -> None:
+        person, wallet_id = people[index % len(people)]
+        _, destination = people[(index + 1) % len(people)]
+        # Until well past the health check's two missed rounds (about 2 s) after the kill.
+        while killed_at is None or time.monotonic() < killed_at + 3 * KILL_AFTER:
+            answer = await client.post(
+                "/v1/transfers",
+                headers={**person.auth, "idempotency-key": str(uuid.uuid4())},
+                json={
+                    "source_wallet_id": wallet_id,
+                    "destination_wallet_id": destination,
+                    "amount": {"currency": "EUR", "amount": "1"},
+                },
+            )
+            answers[answer.status_code] = answers.get(answer.status_code, 0) + 1
+            if answer.status_code >= 500:
+                failures.append(f"{answer.status_code} {answer.text}")
+
+    async def killer() -> None:
+        await asyncio.sleep(KILL_AFTER)
+        nonlocal killed_at
+        mesh.kill_instance("ratelimit", 0)
+        killed_at = time.monotonic()
+
+    try:
+        async with httpx.AsyncClient(base_url=mesh.edge_url, timeout=10) as client:
+            await asyncio.gather(killer(), *(worker(i, client) for i in range(WORKERS)))
+    finally:
+        mesh.restart_instance("ratelimit", 0, wait_for_edge=True)
+    # 200 or (for a person over the money limit) 429, never 503.
+    assert set(answers) <= {200, 429}, (answers, failures[:5])
+    assert answers.get(200, 0) > 100, answers
