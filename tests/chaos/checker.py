@@ -335,6 +335,9 @@ class Books:
     settlement: int | None  # the settlement accounts' balance
     charges: dict[str, tuple[str, int]]  # the sandbox's charges: key -> (status, amount)
     stored: dict[tuple[str, str], str]  # (owner, idempotency key) -> transaction id
+    # Top-ups that failed with nothing sent (provider unavailable): their key was freed
+    # for the retry, so no key maps to them.
+    unsent: frozenset[str] = frozenset()
 
 
 def read_books(mesh: Mesh) -> Books:
@@ -362,6 +365,13 @@ def read_books(mesh: Mesh) -> Books:
             ).fetchall()
             if txn is not None
         }
+        unsent = frozenset(
+            str(txn)
+            for (txn,) in conn.execute(
+                "SELECT id FROM transactions WHERE type = 'top_up' AND status = 'failed'"
+                " AND failure_code = 'provider_unavailable'"
+            ).fetchall()
+        )
     with psycopg.connect(mesh.postgres.conninfo("payments")) as conn:
         charges = {
             key: (status, amount)
@@ -370,7 +380,7 @@ def read_books(mesh: Mesh) -> Books:
             ).fetchall()
         }
     settlement = int(settlement_row[0]) if settlement_row else None
-    return Books(transactions, wallets, settlement, charges, stored)
+    return Books(transactions, wallets, settlement, charges, stored, unsent)
 
 
 @dataclass
@@ -475,7 +485,7 @@ def judge_books(history: History, funding: int, books: Books) -> Verdict:
     for row in transactions:
         if row[1] != "top_up":
             continue
-        if row[0] not in top_up_of:
+        if row[0] not in top_up_of and not (row[2] == "failed" and row[0] in books.unsent):
             verdict.violation(f"top-up {row[0]} booked that no client asked for")
         charged = charges.get(row[0], ("", 0))[0] == "succeeded"
         if row[2] == "posted":

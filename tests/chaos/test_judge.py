@@ -74,6 +74,16 @@ def test_money_nobody_asked_for_is_found() -> None:
     assert any("the provider charged 50, the ledger posted 57" in v for v in verdict.violations)
 
 
+def test_a_top_up_tried_again_under_its_key_leaves_the_unsent_attempt_keyless() -> None:
+    books = clean_books()
+    books.transactions.append(("U0", "top_up", "failed", 50, "S", "W1", None))
+    assert judge_books(history(), FUNDING, books).violations == [
+        "top-up U0 booked that no client asked for"
+    ]
+    books.unsent = frozenset({"U0"})
+    assert judge_books(history(), FUNDING, books).violations == []
+
+
 def test_a_top_up_must_agree_with_the_provider() -> None:
     uncharged = dataclasses.replace(clean_books(), charges={})
     assert any(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import uuid
 from collections.abc import Iterator
 
 import httpx
@@ -108,9 +109,15 @@ def test_a_sustained_outage_opens_the_breakers_and_they_close_after_recovery(
 
         eventually(both_breakers_open, "both gateway instances to open the sandbox's breaker")
         # Open: refused at once with UNAVAILABLE (503), nothing sent to the provider.
-        refused = bank.top_up(ada, wallet, 100)
+        key = str(uuid.uuid4())
+        refused = bank.top_up(ada, wallet, 100, key=key)
         assert refused.status_code == 503, refused.text
         assert refused.json()["details"][0]["reason"] == "PROVIDER_UNAVAILABLE"
+        # Nothing was sent, so the same request (its key) tries again: still refused
+        # while the breakers are open, and a new attempt each time, never charged.
+        again = bank.top_up(ada, wallet, 100, key=key)
+        assert again.status_code == 503, again.text
+        assert again.json()["message"] != refused.json()["message"]  # another attempt
         short_circuited = total(
             scrape_all(mesh, "gateway"), "gateway_provider_calls_total", outcome="circuit_open"
         )
@@ -127,6 +134,11 @@ def test_a_sustained_outage_opens_the_breakers_and_they_close_after_recovery(
     # Recovered: after the open period, each instance lets a probe through, and its
     # success closes that instance's breaker.
     close_the_breakers(bank, mesh, ada, wallet)
+    # The refused top-up, sent again with its key, is charged now, once.
+    retried = bank.top_up(ada, wallet, 100, key=key)
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["transaction"]["status"] == "TRANSACTION_STATUS_POSTED"
+    assert bank.top_up(ada, wallet, 100, key=key).json() == retried.json()
     # The outage's pending top-ups are driven to the provider again and credited.
     eventually(lambda: pending_transactions(mesh) == 0, "the reconciler to settle everything")
     posted = bank.rest.get(

@@ -335,6 +335,16 @@ class SqlLedgerStore:
             },
         )
 
+    async def release_unsent_external(
+        self, key: IdempotencyKey, kind: TransactionType, wallet_id: str
+    ) -> bool:
+        released = await self._one(
+            self._shards.for_wallet(wallet_id),
+            "SELECT ledger_release_unsent_external(CAST(:owner AS uuid), :key, :hash, :type)",
+            {**_key_params(key), "type": kind.value},
+        )
+        return bool(released)
+
     async def settle_external(
         self, transaction_id: str, succeeded: bool, failure_code: str, failure_message: str
     ) -> LedgerResult:

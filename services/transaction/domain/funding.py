@@ -53,6 +53,8 @@ from services.transaction.domain.ports import (
 
 log = logging.getLogger(__name__)
 
+# The failure code of a payment its provider never received (also named in the
+# ledger's ledger_release_unsent_external).
 PROVIDER_UNAVAILABLE = "provider_unavailable"
 # Looks after which a payment still pending is logged as an error, for an operator
 # (with the exponential backoff capped at 5 minutes: about an hour and a half).
@@ -160,17 +162,27 @@ class Funding:
         errors.raise_if_any()
         assert money is not None
         first_check = self._clock.now() + timedelta(seconds=self._reconciler.first_check_after)
-        result = accepted(
-            await self._store.begin_external(
-                key, kind, wallet_id, money, provider, instrument, first_check
+        for _ in range(2):
+            result = accepted(
+                await self._store.begin_external(
+                    key, kind, wallet_id, money, provider, instrument, first_check
+                )
             )
-        )
-        assert result.transaction is not None
-        transaction = result.transaction
-        replayed = result.outcome == "replayed"
-        if replayed:  # the stored answer is the reservation: what is it now?
+            assert result.transaction is not None
+            transaction = result.transaction
+            replayed = result.outcome == "replayed"
+            if not replayed:
+                break
+            # The stored answer is the reservation: what is it now? If it failed with
+            # nothing sent (the provider unavailable, answered 503), this retry of it
+            # tries again, under the same key; once.
             transaction = await self._store.transaction(transaction.id) or transaction
-        else:
+            if not (
+                _failed_unsent(transaction)
+                and await self._store.release_unsent_external(key, kind, wallet_id)
+            ):
+                break
+        if not replayed:
             await invalidate_for(self._cache, transaction)
         if transaction.status is TransactionStatus.PENDING:
             transaction = await self._drive(transaction, instrument, "sync")
@@ -343,6 +355,14 @@ class Funding:
         return result.transaction, True
 
 
+def _failed_unsent(transaction: Transaction) -> bool:
+    """Failed because the provider was unavailable: nothing was sent to it."""
+    return (
+        transaction.status is TransactionStatus.FAILED
+        and transaction.failure_code == PROVIDER_UNAVAILABLE
+    )
+
+
 def _answer(transaction: Transaction) -> Transaction:
     """A posted or pending one is the answer; a failed one is refused with its reason."""
     if transaction.status is not TransactionStatus.FAILED:
@@ -353,7 +373,8 @@ def _answer(transaction: Transaction) -> Transaction:
         moved = "charged" if what == "top-up" else "paid out"
         raise Unavailable(
             f"the payment provider is unavailable; nothing was {moved}"
-            f" (transaction {transaction.id}); try again later",
+            f" (transaction {transaction.id}); try again later (the same request, with"
+            " the same idempotency key, tries again)",
             reason="PROVIDER_UNAVAILABLE",
         )
     detail = transaction.failure_message or code.replace("_", " ")

@@ -172,6 +172,14 @@ class LedgerStore(Protocol):
         """Reserves a pending top-up or withdrawal (a withdrawal holds its amount)."""
         ...
 
+    async def release_unsent_external(
+        self, key: IdempotencyKey, kind: TransactionType, wallet_id: str
+    ) -> bool:
+        """Frees the key of a top-up or withdrawal that failed with nothing sent (its
+        provider unavailable), so the same request can be tried again; False (nothing
+        changed) for any other outcome."""
+        ...
+
     async def settle_external(
         self, transaction_id: str, succeeded: bool, failure_code: str, failure_message: str
     ) -> LedgerResult:
