@@ -25,6 +25,7 @@ from services.ratelimit.limits import Limits
 from services.runtime.cache import create_redis
 from services.runtime.config import ConfigError, env, env_int, env_optional
 from services.runtime.metrics import RpcMetrics
+from services.runtime.one_message import OneRequestMessage
 from services.runtime.server import GrpcApp
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ def build_app(settings: RateLimitSettings, limits: Limits) -> GrpcApp:
         name="ratelimit",
         service_names=(SERVICE_NAME,),
         register=lambda server: rls_pb2_grpc.add_RateLimitServiceServicer_to_server(api, server),
-        interceptors=[RpcMetrics()],
+        interceptors=[OneRequestMessage(), RpcMetrics()],
         readiness_check=serving,
         on_shutdown=[close],
     )

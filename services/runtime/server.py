@@ -28,6 +28,7 @@ from services.runtime.contracts import mesh_service_names
 from services.runtime.interceptors import ServiceBoundary
 from services.runtime.logging import configure_logging
 from services.runtime.metrics import RpcMetrics, start_metrics_server
+from services.runtime.one_message import OneRequestMessage
 from services.runtime.telemetry import configure_tracing, shutdown_tracing
 from services.runtime.validation import InputValidation
 
@@ -180,13 +181,15 @@ def service_interceptors(
     internal_services: Iterable[str] = (),
     credential: ServiceCredential | None = None,
 ) -> list[grpc.aio.ServerInterceptor]:  # type: ignore[type-arg]
-    """The interceptors of a wallet service, outermost first: metrics (so that
-    authentication failures are counted too), the text rule of every request (before
-    authentication's cost), then the boundary. Methods of `internal_services` need
+    """The interceptors of a wallet service, outermost first: one request message per
+    unary call (calls with none, or an unreadable one, are answered too), metrics (so
+    that authentication failures are counted too), the text rule of every request
+    (before authentication's cost), then the boundary. Methods of `internal_services` need
     the service credential instead of a user token."""
     guarded_prefixes = (f"/{service_name}/",)
     internal_prefixes = tuple(f"/{name}/" for name in internal_services)
     return [
+        OneRequestMessage(),
         RpcMetrics(),
         InputValidation((*guarded_prefixes, *internal_prefixes)),
         ServiceBoundary(

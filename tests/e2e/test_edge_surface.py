@@ -29,6 +29,8 @@ INSTANCE_CLUSTERS = ("user_grpc", "transaction_grpc", "gateway_grpc")
 WEBHOOK = "/wallet.gateway.v1.WebhookService/ReceiveWebhook"
 # A gRPC frame holding an empty message: flag 0, length 0.
 EMPTY_MESSAGE = b"\x00\x00\x00\x00\x00"
+# A message body no protobuf parses: field 1 declared 100 bytes long, 1 byte sent.
+CORRUPT_MESSAGE = b"\x0a\x64x"
 # gRPC paths outside the public contract: internal services, unknown ones.
 NON_PUBLIC_PATHS = (
     "/wallet.gateway.v1.PaymentGatewayService/CreateCharge",
@@ -115,6 +117,15 @@ def grpc_code(channel: grpc.Channel, path: str, payload: bytes, auth: str | None
     metadata = (("authorization", f"Bearer {auth}"),) if auth else ()
     try:
         channel.unary_unary(path)(payload, metadata=metadata, timeout=10)
+    except grpc.RpcError as error:
+        return str(error.code().name)
+    return "OK"
+
+
+def no_message_code(channel: grpc.Channel, path: str) -> str:
+    """A call that half-closes without sending its message (a stream of none)."""
+    try:
+        channel.stream_unary(path)(iter(()), timeout=10)
     except grpc.RpcError as error:
         return str(error.code().name)
     return "OK"
@@ -301,6 +312,13 @@ def test_bad_requests_eject_no_instance(mesh: Mesh, person: Person) -> None:
                     grpc_code(channel, path, b"", person.access_token)
                 )
             codes.setdefault("empty webhook", set()).add(grpc_code(channel, WEBHOOK, b"", None))
+            # No message at all (the stream half-closed without one), and a body that
+            # no protobuf parses: grpc.aio alone would hang on the first until the
+            # edge timed out (counted against the instance) and answer the second 500.
+            codes.setdefault("no message", set()).add(no_message_code(channel, WEBHOOK))
+            codes.setdefault("corrupt message", set()).add(
+                grpc_code(channel, WEBHOOK, CORRUPT_MESSAGE, None)
+            )
     port = int(mesh.edge_grpc_target.rsplit(":", 1)[1])
     for _ in range(rounds):
         # A gRPC call without te: trailers: the instances reset such a stream.
@@ -311,5 +329,7 @@ def test_bad_requests_eject_no_instance(mesh: Mesh, person: Person) -> None:
     for path in NON_PUBLIC_PATHS[:4]:
         assert codes[path] == {"UNIMPLEMENTED"}, path
     assert codes["empty webhook"] == {"INVALID_ARGUMENT"}
+    assert codes["no message"] == {"INVALID_ARGUMENT"}
+    assert codes["corrupt message"] == {"INVALID_ARGUMENT"}
     assert outlier_ejections(mesh) == before
     assert unhealthy_instances(mesh) == []
