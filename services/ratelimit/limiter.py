@@ -18,6 +18,7 @@ from services.ratelimit.buckets import Decision
 from services.ratelimit.fair_share import FairShareBuckets
 from services.ratelimit.limits import ClassLimit
 from services.ratelimit.metrics import DEGRADED
+from services.runtime.cooldown import Cooldown
 from services.runtime.errors import Unavailable
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,7 @@ class Limiter:
     ) -> None:
         self._shared = shared
         self._local = local
-        self._cooldown = cooldown
-        self._clock = clock
-        self._retry_at = 0.0  # while degraded: when Redis is asked again
+        self._cooldown = Cooldown(cooldown, clock)  # while degraded: Redis left alone
         self._probing = False  # while degraded: a decision is asking Redis
         self.degraded = False
         DEGRADED.set(0)
@@ -59,7 +58,7 @@ class Limiter:
     async def take(self, limit: ClassLimit, key_value: str, hits: int) -> Decision:
         probe = self.degraded
         if probe:
-            if self._probing or self._clock() < self._retry_at:
+            if self._probing or self._cooldown.active():
                 return self._local.take(limit, key_value, hits)
             self._probing = True
         try:
@@ -74,7 +73,7 @@ class Limiter:
         return decision
 
     def _store_failed(self, error: Unavailable) -> None:
-        self._retry_at = self._clock() + self._cooldown
+        self._cooldown.start()
         if self.degraded:
             return
         self.degraded = True

@@ -15,7 +15,7 @@ import math
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from services.runtime.cooldown import Cooldown
 from services.runtime.errors import PermissionDenied, Unauthenticated, Unavailable
 
 log = logging.getLogger(__name__)
@@ -113,11 +114,21 @@ class RevokedTokens:
     Each entry lives as long as the tokens it revokes would have. Both are read
     with one MGET, so a call costs one round trip. If Redis is unreachable the
     check fails open: access tokens live minutes, and the services keep working
-    without Redis (DESIGN.md, Caching). It is logged.
+    without Redis (DESIGN.md, Caching). It is logged, and Redis is not asked again
+    for `cooldown` seconds (those checks fail open at once, counted in
+    `unchecked`): a Redis that hangs must not add its timeout to every call.
     """
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        cooldown: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._redis = redis
+        self._cooldown = Cooldown(cooldown, clock)
+        self.unchecked = 0  # checks skipped during a cooldown
 
     @staticmethod
     def _key(token_id: str) -> str:
@@ -152,12 +163,19 @@ class RevokedTokens:
         await asyncio.sleep(max(0.0, cutoff - time.time()))
 
     async def is_revoked(self, caller: Caller) -> bool:
+        if self._cooldown.active():
+            self.unchecked += 1
+            return False
         try:
             revoked_jti, cutoff = await self._redis.mget(
                 self._key(caller.token_id), self._cutoff_key(caller.user_id)
             )
         except (RedisError, OSError) as error:
-            log.warning("revocation list unreachable, accepting token", extra={"error": str(error)})
+            self._cooldown.start()
+            log.warning(
+                "revocation list unreachable, accepting tokens unchecked for a while",
+                extra={"error": str(error)},
+            )
             return False
         return is_revoked_by(caller, revoked_jti, cutoff)
 

@@ -16,6 +16,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from services.runtime.cooldown import Cooldown
 from services.runtime.metrics import CACHE_OPERATIONS
 
 log = logging.getLogger(__name__)
@@ -77,9 +78,7 @@ class JsonCache:
         self._redis = redis
         self._namespace = namespace
         self._ttl = ttl_seconds
-        self._cooldown = cooldown
-        self._clock = clock
-        self._down_until = 0.0
+        self._cooldown = Cooldown(cooldown, clock)
         self.stats = CacheStats()
         # Bound once: these run on every cached read.
         self._hit, self._miss, self._error, self._bypassed = (
@@ -91,7 +90,7 @@ class JsonCache:
         return f"{self._namespace}:{key}"
 
     def available(self) -> bool:
-        if self._clock() < self._down_until:
+        if self._cooldown.active():
             self.stats.bypassed += 1
             self._bypassed.inc()
             return False
@@ -101,7 +100,7 @@ class JsonCache:
         """Records a Redis failure and starts the cooldown."""
         self.stats.errors += 1
         self._error.inc()
-        self._down_until = self._clock() + self._cooldown
+        self._cooldown.start()
         log.warning(
             "cache unavailable, using the database",
             extra={"operation": operation, "namespace": self._namespace, "error": str(error)},

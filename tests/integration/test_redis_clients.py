@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -142,3 +144,32 @@ async def test_first_calls_after_a_restart_succeed_on_pooled_connections(
         await use(client, redis_server)
     # No fallback was taken ("cache unavailable", "revocation list unreachable").
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+async def test_a_hung_redis_costs_the_revocation_check_one_timeout_per_cooldown(
+    client: Redis, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis paused (SIGSTOP): the first check waits for its timeout and fails open;
+    the checks after it, within the cooldown, do not ask Redis at all (one asking
+    would time out and log again); after the cooldown Redis is asked again."""
+    now = [1_000.0]
+    revoked = RevokedTokens(client, cooldown=1.0, clock=lambda: now[0])
+    token_id = str(uuid.uuid4())
+    await revoked.revoke(token_id, int(time.time()) + 60)
+    assert await revoked.is_revoked(_caller(token_id))
+    pid = redis_server.pid
+    assert pid is not None
+    caplog.set_level(logging.WARNING, logger="services.runtime.auth")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        checks = [await revoked.is_revoked(_caller(token_id)) for _ in range(10)]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert checks == [False] * 10  # fail open, as documented
+    unreachable = [r for r in caplog.records if "revocation list unreachable" in r.message]
+    assert len(unreachable) == 1
+    assert revoked.unchecked == 9
+    # Within the cooldown, still unchecked even though Redis answers again.
+    assert not await revoked.is_revoked(_caller(token_id))
+    now[0] += 1.0
+    assert await revoked.is_revoked(_caller(token_id))
