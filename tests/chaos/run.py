@@ -6,6 +6,7 @@ the last fault is healed, then resolve and check (checker.py), and write
     <out>/history.json   every intent and every attempt
     <out>/faults.json    the schedule, with when each fault started and was healed
     <out>/report.json    the checker's findings and the summary line
+    <out>/envoy-stats.txt  Envoy's counters at the end (retries, ejections, errors)
 """
 
 from __future__ import annotations
@@ -128,6 +129,10 @@ async def _seed_load_and_check(mesh: Mesh, settings: RunSettings) -> Report:
         audit = checker.audit()
         inside, outside, examples, per_fault = checker.server_errors()
         await bank.aclose()
+        # Envoy's counters (retries, ejections, rate-limit errors per cluster): what
+        # explains an error the checker found.
+        stats = await asyncio.to_thread(httpx.get, f"{mesh.admin_url}/stats", timeout=10)
+        (settings.out_dir / "envoy-stats.txt").write_text(stats.text)
     if pending:
         checker.violation(f"{pending} top-up(s) still pending after the settle wait")
     load_attempts = [a for a in history.attempts if a.send != "resolution"]
