@@ -110,6 +110,15 @@ class WrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         """The behavior to run for `method` instead; None: leave it as it is."""
         raise NotImplementedError
 
+    def serve(
+        self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        """The handler to answer for `method`'s unary `handler` (by default the same
+        one running `wrap`'s behavior)."""
+        # grpc-stubs types aio handlers as sync ones; they are coroutines here.
+        behavior = self.wrap(method, handler.unary_unary)  # type: ignore[arg-type]
+        return handler if behavior is None else with_behavior(handler, behavior)
+
     async def intercept_service(
         self,
         continuation: Callable[
@@ -124,9 +133,7 @@ class WrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         found = self._wrapped.get(method)
         if found is not None and found[0] is handler:
             return found[1]  # type: ignore[no-any-return]
-        # grpc-stubs types aio handlers as sync ones; they are coroutines here.
-        behavior = self.wrap(method, handler.unary_unary)  # type: ignore[arg-type]
-        answer = handler if behavior is None else with_behavior(handler, behavior)
+        answer = self.serve(method, handler)
         self._wrapped[method] = (handler, answer)
         return answer
 

@@ -36,3 +36,12 @@ def run_online() -> None:
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()
+
+
+def execute_sql_script(script: str) -> None:
+    """Run a migration's SQL script as written: straight to the driver, without a
+    parameter list, so that psycopg does not look for placeholders either (`%`,
+    `:=` and `'{"a":1}'` reach PostgreSQL untouched)."""
+    from alembic import op
+
+    op.get_bind().exec_driver_sql(script, execution_options={"no_parameters": True})

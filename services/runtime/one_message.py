@@ -19,38 +19,21 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from services.runtime.interceptors import Context
+from services.runtime.interceptors import Context, WrappingInterceptor
 
 NO_MESSAGE = "the call carries no request message: a unary method needs exactly one"
 NOT_A_MESSAGE = "the request is not a valid protobuf message of this method's request type"
 
 
-class OneRequestMessage(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    def __init__(self) -> None:
-        # method -> (the unary handler found, the stream-unary one served for it)
-        self._served: dict[str, tuple[Any, Any]] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
+class OneRequestMessage(WrappingInterceptor):
+    def serve(
+        self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
     ) -> grpc.RpcMethodHandler[Any, Any]:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        method: str = handler_call_details.method
-        found = self._served.get(method)
-        if found is not None and found[0] is handler:
-            return found[1]  # type: ignore[no-any-return]
-        served = grpc.stream_unary_rpc_method_handler(
+        return grpc.stream_unary_rpc_method_handler(
             _reading_one_message(handler.unary_unary),  # type: ignore[arg-type]
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
-        self._served[method] = (handler, served)
-        return served
 
 
 def _reading_one_message(

@@ -13,7 +13,7 @@ Revises:
 Create Date: 2026-12-01
 """
 
-from alembic import op
+from services.runtime.migrations import execute_sql_script
 
 revision = "0001"
 down_revision = None
@@ -93,13 +93,9 @@ DROP FUNCTION payments_guard_update();
 """
 
 
-def _execute(script: str) -> None:
-    op.get_bind().exec_driver_sql(script, execution_options={"no_parameters": True})
-
-
 def upgrade() -> None:
-    _execute(UPGRADE)
+    execute_sql_script(UPGRADE)
 
 
 def downgrade() -> None:
-    _execute(DOWNGRADE)
+    execute_sql_script(DOWNGRADE)

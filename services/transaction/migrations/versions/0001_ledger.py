@@ -29,7 +29,7 @@ Revises:
 Create Date: 2026-12-01
 """
 
-from alembic import op
+from services.runtime.migrations import execute_sql_script
 
 revision = "0001"
 down_revision = None
@@ -1079,16 +1079,10 @@ DROP SEQUENCE receipt_number_seq;
 """
 
 
-def _execute(script: str) -> None:
-    # Straight to the driver, and without a parameter list, so that psycopg does not look
-    # for placeholders either: `%`, `:=` and `'{"a":1}'` reach PostgreSQL as written.
-    op.get_bind().exec_driver_sql(script, execution_options={"no_parameters": True})
-
-
 def upgrade() -> None:
     for script in UPGRADE:
-        _execute(script)
+        execute_sql_script(script)
 
 
 def downgrade() -> None:
-    _execute(DROP)
+    execute_sql_script(DROP)

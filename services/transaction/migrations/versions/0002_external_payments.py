@@ -22,7 +22,7 @@ Create Date: 2026-12-01
 
 from pathlib import Path
 
-from alembic import op
+from services.runtime.migrations import execute_sql_script
 
 revision = "0002"
 down_revision = "0001"
@@ -470,14 +470,9 @@ $$;
 UPGRADE = (SCHEMA, BEGIN_EXTERNAL, SETTLE_EXTERNAL, CLOSE_WALLET, AUDIT)
 
 
-def _execute(script: str) -> None:
-    # As in 0001: straight to the driver, without a parameter list.
-    op.get_bind().exec_driver_sql(script, execution_options={"no_parameters": True})
-
-
 def upgrade() -> None:
     for script in UPGRADE:
-        _execute(script)
+        execute_sql_script(script)
 
 
 DOWNGRADE = r"""
@@ -529,6 +524,6 @@ def _as_in_0001(name: str) -> str:
 
 
 def downgrade() -> None:
-    _execute(DOWNGRADE)
+    execute_sql_script(DOWNGRADE)
     for name in _REPLACED:
-        _execute(_as_in_0001(name))
+        execute_sql_script(_as_in_0001(name))

@@ -13,7 +13,7 @@ Revises: 0002
 Create Date: 2026-12-01
 """
 
-from alembic import op
+from services.runtime.migrations import execute_sql_script
 
 revision = "0003"
 down_revision = "0002"
@@ -57,13 +57,9 @@ $$;
 DOWNGRADE = "DROP FUNCTION ledger_transfer_batch(uuid, jsonb);"
 
 
-def _execute(script: str) -> None:
-    op.get_bind().exec_driver_sql(script, execution_options={"no_parameters": True})
-
-
 def upgrade() -> None:
-    _execute(UPGRADE)
+    execute_sql_script(UPGRADE)
 
 
 def downgrade() -> None:
-    _execute(DOWNGRADE)
+    execute_sql_script(DOWNGRADE)

@@ -13,7 +13,7 @@ Revises: 0003
 Create Date: 2026-12-02
 """
 
-from alembic import op
+from services.runtime.migrations import execute_sql_script
 
 revision = "0004"
 down_revision = "0003"
@@ -44,13 +44,9 @@ $$;
 DOWNGRADE = "DROP FUNCTION ledger_release_unsent_external(uuid, text, text, text);"
 
 
-def _execute(script: str) -> None:
-    op.get_bind().exec_driver_sql(script, execution_options={"no_parameters": True})
-
-
 def upgrade() -> None:
-    _execute(UPGRADE)
+    execute_sql_script(UPGRADE)
 
 
 def downgrade() -> None:
-    _execute(DOWNGRADE)
+    execute_sql_script(DOWNGRADE)
