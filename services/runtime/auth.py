@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.runtime.cooldown import Cooldown
 from services.runtime.errors import PermissionDenied, Unauthenticated, Unavailable
@@ -114,8 +115,8 @@ class RevokedTokens:
     Each entry lives as long as the tokens it revokes would have. Both are read
     with one MGET, so a call costs one round trip. If Redis is unreachable the
     check fails open: access tokens live minutes, and the services keep working
-    without Redis (DESIGN.md, Caching). It is logged, and Redis is not asked again
-    for `cooldown` seconds (those checks fail open at once, counted in
+    without Redis (DESIGN.md, Caching). It is logged; after a timeout Redis is not
+    asked again for `cooldown` seconds (those checks fail open at once, counted in
     `unchecked`): a Redis that hangs must not add its timeout to every call.
     """
 
@@ -171,11 +172,12 @@ class RevokedTokens:
                 self._key(caller.token_id), self._cutoff_key(caller.user_id)
             )
         except (RedisError, OSError) as error:
-            self._cooldown.start()
-            log.warning(
-                "revocation list unreachable, accepting tokens unchecked for a while",
-                extra={"error": str(error)},
-            )
+            # Only a Redis that does not answer in time is left alone: one that refuses
+            # connections fails at once, and is asked again on the next call, so that
+            # revocations count again the moment it is back.
+            if isinstance(error, RedisTimeoutError):
+                self._cooldown.start()
+            log.warning("revocation list unreachable, accepting token", extra={"error": str(error)})
             return False
         return is_revoked_by(caller, revoked_jti, cutoff)
 
