@@ -28,7 +28,8 @@ from pathlib import Path
 
 from bench import ghz, pgbench, report, seed, wrk
 from bench.measurement import Measurement
-from services.localmesh.mesh import TRANSACTION, Mesh, MeshConfig
+from services.catalogue import TRANSACTION
+from services.localmesh.mesh import Mesh, MeshConfig
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"

@@ -20,15 +20,8 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from services.localmesh.mesh import (
-    STATUS_FILE,
-    TRANSACTION,
-    USER,
-    Mesh,
-    MeshConfig,
-    MeshError,
-    ServiceSpec,
-)
+from services.catalogue import TRANSACTION, USER, ServiceSpec
+from services.localmesh.mesh import STATUS_FILE, Mesh, MeshConfig, MeshError
 from services.localmesh.otlp_sink import OtlpSink, load_spans, render_traces
 from services.localmesh.postgres import PostgresError
 from services.localmesh.processes import ProcessError, free_port

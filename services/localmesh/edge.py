@@ -7,12 +7,16 @@ for `make run`, the tests and (later) the Helm chart.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 from google.api import annotations_pb2  # type: ignore[import-untyped]  # no py.typed
 from google.protobuf import descriptor_pb2
+
+from services.catalogue import ServiceSpec
+from services.ratelimit.limits import load_limits
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ENVOY_TEMPLATE = REPO_ROOT / "envoy" / "envoy.yaml.j2"
@@ -115,6 +119,9 @@ class EdgeSettings:
     local_requests_per_second: int = 5_000
     # OTLP/gRPC trace receiver (None: Envoy does not trace).
     otlp_endpoint: Endpoint | None = None
+    # How Envoy finds the instances: "STATIC" (endpoints are addresses) or "STRICT_DNS"
+    # (each endpoint is a name resolving to all of a service's instances: Kubernetes).
+    discovery: str = "STATIC"
     # Browser origins allowed to call the API (CORS), exact matches.
     cors_origins: tuple[str, ...] = ("http://localhost:3000", "http://127.0.0.1:3000")
 
@@ -196,6 +203,8 @@ def validate_edge_settings(settings: EdgeSettings) -> None:
         raise ValueError("route_timeout_seconds must be positive")
     if not settings.upstreams:
         raise ValueError("at least one upstream service is needed")
+    if settings.discovery not in ("STATIC", "STRICT_DNS"):
+        raise ValueError(f"discovery must be STATIC or STRICT_DNS, not {settings.discovery!r}")
 
     for header in (settings.user_id_header, *settings.internal_headers):
         if not _HEADER_NAME.match(header):
@@ -318,6 +327,36 @@ def _loopback_for(host: str) -> str:
     if host == "::":
         return "::1"
     return host
+
+
+def catalogue_upstreams(
+    services: Iterable[ServiceSpec], endpoints: Callable[[ServiceSpec], tuple[Endpoint, ...]]
+) -> tuple[UpstreamService, ...]:
+    """The edge's upstreams: every routed service of the catalogue, its instances at
+    `endpoints(spec)` (loopback ports locally, a Service's DNS name in a cluster)."""
+    return tuple(
+        UpstreamService(
+            cluster=spec.cluster,
+            grpc_services=spec.grpc_services,
+            endpoints=endpoints(spec),
+            public_methods=spec.public_methods,
+            idempotent_methods=spec.idempotent_methods,
+            money_methods=spec.money_methods,
+            unlimited_methods=spec.unlimited_methods,
+        )
+        for spec in services
+        if spec.routed
+    )
+
+
+def catalogue_ratelimit(limits_file: Path, endpoints: tuple[Endpoint, ...]) -> RateLimitSettings:
+    """The rate-limit service at `endpoints`, with the failure modes of `limits_file`."""
+    limits = load_limits(limits_file)
+    return RateLimitSettings(
+        endpoints=endpoints,
+        fail_closed=frozenset(limits.fail_closed_classes()),
+        domain=limits.domain,
+    )
 
 
 def render_envoy_config(settings: EdgeSettings) -> str:

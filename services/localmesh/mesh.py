@@ -39,14 +39,19 @@ from types import TracebackType
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from services.gateway import edge_policy as gateway_edge_policy
+from services.catalogue import (
+    RATELIMIT,
+    SERVICES,
+    ServiceSpec,
+    Setting,
+)
 from services.localmesh import processes
 from services.localmesh.edge import (
     REPO_ROOT,
     EdgeSettings,
     Endpoint,
-    RateLimitSettings,
-    UpstreamService,
+    catalogue_ratelimit,
+    catalogue_upstreams,
     render_envoy_config,
 )
 from services.localmesh.postgres import PostgresServer
@@ -58,10 +63,6 @@ from services.localmesh.supervisor import (
     Watched,
     describe_returncode,
 )
-from services.ratelimit.limits import load_limits
-from services.runtime.auth import SERVICE_TOKEN_FILE_VARIABLE
-from services.transaction import edge_policy as transaction_edge_policy
-from services.user import edge_policy as user_edge_policy
 
 log = logging.getLogger(__name__)
 
@@ -77,83 +78,6 @@ class MeshError(RuntimeError):
     """The mesh could not be configured or started."""
 
 
-@dataclass(frozen=True)
-class ServiceSpec:
-    """What the launcher needs to know about one service."""
-
-    name: str  # "user": cluster "user_grpc", instances "user-1", "user-2"
-    module: str  # "services.user": run as `python -m <module> serve|migrate`
-    env_prefix: str  # "USER_": prefix of the service's environment variables
-    database: str | None  # its own database in the shared cluster (None: needs none)
-    grpc_services: tuple[str, ...]  # the first one is the one health checks ask about
-    public_methods: tuple[str, ...] = ()  # gRPC paths callable without a JWT
-    idempotent_methods: tuple[str, ...] = ()  # gRPC paths Envoy may retry freely
-    money_methods: tuple[str, ...] = ()  # gRPC paths in the stricter rate-limit class
-    unlimited_methods: tuple[str, ...] = ()  # gRPC paths never rate-limited
-    instances: int = 2
-    # Services this one calls directly (client-side round robin over their
-    # instances): each gets <PREFIX><NAME>_SERVICE_TARGET in the environment.
-    calls: tuple[str, ...] = ()
-    # Only the issuer of access tokens gets the private signing key.
-    signs_tokens: bool = False
-    # Behind the edge as an upstream (False: a helper Envoy calls, like rate limiting).
-    routed: bool = True
-    # Gets the rate-limit classes file (<PREFIX>CONFIG_FILE).
-    reads_limits: bool = False
-    # Runs the sandbox payment provider: gets where its webhooks go (the edge) and
-    # their signing secret (<PREFIX>SANDBOX_WEBHOOK_URL / _SECRET).
-    runs_sandbox: bool = False
-
-
-USER = ServiceSpec(
-    name="user",
-    module="services.user",
-    env_prefix="USER_",
-    database="users",
-    grpc_services=(user_edge_policy.SERVICE_NAME,),
-    public_methods=user_edge_policy.PUBLIC_METHODS,
-    idempotent_methods=user_edge_policy.IDEMPOTENT_METHODS,
-    unlimited_methods=user_edge_policy.UNLIMITED_METHODS,
-    signs_tokens=True,
-)
-
-TRANSACTION = ServiceSpec(
-    name="transaction",
-    module="services.transaction",
-    env_prefix="TRANSACTION_",
-    database="ledger",
-    grpc_services=(transaction_edge_policy.SERVICE_NAME,),
-    public_methods=transaction_edge_policy.PUBLIC_METHODS,
-    idempotent_methods=transaction_edge_policy.IDEMPOTENT_METHODS,
-    money_methods=transaction_edge_policy.MONEY_METHODS,
-    calls=("user", "gateway"),
-)
-
-GATEWAY = ServiceSpec(
-    name="gateway",
-    module="services.gateway",
-    env_prefix="GATEWAY_",
-    database="payments",
-    # Only the webhook receiver is routed; the payment API is internal.
-    grpc_services=(gateway_edge_policy.WEBHOOK_SERVICE_NAME,),
-    public_methods=gateway_edge_policy.PUBLIC_METHODS,
-    # Providers retry deliveries that are refused: never rate-limit them.
-    unlimited_methods=gateway_edge_policy.PUBLIC_METHODS,
-    calls=("transaction",),
-    runs_sandbox=True,
-)
-
-RATELIMIT = ServiceSpec(
-    name="ratelimit",
-    module="services.ratelimit",
-    env_prefix="RATELIMIT_",
-    database=None,
-    grpc_services=("envoy.service.ratelimit.v3.RateLimitService",),
-    routed=False,
-    reads_limits=True,
-)
-
-SERVICES: tuple[ServiceSpec, ...] = (USER, TRANSACTION, GATEWAY, RATELIMIT)
 # The sandbox provider's webhook signing secret in a local mesh (not a real secret:
 # tests sign their own deliveries with it).
 SANDBOX_WEBHOOK_SECRET = "whsec_sandbox_local"  # noqa: S105
@@ -384,27 +308,33 @@ class Mesh:
 
     def service_env(self, spec: ServiceSpec, index: int) -> dict[str, str]:
         """The environment of instance `index` (0-based) of `spec`, also used for its
-        one-shot commands (migrate, grant-admin)."""
+        one-shot commands (migrate, grant-admin): the catalogue's variables, filled
+        with this mesh's ports and files."""
         root = self.config.repo_root
         python_path = [str(root / "gen" / "python"), str(root)]
         if os.environ.get("PYTHONPATH"):
             python_path.append(os.environ["PYTHONPATH"])
-        prefix = spec.env_prefix
-        optional: dict[str, str] = {}
-        if spec.database:
-            optional[f"{prefix}DATABASE_URL"] = self.postgres.dsn(spec.database)
-        if spec.signs_tokens:
-            optional[f"{prefix}JWT_SIGNING_KEY_FILE"] = str(self.signing_key_path)
-        if spec.reads_limits:
-            optional[f"{prefix}CONFIG_FILE"] = str(self.config.ratelimit_config)
-            # Each decides from its fair share of every limit while Redis is out.
-            optional[f"{prefix}INSTANCES"] = str(self.config.instance_count(spec))
-        if spec.runs_sandbox:
-            optional[f"{prefix}SANDBOX_WEBHOOK_URL"] = f"{self.edge_url}/v1/webhooks/sandbox"
-            optional[f"{prefix}SANDBOX_WEBHOOK_SECRET"] = SANDBOX_WEBHOOK_SECRET
+        settings: dict[Setting, Callable[[str | None], str]] = {
+            Setting.GRPC_ADDRESS: lambda _: self.instance_addresses(spec.name)[index],
+            Setting.METRICS_ADDRESS: lambda _: self.metrics_addresses(spec.name)[index],
+            Setting.INSTANCE_ID: lambda _: f"{spec.name}-{index + 1}",
+            Setting.REDIS_URL: lambda _: self.redis.url,
+            Setting.DATABASE_URL: lambda _: self.postgres.dsn(spec.database or ""),
+            Setting.SERVICE_TOKEN_FILE: lambda _: str(self.service_token_path),
+            Setting.SIGNING_KEY_FILE: lambda _: str(self.signing_key_path),
+            Setting.LIMITS_FILE: lambda _: str(self.config.ratelimit_config),
+            Setting.INSTANCES: lambda _: str(self.config.instance_count(spec)),
+            Setting.SANDBOX_WEBHOOK_URL: lambda _: f"{self.edge_url}/v1/webhooks/sandbox",
+            Setting.SANDBOX_WEBHOOK_SECRET: lambda _: SANDBOX_WEBHOOK_SECRET,
+            Setting.SERVICE_TARGET: lambda callee: (
+                "ipv4:" + ",".join(self.instance_addresses(callee or ""))
+            ),
+        }
+        variables = {v.name: settings[v.setting](v.service) for v in spec.variables()}
+        telemetry: dict[str, str] = {}
         if self.config.otlp_endpoint:
             # The standard OpenTelemetry variables (see services/runtime/telemetry.py).
-            optional |= {
+            telemetry = {
                 "OTEL_TRACES_EXPORTER": "otlp",
                 "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{self.config.otlp_endpoint}",
                 "OTEL_EXPORTER_OTLP_INSECURE": "true",
@@ -414,20 +344,9 @@ class Mesh:
             **os.environ,
             "PYTHONPATH": os.pathsep.join(python_path),
             "PYTHONUNBUFFERED": "1",  # logs reach the log file as they are written
-            f"{prefix}GRPC_ADDRESS": self.instance_addresses(spec.name)[index],
-            f"{prefix}REDIS_URL": self.redis.url,
-            f"{prefix}INSTANCE_ID": f"{spec.name}-{index + 1}",
-            # Prometheus metrics of this instance (GET /metrics).
-            f"{prefix}METRICS_ADDRESS": self.metrics_addresses(spec.name)[index],
             "LOG_LEVEL": self.config.log_level,
-            # The credential of internal calls between services (auth.ServiceCredential).
-            SERVICE_TOKEN_FILE_VARIABLE: str(self.service_token_path),
-            **optional,
-            **{
-                f"{prefix}{callee.upper()}_SERVICE_TARGET": "ipv4:"
-                + ",".join(self.instance_addresses(callee))
-                for callee in spec.calls
-            },
+            **variables,
+            **telemetry,
             **self.config.extra_env,
         }
 
@@ -697,24 +616,13 @@ class Mesh:
     ) -> EdgeSettings:
         """The Envoy settings for this mesh's services and ports (another port pair
         gives a second Envoy replica in front of the same services)."""
-        upstreams = tuple(
-            UpstreamService(
-                cluster=f"{spec.name}_grpc",
-                grpc_services=spec.grpc_services,
-                endpoints=tuple(Endpoint(LOOPBACK, port) for port in self._ports[spec.name]),
-                public_methods=spec.public_methods,
-                idempotent_methods=spec.idempotent_methods,
-                money_methods=spec.money_methods,
-                unlimited_methods=spec.unlimited_methods,
-            )
-            for spec in self.config.services
-            if spec.routed
+        upstreams = catalogue_upstreams(
+            self.config.services,
+            lambda spec: tuple(Endpoint(LOOPBACK, port) for port in self._ports[spec.name]),
         )
-        limits = load_limits(self.config.ratelimit_config)
-        ratelimit = RateLimitSettings(
-            endpoints=tuple(Endpoint(LOOPBACK, port) for port in self._ports[RATELIMIT.name]),
-            fail_closed=frozenset(limits.fail_closed_classes()),
-            domain=limits.domain,
+        ratelimit = catalogue_ratelimit(
+            self.config.ratelimit_config,
+            tuple(Endpoint(LOOPBACK, port) for port in self._ports[RATELIMIT.name]),
         )
         port = listen_port or self.config.envoy_port
         return EdgeSettings(

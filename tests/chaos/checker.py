@@ -37,7 +37,8 @@ from typing import Any
 import httpx
 import psycopg
 
-from services.localmesh.mesh import TRANSACTION, Mesh
+from services.catalogue import TRANSACTION
+from services.localmesh.mesh import Mesh
 from tests.chaos.faults import Fault
 from tests.chaos.history import Attempt, History, Outcome
 from tests.chaos.workload import PATIENT_TIMEOUT, Bank, Call, Person

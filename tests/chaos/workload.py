@@ -23,7 +23,8 @@ import grpc
 import httpx
 from google.rpc import error_details_pb2, status_pb2
 
-from services.localmesh.mesh import USER, Mesh
+from services.catalogue import USER
+from services.localmesh.mesh import Mesh
 from tests.chaos.history import (
     INDETERMINATE_CODES,
     INDETERMINATE_HTTP,

@@ -16,7 +16,8 @@ import grpc
 import httpx
 import pytest
 
-from services.localmesh.mesh import TRANSACTION, USER, Mesh, MeshConfig
+from services.catalogue import TRANSACTION, USER
+from services.localmesh.mesh import Mesh, MeshConfig
 from tests.fakes.paypal_api import FakePayPal
 from tests.fakes.stripe_api import FakeStripe
 from wallet.user.v1 import user_service_pb2_grpc

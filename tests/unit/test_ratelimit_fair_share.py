@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from services.catalogue import RATELIMIT
 from services.localmesh.edge import RateLimitSettings as EdgeRateLimitSettings
-from services.localmesh.mesh import RATELIMIT, Mesh, MeshConfig
+from services.localmesh.mesh import Mesh, MeshConfig
 from services.ratelimit.buckets import DECISION_TIMEOUT, Mode
 from services.ratelimit.fair_share import FairShareBuckets
 from services.ratelimit.limiter import COOLDOWN
