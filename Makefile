@@ -57,6 +57,8 @@ $(GHZ):
 .PHONY: gen
 gen: $(STAMP) $(OPENAPI_PLUGIN)
 	PATH=$(CURDIR)/$(BIN):$$PATH scripts/gen.sh $(OPENAPI_PLUGIN)
+	# The chart's files from the service catalogue and the edge's template.
+	$(BIN)/python -m services.chart
 
 .PHONY: lint
 lint: $(STAMP)
@@ -65,8 +67,8 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	PATH=$(CURDIR)/$(BIN):$$PATH scripts/buf.sh lint
 	$(MAKE) --no-print-directory gen
-	@git diff --exit-code --stat -- gen || { echo "gen/ is stale: run 'make gen' and commit"; exit 1; }
-	@test -z "$$(git status --porcelain -- gen)" || { git status --porcelain -- gen; echo "gen/ has files make gen does not produce"; exit 1; }
+	@git diff --exit-code --stat -- gen helm || { echo "gen/ or helm/ is stale: run 'make gen' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- gen helm)" || { git status --porcelain -- gen helm; echo "gen/ or helm/ has files make gen does not produce"; exit 1; }
 
 .PHONY: fmt
 fmt: $(STAMP)

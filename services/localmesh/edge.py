@@ -98,6 +98,8 @@ class EdgeSettings:
     jwt_issuer: str = "wallet-mesh"
     jwt_audience: str = "wallet-mesh"
     descriptor_set: Path = DESCRIPTOR_SET
+    # Where Envoy reads the descriptor set, if not where the renderer does (an image).
+    envoy_descriptor_set: Path | None = None
     access_log_path: Path | None = None
     # Largest REST/gRPC request body accepted at the edge.
     max_request_bytes: int = 64 * 1024
