@@ -250,6 +250,14 @@ def values_schema() -> dict[str, Any]:
                 "additionalProperties": False,
                 "properties": {"webhookUrl": {"type": "string"}},
             },
+            "ledgerAudit": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "enabled": {"type": "boolean"},
+                    "schedule": {"type": "string", "minLength": 9},
+                },
+            },
             "logLevel": {"enum": ["DEBUG", "INFO", "WARNING", "ERROR"]},
         },
     }
