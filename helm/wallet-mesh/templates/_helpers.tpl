@@ -107,6 +107,7 @@ capabilities:
 {{/* A service's environment: the catalogue's variables, each filled the cluster's way,
      then the values' extra variables. (dict "root" $ "name" "user" "spec" <catalogue entry>) */}}
 {{- define "wallet-mesh.serviceEnv" -}}
+{{- $args := . -}}
 {{- $root := .root -}}
 {{- $catalogue := include "wallet-mesh.catalogue" $root | fromYaml -}}
 {{- $spec := .spec -}}
@@ -136,7 +137,7 @@ capabilities:
 {{- else if eq $variable.setting "limits_file" }}
   value: /etc/wallet/limits/limits.yaml
 {{- else if eq $variable.setting "instances" }}
-  value: {{ include "wallet-mesh.maxReplicas" . | quote }}
+  value: {{ include "wallet-mesh.maxReplicas" $args | quote }}
 {{- else if eq $variable.setting "sandbox_webhook_url" }}
   value: {{ $root.Values.sandbox.webhookUrl | default (printf "http://%s:%v/v1/webhooks/sandbox" (include "wallet-mesh.edgeHost" $root) $root.Values.edge.service.port) | quote }}
 {{- else if eq $variable.setting "sandbox_webhook_secret" }}
