@@ -101,165 +101,115 @@ def catalogue() -> dict[str, Any]:
     }
 
 
+def _object(properties: dict[str, Any], *, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A JSON-schema object that refuses keys it does not name."""
+    schema: dict[str, Any] = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": properties,
+    }
+    if required:
+        schema["required"] = list(required)
+    return schema
+
+
+BOOLEAN = {"type": "boolean"}
+TEXT = {"type": "string"}
+COUNT = {"type": "integer", "minimum": 0}
+
+
 def values_schema() -> dict[str, Any]:
     """values.schema.json: a typo or a wrong type in values fails `helm install`."""
-    resources = {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
+    resources = _object(
+        {
             "cpu": {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?m?$"},
             "memory": {"type": "string", "pattern": r"^[0-9]+(Ki|Mi|Gi)$"},
-        },
-    }
-    autoscaling = {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "enabled": {"type": "boolean"},
+        }
+    )
+    autoscaling = _object(
+        {
+            "enabled": BOOLEAN,
             "minReplicas": {"type": "integer", "minimum": 1},
             "maxReplicas": {"type": "integer", "minimum": 1},
             "targetCPUUtilizationPercentage": {"type": "integer", "minimum": 1, "maximum": 100},
-        },
-    }
-    workload = {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "replicas": {"type": "integer", "minimum": 0},
+        }
+    )
+    workload = _object(
+        {
+            "replicas": COUNT,
             "resources": resources,
             "autoscaling": autoscaling,
-            "env": {"type": "object", "additionalProperties": {"type": "string"}},
-        },
-    }
-    secret = {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "existingSecret": {"type": "string"},
-            "value": {"type": "string"},
-        },
-    }
-    return {
-        "$schema": "https://json-schema.org/draft-07/schema#",
-        "$comment": HEADER,
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["image", "services", "edge", "postgres", "redis"],
-        "properties": {
+            "env": {"type": "object", "additionalProperties": TEXT},
+        }
+    )
+    secret = _object({"existingSecret": TEXT})
+    databases = [spec.database for spec in SERVICES if spec.database]
+    root = _object(
+        {
             "global": {"type": "object"},
-            "nameOverride": {"type": "string"},
-            "fullnameOverride": {"type": "string"},
+            "nameOverride": TEXT,
+            "fullnameOverride": TEXT,
             "clusterDomain": {"type": "string", "minLength": 1},
-            "image": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["repository", "tag"],
-                "properties": {
+            "image": _object(
+                {
                     "repository": {"type": "string", "minLength": 1},
                     "tag": {"type": "string", "minLength": 1},
                     "pullPolicy": {"enum": ["Always", "IfNotPresent", "Never"]},
                 },
-            },
+                required=("repository", "tag"),
+            ),
             "imagePullSecrets": {"type": "array", "items": {"type": "object"}},
-            "services": {
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {spec.name: workload for spec in SERVICES},
-            },
-            "edge": {
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {
-                    "replicas": {"type": "integer", "minimum": 0},
+            "services": _object({spec.name: workload for spec in SERVICES}),
+            "edge": _object(
+                {
+                    "replicas": COUNT,
                     "resources": resources,
                     "autoscaling": autoscaling,
-                    "service": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "properties": {
+                    "service": _object(
+                        {
                             "type": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
                             "port": {"type": "integer", "minimum": 1, "maximum": 65535},
-                        },
-                    },
-                },
-            },
-            "postgres": {
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {
-                    # One DSN per database (a Secret key each), or one Secret holding them.
-                    "existingSecret": {"type": "string"},
-                    "urls": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "properties": {
-                            spec.database: {"type": "string"} for spec in SERVICES if spec.database
-                        },
-                    },
-                },
-            },
-            "redis": {
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {
-                    "existingSecret": {"type": "string"},
-                    "url": {"type": "string"},
-                },
-            },
-            "secrets": {
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {
-                    "jwtSigningKey": secret,
-                    "serviceToken": secret,
-                    "sandboxWebhookSecret": secret,
-                    "providers": secret,
-                },
-            },
-            "podDisruptionBudget": {
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {
-                    "enabled": {"type": "boolean"},
-                    "maxUnavailable": {"type": "integer", "minimum": 0},
-                },
-            },
-            "networkPolicy": {
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {
-                    "enabled": {"type": "boolean"},
-                    "databaseCIDRs": {"type": "array", "items": {"type": "string"}},
-                },
-            },
-            "monitoring": {
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {
-                    "serviceMonitor": {"type": "boolean"},
-                    "prometheusRule": {"type": "boolean"},
-                },
-            },
-            "migrations": {
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {"enabled": {"type": "boolean"}},
-            },
-            "sandbox": {
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {"webhookUrl": {"type": "string"}},
-            },
-            "ledgerAudit": {
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {
-                    "enabled": {"type": "boolean"},
-                    "schedule": {"type": "string", "minLength": 9},
-                },
-            },
+                        }
+                    ),
+                }
+            ),
+            # One URL per database, or an existing Secret holding them by database name.
+            "postgres": _object(
+                {
+                    "existingSecret": TEXT,
+                    "urls": _object({database: TEXT for database in databases}),
+                }
+            ),
+            "redis": _object({"existingSecret": TEXT, "url": TEXT}),
+            "secrets": _object(
+                {
+                    name: secret
+                    for name in (
+                        "jwtSigningKey",
+                        "serviceToken",
+                        "sandboxWebhookSecret",
+                        "providers",
+                    )
+                }
+            ),
+            "sandbox": _object({"webhookUrl": TEXT}),
+            "migrations": _object({"enabled": BOOLEAN}),
+            "ledgerAudit": _object(
+                {"enabled": BOOLEAN, "schedule": {"type": "string", "minLength": 9}}
+            ),
+            "podDisruptionBudget": _object({"enabled": BOOLEAN, "maxUnavailable": COUNT}),
+            "networkPolicy": _object(
+                {"enabled": BOOLEAN, "databaseCIDRs": {"type": "array", "items": TEXT}}
+            ),
+            "monitoring": _object({"serviceMonitor": BOOLEAN, "prometheusRule": BOOLEAN}),
             "logLevel": {"enum": ["DEBUG", "INFO", "WARNING", "ERROR"]},
         },
+        required=("image", "services", "edge", "postgres", "redis"),
+    )
+    return {
+        "$schema": "https://json-schema.org/draft-07/schema#",
+        "$comment": HEADER,
+        **root,
     }
 
 

@@ -19,7 +19,8 @@ KINDS = "deployments,services,configmaps,secrets,pdb,hpa,cronjobs,jobs,networkpo
 
 def deployments(plane: ControlPlane, namespace: str) -> dict[str, dict[str, Any]]:
     found = plane.kubectl_json("get", "deployments", "-n", namespace)["items"]
-    return {item["metadata"]["name"].removeprefix(f"{RELEASE}-wallet-mesh-"): item for item in found}
+    prefix = f"{RELEASE}-wallet-mesh-"
+    return {item["metadata"]["name"].removeprefix(prefix): item for item in found}
 
 
 def rolled_out(plane: ControlPlane, namespace: str) -> list[str]:
@@ -73,7 +74,8 @@ def test_install_upgrade_rollback_uninstall(control_plane: ControlPlane, namespa
         "get", "events", "-n", namespace, "--field-selector", "involvedObject.kind=Job"
     )["items"]
     completed = {e["involvedObject"]["name"] for e in events if e["reason"] == "Completed"}
-    assert completed == {f"{RELEASE}-wallet-mesh-{name}-migrate" for name in ("gateway", "transaction", "user")}
+    databases = ("gateway", "transaction", "user")
+    assert completed == {f"{RELEASE}-wallet-mesh-{name}-migrate" for name in databases}
     # PodDisruptionBudgets and the autoscaler were accepted.
     pdbs = plane.kubectl_json("get", "pdb", "-n", namespace)["items"]
     assert len(pdbs) == len(WORKLOADS)
@@ -147,4 +149,5 @@ def test_a_value_the_api_server_refuses_fails_the_install(
         check=False,
     )
     assert result.returncode != 0
-    assert "schedule" in result.stderr and "Invalid value" in result.stderr
+    assert "schedule" in result.stderr
+    assert "Invalid value" in result.stderr
