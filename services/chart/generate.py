@@ -36,7 +36,7 @@ CHART_DIR = REPO_ROOT / "helm" / "wallet-mesh"
 LIMITS_FILE = REPO_ROOT / "services" / "ratelimit" / "limits.yaml"
 # Where the image keeps the repository's files (see image/): the descriptor set the
 # edge transcodes REST with.
-IMAGE_APP_DIR = Path("/opt/wallet")
+IMAGE_APP_DIR = Path("/app")
 EDGE_PORT = 8080
 EDGE_ADMIN_PORT = 9901
 FULLNAME, NAMESPACE, CLUSTER_DOMAIN = "__FULLNAME__", "__NAMESPACE__", "__CLUSTER_DOMAIN__"

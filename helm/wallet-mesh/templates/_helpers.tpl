@@ -101,8 +101,8 @@ capabilities:
       {{- include "wallet-mesh.selectorLabels" . | nindent 6 }}
 {{- end -}}
 
-{{/* The image's Python, which runs `-m <module> serve|migrate|audit` (see image/). */}}
-{{- define "wallet-mesh.python" -}}/opt/wallet/venv/bin/python{{- end -}}
+{{/* What the image runs is picked by its entry point's arguments (image/README.md):
+     `<service> serve|migrate|audit` or `envoy <envoy's arguments>`. */}}
 
 {{/* A service's environment: the catalogue's variables, each filled the cluster's way,
      then the values' extra variables. (dict "root" $ "name" "user" "spec" <catalogue entry>) */}}
