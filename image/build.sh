@@ -191,8 +191,8 @@ buildah build --quiet --isolation chroot --layers --format oci --pull=never \
   tail -n 40 "$repo/.build/image/build.log" >&2
   exit 1
 }
-image_id=$(buildah images --no-trunc --format '{{.ID}}' "$name:$version")
-size=$(buildah images --format '{{.Size}}' "$name:$version")
+image_id=$(buildah inspect --type image --format '{{.FromImageID}}' "$name:$version")
+size=$(buildah images --format '{{.Size}}' "$image_id" | head -n 1)
 say "built $name:$version ($size) in $((SECONDS - step)) s"
 
 # --- 4. the OCI archive ------------------------------------------------------------------
@@ -205,7 +205,8 @@ if [[ -f $archive && $(cat "$archive.image-id" 2> /dev/null) == "$image_id" ]]; 
 else
   step=$SECONDS
   rm -f "$archive.tmp"
-  skopeo copy --quiet "containers-storage:$name:$version" "oci-archive:$archive.tmp:$name:$version"
+  skopeo copy --quiet "containers-storage:$name:$version" "oci-archive:$archive.tmp:$name:$version" \
+    2> >(grep -v 'level=info' >&2)
   mv "$archive.tmp" "$archive"
   echo "$image_id" > "$archive.image-id"
   say "archive: $archive ($(du -h "$archive" | cut -f1)) in $((SECONDS - step)) s"
