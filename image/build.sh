@@ -192,7 +192,7 @@ buildah build --quiet --isolation chroot --layers --format oci --pull=never \
   exit 1
 }
 image_id=$(buildah inspect --type image --format '{{.FromImageID}}' "$name:$version")
-size=$(buildah images --format '{{.Size}}' "$image_id" | head -n 1)
+size=$(buildah images --format '{{.Size}}' "$image_id" | awk 'NR == 1')  # awk reads all: no SIGPIPE
 say "built $name:$version ($size) in $((SECONDS - step)) s"
 
 # --- 4. the OCI archive ------------------------------------------------------------------
