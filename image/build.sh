@@ -185,7 +185,7 @@ labels=(
 
 step=$SECONDS
 say "buildah build $name:$version"
-buildah build --quiet --isolation chroot --layers --format oci --pull=never \
+buildah build --quiet --isolation chroot --layers --force-rm --format oci --pull=never \
   --file image/Containerfile --tag "$name:$version" --tag "$name:$version-g$short_revision" \
   "${labels[@]}" "$context" > "$repo/.build/image/build.log" 2>&1 || {
   tail -n 40 "$repo/.build/image/build.log" >&2

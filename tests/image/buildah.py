@@ -8,6 +8,7 @@ as a pod's `runAsUser` would. See image/README.md.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import subprocess
@@ -136,3 +137,63 @@ class ImageContainer:
 
     def remove(self) -> None:
         buildah("rm", self.name)
+
+
+@dataclass(frozen=True)
+class ContainedProcess:
+    """The program a `buildah run` runs, seen from the host (no pid namespace)."""
+
+    pid: int
+
+    @classmethod
+    def under(cls, buildah_pid: int) -> ContainedProcess:
+        """The last process of the chain that `buildah run` started (buildah's chroot
+        helper, then the program, each exec'ing the next): the one without children."""
+        pid = buildah_pid
+        while children := _children(pid):
+            if len(children) != 1:
+                raise ImageError(f"process {pid} has several children: {children}")
+            pid = children[0]
+        if pid == buildah_pid:
+            raise ImageError(f"buildah ({buildah_pid}) has not started its program yet")
+        return cls(pid)
+
+    @property
+    def command_line(self) -> list[str]:
+        raw = Path(f"/proc/{self.pid}/cmdline").read_bytes()
+        return raw.decode(errors="replace").rstrip("\0").split("\0")
+
+    @property
+    def ids(self) -> tuple[set[int], set[int]]:
+        """The real, effective, saved and file-system uids, and the same gids."""
+        fields = {
+            line.split(":")[0]: line.split(":")[1].split()
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines()
+            if line.startswith(("Uid:", "Gid:"))
+        }
+        return {int(uid) for uid in fields["Uid"]}, {int(gid) for gid in fields["Gid"]}
+
+    @property
+    def effective_capabilities(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+        raise ImageError(f"no CapEff in /proc/{self.pid}/status")
+
+    @property
+    def root_mount_options(self) -> set[str]:
+        """The per-mount options of its root (/proc/<pid>/mountinfo, field 6)."""
+        for line in Path(f"/proc/{self.pid}/mountinfo").read_text().splitlines():
+            fields = line.split()
+            if fields[4] == "/":
+                return set(fields[5].split(","))
+        raise ImageError(f"no root mount in /proc/{self.pid}/mountinfo")
+
+
+def _children(pid: int) -> list[int]:
+    """Children of every thread of `pid` (Go's, buildah's, fork from any thread)."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(FileNotFoundError):
+            children += [int(child) for child in (task / "children").read_text().split()]
+    return sorted(children)

@@ -18,6 +18,7 @@ import dataclasses
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import uuid
@@ -41,7 +42,14 @@ from services.localmesh.mesh import (
     ensure_signing_key,
 )
 from services.localmesh.processes import ManagedProcess
-from tests.image.buildah import ImageConfig, ImageContainer, Mount, build_image, buildah
+from tests.image.buildah import (
+    ContainedProcess,
+    ImageConfig,
+    ImageContainer,
+    Mount,
+    build_image,
+    buildah,
+)
 
 pytestmark = [
     pytest.mark.skipif(
@@ -172,6 +180,18 @@ class SmokeMesh:
         (folder / "envoy.yaml").write_text(text)
         return Mount(folder, ENVOY_CONFIG_DIR)
 
+    def contained(self, name: str) -> ContainedProcess:
+        """The program of a started process, inside its container."""
+        buildah_pid = self.running[name].pid
+        assert buildah_pid is not None
+        return ContainedProcess.under(buildah_pid)
+
+    def stop_gracefully(self, name: str, grace: float = 30.0) -> int:
+        """SIGTERM to the program (not to buildah, which would end it with SIGKILL);
+        buildah's exit code is the program's."""
+        os.kill(self.contained(name).pid, signal.SIGTERM)
+        return self.running[name].wait(grace)
+
     def stop(self) -> None:
         processes.terminate_all(list(self.running.values()), grace=15)
         for box in self.boxes:
@@ -288,6 +308,11 @@ def test_root_filesystem_is_read_only_to_the_processes(
     assert lines[-1] == image_user.split(":")[0]
 
 
+def test_buildah_storage_keeps_the_tagged_image(image: str) -> None:
+    listed = buildah("images", "--format", "{{.Name}}:{{.Tag}}", image)
+    assert image in listed.split()
+
+
 def test_holds_no_private_key(container: ImageContainer) -> None:
     """No secret is baked in: keys come from the pod's Secrets. (Python libraries
     mention PEM headers in their code, so /opt/wallet's packages are not searched.)"""
@@ -308,7 +333,19 @@ def test_service_migrates_and_serves_from_the_image(serving: SmokeMesh, service:
     spec = serving.mesh.spec(service)
     address = serving.mesh.instance_addresses(service)[0]
     assert processes.grpc_health(address, spec.grpc_services[0]) == "SERVING"
-    assert serving.running[service].is_running
+    # The serving process itself: the image's interpreter, its user, no capabilities,
+    # a read-only root.
+    serving_process = serving.contained(service)
+    assert serving_process.command_line == [
+        "/opt/wallet/bin/python",
+        "-m",
+        spec.module,
+        "serve",
+    ]
+    uid, gid = (int(part) for part in serving.user.split(":"))
+    assert serving_process.ids == ({uid}, {gid})
+    assert serving_process.effective_capabilities == 0
+    assert "ro" in serving_process.root_mount_options
 
 
 def test_envoy_validates_the_rendered_edge_config(serving: SmokeMesh) -> None:
@@ -373,6 +410,18 @@ def test_edge_from_the_image_serves_a_person(serving: SmokeMesh) -> None:
         assert wallet.json()["wallet"]["currency"] == "EUR"
 
 
+def test_every_process_stops_gracefully_on_sigterm(serving: SmokeMesh) -> None:
+    """SIGTERM to the program itself, as the kubelet sends it to a container's first
+    process: each drains and exits 0 (the services log their shutdown). Last in this
+    module: it stops what the tests above use."""
+    assert serving.running, "nothing was started"
+    for name in list(serving.running):
+        code = serving.stop_gracefully(name)
+        assert code == 0, f"{name} exited with {code}:\n{serving.running[name].log_tail()}"
+    for spec in serving.mesh.config.services:
+        assert '"message": "shutting down"' in serving.running[spec.name].log_tail(), spec.name
+
+
 def _unhealthy_clusters(admin_url: str, clusters: list[str]) -> list[str]:
     """Clusters in which Envoy sees no healthy host yet (its membership_healthy stat)."""
     stats = processes.http_get_json(f"{admin_url}/stats?format=json&filter=membership_healthy")
@@ -398,8 +447,3 @@ def _port_is_free(address: str) -> bool:
         except OSError:
             return False
     return True
-
-
-def test_buildah_storage_keeps_the_tagged_image(image: str) -> None:
-    listed = buildah("images", "--format", "{{.Name}}:{{.Tag}}", image)
-    assert image in listed.split()
