@@ -192,6 +192,12 @@ buildah build --quiet --isolation chroot --layers --force-rm --format oci --pull
   exit 1
 }
 image_id=$(buildah inspect --type image --format '{{.FromImageID}}' "$name:$version")
+# The tags of earlier commits' builds go (their layers stay as long as they are cache).
+buildah images --format '{{.Name}}:{{.Tag}}' "$name" | while read -r tag; do
+  if [[ $tag == "$name:$version-g"* && $tag != "$name:$version-g$short_revision" ]]; then
+    buildah rmi "$tag" > /dev/null
+  fi
+done
 size=$(buildah images --format '{{.Size}}' "$image_id" | awk 'NR == 1')  # awk reads all: no SIGPIPE
 say "built $name:$version ($size) in $((SECONDS - step)) s"
 
