@@ -193,7 +193,7 @@ buildah build --quiet --isolation chroot --layers --force-rm --format oci --pull
 }
 image_id=$(buildah inspect --type image --format '{{.FromImageID}}' "$name:$version")
 # The tags of earlier commits' builds go (their layers stay as long as they are cache).
-buildah images --format '{{.Name}}:{{.Tag}}' "$name" | while read -r tag; do
+buildah images --format '{{.Name}}:{{.Tag}}' | while read -r tag; do
   if [[ $tag == "$name:$version-g"* && $tag != "$name:$version-g$short_revision" ]]; then
     buildah rmi "$tag" > /dev/null
   fi
