@@ -169,6 +169,12 @@ cp image/wallet-service "$context/"
 # The code: what git tracks (or would) in the folders the services read at run time.
 git ls-files -z --cached --others --exclude-standard -- services gen/python gen/descriptors envoy |
   tar --null --no-recursion --files-from=- -cf - | tar -xf - -C "$context/app"
+# No secret goes in: a key file left in the tree (untracked files are taken too) stops
+# the build.
+if keys=$(grep -rlI -e '-----BEGIN [A-Z ]*PRIVATE KEY-----' "$context/app"); then
+  say "refusing to build: private keys in the code:"$'\n'"${keys//$context\/app\//  }"
+  exit 1
+fi
 # Read-only to everyone but root, whatever the umask of the checkout.
 chmod -R u+rwX,go+rX,go-w "$context/app" "$context/wallet-service"
 
