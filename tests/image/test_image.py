@@ -33,14 +33,7 @@ import pytest
 
 from services.localmesh import processes
 from services.localmesh.edge import RATELIMIT_CLUSTER, REPO_ROOT, render_envoy_config
-from services.localmesh.mesh import (
-    SERVICES,
-    Mesh,
-    MeshConfig,
-    ServiceSpec,
-    ensure_service_token,
-    ensure_signing_key,
-)
+from services.localmesh.mesh import Mesh, MeshConfig, ensure_service_token, ensure_signing_key
 from services.localmesh.processes import ManagedProcess
 from tests.image.buildah import (
     ContainedProcess,
@@ -65,6 +58,8 @@ SECRETS_DIR = "/run/secrets/wallet"
 ENVOY_CONFIG_DIR = "/etc/envoy"
 READY_TIMEOUT = 90.0
 PASSWORD = "correct horse battery"
+# The services of a mesh (MeshConfig's default: every one of the catalogue).
+SERVICE_NAMES = [spec.name for spec in MeshConfig.services]
 
 
 @pytest.fixture(scope="module")
@@ -121,14 +116,14 @@ class SmokeMesh:
     boxes: list[ImageContainer] = dataclasses.field(default_factory=list)
     running: dict[str, ManagedProcess] = dataclasses.field(default_factory=dict)
 
-    def env(self, spec: ServiceSpec) -> dict[str, str]:
+    def env(self, service: str) -> dict[str, str]:
         """The mesh's environment of the service's first instance, without the host's
         own variables, with paths as the image sees them."""
         with mock.patch.dict(os.environ, clear=True):
-            env = self.mesh.service_env(spec, 0)
+            env = self.mesh.service_env(self.mesh.spec(service), 0)
         env.pop("PYTHONPATH")  # the image puts its code on the path itself (a .pth)
         translated = {name: self.paths.translate(value) for name, value in env.items()}
-        self.paths.check_translated(json.dumps(translated), f"{spec.name}'s environment")
+        self.paths.check_translated(json.dumps(translated), f"{service}'s environment")
         return translated
 
     def box(self, name: str) -> ImageContainer:
@@ -137,12 +132,12 @@ class SmokeMesh:
         self.boxes.append(box)
         return box
 
-    def migrate(self, spec: ServiceSpec) -> subprocess.CompletedProcess[str]:
-        return self.box(f"{spec.name}-migrate").run(
+    def migrate(self, service: str) -> subprocess.CompletedProcess[str]:
+        return self.box(f"{service}-migrate").run(
             "wallet-service",
-            spec.name,
+            service,
             "migrate",
-            env=self.env(spec),
+            env=self.env(service),
             mounts=[self.secrets],
             read_only_as=self.user,
             timeout=READY_TIMEOUT * 3,
@@ -156,16 +151,16 @@ class SmokeMesh:
         process.start()
         return process
 
-    def serve(self, spec: ServiceSpec) -> ManagedProcess:
-        command = self.box(spec.name).command(
+    def serve(self, service: str) -> ManagedProcess:
+        command = self.box(service).command(
             "wallet-service",
-            spec.name,
+            service,
             "serve",
-            env=self.env(spec),
+            env=self.env(service),
             mounts=[self.secrets],
             read_only_as=self.user,
         )
-        return self.start(spec.name, command)
+        return self.start(service, command)
 
     def envoy_config(self) -> Mount:
         """The edge configuration of this mesh, rendered as `make run` renders it, with
@@ -242,9 +237,9 @@ def serving(smoke: SmokeMesh) -> SmokeMesh:
     specs = smoke.mesh.config.services
     for spec in specs:
         if spec.database:
-            result = smoke.migrate(spec)
+            result = smoke.migrate(spec.name)
             assert result.returncode == 0, f"{spec.name} migrate:\n{result.stdout}{result.stderr}"
-    started = {spec.name: smoke.serve(spec) for spec in specs}
+    started = {spec.name: smoke.serve(spec.name) for spec in specs}
     for spec in specs:
         processes.wait_for_grpc_health(
             smoke.mesh.instance_addresses(spec.name)[0],
@@ -272,7 +267,7 @@ def test_entry_point_runs_each_service_by_name(
     assert listed.returncode == 0, listed.stderr
     services_line = listed.stdout.strip().splitlines()[-1]
     named = set(services_line.removeprefix("services in this image:").split())
-    assert named == {spec.name for spec in SERVICES}
+    assert named == set(SERVICE_NAMES)
     unknown = container.run("wallet-service", "localmesh", "run")
     assert unknown.returncode == 2
     assert "not a service" in unknown.stderr
@@ -328,7 +323,7 @@ def test_holds_no_private_key(container: ImageContainer) -> None:
 # --- the services and the edge, run from the image --------------------------------------
 
 
-@pytest.mark.parametrize("service", [spec.name for spec in SERVICES])
+@pytest.mark.parametrize("service", SERVICE_NAMES)
 def test_service_migrates_and_serves_from_the_image(serving: SmokeMesh, service: str) -> None:
     spec = serving.mesh.spec(service)
     address = serving.mesh.instance_addresses(service)[0]
