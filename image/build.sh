@@ -43,6 +43,8 @@ missing=()
 command -v buildah > /dev/null || missing+=(buildah)
 command -v skopeo > /dev/null || missing+=(skopeo)
 command -v debootstrap > /dev/null || missing+=(debootstrap)
+# debootstrap checks the mirror's signatures with it (a recommendation only).
+[[ -f /usr/share/keyrings/debian-archive-keyring.gpg ]] || missing+=(debian-archive-keyring)
 if ((${#missing[@]} > 0)); then
   say "installing ${missing[*]} with apt-get"
   apt=(env DEBIAN_FRONTEND=noninteractive apt-get -q -y -o Dpkg::Use-Pty=0
