@@ -8,6 +8,8 @@
 #   make audit  recompute every ledger invariant of make run's database
 #   make bench  benchmark transfers and reads (BENCH_ARGS='--seconds 10 --concurrency 8,32,128')
 #   make chaos  the bank workload under faults (CHAOS_ARGS='--seed 42 --rounds 3'); see README
+#   make image  the OCI image of every service and Envoy (image/README.md; root or sudo)
+#   make test-image  build the image, run each service and Envoy from it (smoke test)
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -122,6 +124,13 @@ CHAOS_ARGS ?=
 chaos: $(STAMP) system-deps
 	$(BIN)/python -m tests.chaos $(CHAOS_ARGS)
 
+# --- container image ----------------------------------------------------------
+# localhost/wallet-mesh:<version> in buildah's storage and .run/image/wallet-mesh-<version>.tar;
+# caches (base root filesystem, wheelhouse) in .tools/image. See image/README.md.
+.PHONY: image
+image: $(STAMP)
+	image/build.sh
+
 # --- tests ------------------------------------------------------------------
 PYTEST := $(BIN)/python -m pytest
 
@@ -140,6 +149,10 @@ test-integration: $(STAMP) system-deps
 .PHONY: test-e2e
 test-e2e: $(STAMP) system-deps
 	$(PYTEST) tests/e2e
+
+.PHONY: test-image
+test-image: image system-deps
+	$(PYTEST) tests/image
 
 .PHONY: clean
 clean:
