@@ -31,6 +31,7 @@ from unittest import mock
 import httpx
 import pytest
 
+from services.catalogue import SERVICES
 from services.localmesh import processes
 from services.localmesh.edge import RATELIMIT_CLUSTER, REPO_ROOT, render_envoy_config
 from services.localmesh.mesh import Mesh, MeshConfig, ensure_service_token, ensure_signing_key
@@ -58,8 +59,8 @@ SECRETS_DIR = "/run/secrets/wallet"
 ENVOY_CONFIG_DIR = "/etc/envoy"
 READY_TIMEOUT = 90.0
 PASSWORD = "correct horse battery"
-# The services of a mesh (MeshConfig's default: every one of the catalogue).
-SERVICE_NAMES = [spec.name for spec in MeshConfig.services]
+# The services of the catalogue.
+SERVICE_NAMES = [spec.name for spec in SERVICES]
 
 
 @pytest.fixture(scope="module")
