@@ -8,6 +8,8 @@
 #   make audit  recompute every ledger invariant of make run's database
 #   make bench  benchmark transfers and reads (BENCH_ARGS='--seconds 10 --concurrency 8,32,128')
 #   make chaos  the bank workload under faults (CHAOS_ARGS='--seed 42 --rounds 3'); see README
+#   make k8s-tools  build helm, kubeconform, kwok, etcd and the Kubernetes control plane into .tools/k8s (once)
+#   make test-k8s   tests on a real Kubernetes control plane on loopback (tests/k8s)
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -52,6 +54,11 @@ $(OPENAPI_PLUGIN):
 
 $(GHZ):
 	GOBIN=$(TOOLS) go install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
+
+# Versions and stamps live in the script; a second run checks the stamps and returns.
+.PHONY: k8s-tools
+k8s-tools:
+	PYTHON=$(PYTHON) scripts/ensure-k8s-tools.sh
 
 # --- contracts --------------------------------------------------------------
 .PHONY: gen
@@ -123,9 +130,10 @@ chaos: $(STAMP) system-deps
 # --- tests ------------------------------------------------------------------
 PYTEST := $(BIN)/python -m pytest
 
+# tests/k8s needs `make k8s-tools` (a long build, once): its own target for now.
 .PHONY: test
 test: $(STAMP) system-deps
-	$(PYTEST) tests
+	$(PYTEST) tests --ignore=tests/k8s
 
 .PHONY: test-unit
 test-unit: $(STAMP)
@@ -138,6 +146,12 @@ test-integration: $(STAMP) system-deps
 .PHONY: test-e2e
 test-e2e: $(STAMP) system-deps
 	$(PYTEST) tests/e2e
+
+# A control plane of its own on loopback (etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler, kwok's three fake nodes), started once per run.
+.PHONY: test-k8s
+test-k8s: $(STAMP) k8s-tools
+	$(PYTEST) tests/k8s
 
 .PHONY: clean
 clean:
