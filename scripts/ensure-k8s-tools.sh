@@ -59,17 +59,18 @@ stamped() {
 # stamp NAME WANT SECONDS: record that NAME was made from WANT, and how long it took.
 stamp() {
   printf '%s\nbuilt in %s s on %s\n' "$2" "$3" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" > "$stamps/$1"
-  say "$1 ready ($2, $3 s)"
+  say "$1 ready (${2%% *}, $3 s)"
 }
 
-# go_install NAME MODULE/PKG VERSION: `go install PKG@VERSION` into bin/.
+# go_install NAME MODULE/PKG VERSION [LDFLAGS]: `go install PKG@VERSION` into bin/.
 go_install() {
-  local name=$1 package=$2 version=$3
-  if stamped "$name" "$version" && [[ -x "$bin/$name" ]]; then return; fi
+  local name=$1 package=$2 version=$3 ldflags=${4:-}
+  local want="$version${ldflags:+ ldflags:$ldflags}"
+  if stamped "$name" "$want" && [[ -x "$bin/$name" ]]; then return; fi
   say "building $name $version (go install $package@$version)"
   local started=$SECONDS
-  GOBIN=$bin go install "$package@$version"
-  stamp "$name" "$version" $((SECONDS - started))
+  GOBIN=$bin go install -ldflags "-s -w $ldflags" "$package@$version"
+  stamp "$name" "$want" $((SECONDS - started))
 }
 
 # module_dir MODULE@VERSION: the module's folder in Go's module cache (downloaded).
@@ -80,7 +81,18 @@ module_dir() {
 # --- single-module tools -----------------------------------------------------------
 go_install kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_VERSION"
 go_install kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION"
-go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION"
+
+# helm's Makefile sets its version, and the Kubernetes version `helm template` and `helm
+# lint` assume (.Capabilities.KubeVersion; Chart.yaml's kubeVersion is checked against
+# it) from the client-go it is built with. Without them it says v3.22 and assumes 1.20.
+helm_dir=$(module_dir "helm.sh/helm/v3@$HELM_VERSION")
+helm_k8s_minor=$(sed -n 's/^\tk8s\.io\/client-go v0\.\([0-9]*\)\..*/\1/p' "$helm_dir/go.mod")
+[[ -n "$helm_k8s_minor" ]] || die "no k8s.io/client-go version in $helm_dir/go.mod"
+helm_flags="-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+for package in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+  helm_flags+=" -X $package.k8sVersionMajor=1 -X $package.k8sVersionMinor=$helm_k8s_minor"
+done
+go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" "$helm_flags"
 
 # kwok's stages: nodes turn Ready and keep a lease; pods turn Running, Ready, and go
 # away when deleted. Shipped as YAML in kwok's module (not inside the binary).

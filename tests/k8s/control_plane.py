@@ -107,8 +107,9 @@ class ControlPlane:
             self._start_kwok()
             self._add_nodes()
             self._wait_for_workload_readiness()
-        except BaseException:
+        except BaseException as error:
             self.stop()
+            error.add_note(f"control plane logs: {self.run_dir / 'logs'}")
             raise
 
     def stop(self) -> None:
@@ -118,6 +119,11 @@ class ControlPlane:
     @property
     def server(self) -> str:
         return f"https://127.0.0.1:{self.apiserver_port}"
+
+    @property
+    def running(self) -> list[str]:
+        """The names of the processes started here that still run."""
+        return [process.name for process in self._processes if process.is_running]
 
     @property
     def logs(self) -> dict[str, Path]:
@@ -155,7 +161,7 @@ class ControlPlane:
         return json.loads(self.kubectl(*args, "-o", "json").stdout)
 
     def request(self, method: str, path: str, body: object | None = None) -> tuple[int, Any]:
-        """One call of the API as the admin: the HTTP status and the decoded JSON body
+        """One call of the API as the admin: the HTTP status and the body, decoded if JSON
         (for the status codes kubectl does not show, such as 422)."""
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(  # noqa: S310 (always https://127.0.0.1)
@@ -170,13 +176,9 @@ class ControlPlane:
         )
         try:
             with opener.open(request, timeout=10) as response:
-                return int(response.status), json.loads(response.read() or b"null")
+                return int(response.status), _decode(response.read())
         except urllib.error.HTTPError as error:
-            raw = error.read()
-            try:
-                return error.code, json.loads(raw)
-            except ValueError:
-                return error.code, raw.decode(errors="replace")
+            return error.code, _decode(error.read())
 
     def _run(
         self,
@@ -428,10 +430,15 @@ class ControlPlane:
             return found
 
         kwok = next(process for process in self._processes if process.name == "kwok")
-        try:
-            wait_until(problems, NODES_TIMEOUT, what="Ready nodes", process=kwok)
-        except TimeoutError as error:
-            raise ControlPlaneError(f"{error}; logs in {self.run_dir / 'logs'}") from None
+        wait_until(problems, NODES_TIMEOUT, what="Ready nodes", process=kwok)
+
+
+def _decode(body: bytes) -> Any:
+    """JSON bodies decoded, others (/readyz answers "ok") as text."""
+    try:
+        return json.loads(body)
+    except ValueError:
+        return body.decode(errors="replace")
 
 
 def node_manifest(name: str) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 
@@ -30,3 +32,18 @@ def deployment(name: str, replicas: int, *, version: str = "1") -> dict[str, Any
             },
         },
     }
+
+
+def write_chart(folder: Path, name: str) -> Path:
+    """A chart of one Deployment (`replicas` from its values), for Kubernetes 1.37+."""
+    chart = folder / name
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text(
+        f"apiVersion: v2\nname: {name}\nversion: 0.1.0\nkubeVersion: '>=1.37.0-0'\n"
+    )
+    (chart / "values.yaml").write_text("replicas: 2\n")
+    template = json.dumps(deployment(name, 2)).replace(
+        '"replicas": 2', '"replicas": {{ .Values.replicas }}'
+    )
+    (chart / "templates" / "deployment.yaml").write_text(template)
+    return chart

@@ -5,12 +5,13 @@ server refuses an invalid object (what no schema check catches)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.k8s.control_plane import NODE_NAMES, CommandFailed, ControlPlane
-from tests.k8s.manifests import deployment
+from tests.k8s.manifests import deployment, write_chart
 
 ROLLOUT_TIMEOUT = "60s"
 
@@ -103,3 +104,20 @@ def test_the_api_server_refuses_negative_replicas(
     assert [cause["field"] for cause in body["details"]["causes"]] == ["spec.replicas"]
     # And nothing was stored.
     assert control_plane.request("GET", f"{path}/broken")[0] == 404
+
+
+def test_helm_installs_and_uninstalls_a_chart(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    chart = write_chart(tmp_path, "demo")
+
+    # --wait: helm itself waits (bounded) for the Deployment's ready replicas.
+    control_plane.helm(
+        "install", "demo", str(chart), "--namespace", namespace, "--wait", "--timeout", "60s"
+    )
+    status = control_plane.kubectl_json("get", "deployment/demo", "--namespace", namespace)
+    assert status["status"]["readyReplicas"] == 2
+
+    control_plane.helm("uninstall", "demo", "--namespace", namespace, "--wait", "--timeout", "60s")
+    left = control_plane.kubectl_json("get", "deployments,secrets", "--namespace", namespace)
+    assert left["items"] == []

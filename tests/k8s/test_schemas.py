@@ -1,14 +1,16 @@
-"""kubeconform is wired to the offline schemas of the control plane's version: a valid
-manifest passes, a misspelt field or a wrong type fails, an unknown kind is an error
-(never a silent pass or a download), and semantics are left to the API server."""
+"""The offline checks. kubeconform is wired to the schemas of the control plane's
+version: a valid manifest passes, a misspelt field or a wrong type fails, an unknown kind
+is an error (never a silent pass or a download), and semantics are left to the API
+server. `helm template` assumes that same Kubernetes version."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.k8s.manifests import deployment
+from tests.k8s.manifests import deployment, write_chart
 from tests.k8s.tools import K8sTools
 
 
@@ -51,3 +53,24 @@ def test_schemas_do_not_catch_semantic_errors(k8s_tools: K8sTools, tmp_path: Pat
     # test_control_plane.py), which is why the chart is also installed on one.
     result = k8s_tools.kubeconform(write(tmp_path, "negative", deployment("web", -3)))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_helm_template_assumes_the_control_planes_kubernetes_version(
+    k8s_tools: K8sTools, tmp_path: Path
+) -> None:
+    # Without a cluster helm assumes the version it was built for (1.20 unless the build
+    # says otherwise): a chart asking for 1.37+ would not even render.
+    chart = write_chart(tmp_path, "demo")
+    result = subprocess.run(
+        [str(k8s_tools.binary("helm")), "template", "demo", str(chart)],
+        capture_output=True,
+        text=True,
+        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    rendered = tmp_path / "rendered.yaml"
+    rendered.write_text(result.stdout)
+    validated = k8s_tools.kubeconform(rendered)
+    assert "Valid: 1, Invalid: 0, Errors: 0" in validated.stdout, validated.stdout
