@@ -37,6 +37,11 @@ die() {
   exit 1
 }
 
+# A login shell of an ordinary user may lack Go's folder on PATH: try where the official
+# archive installs it.
+if ! command -v go > /dev/null && [[ -x /usr/local/go/bin/go ]]; then
+  export PATH=/usr/local/go/bin:$PATH
+fi
 command -v go > /dev/null || die "Go is needed (https://go.dev/doc/install), and was not found"
 command -v flock > /dev/null || die "flock is needed (Debian package util-linux)"
 mkdir -p "$bin" "$stamps"

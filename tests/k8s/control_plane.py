@@ -25,13 +25,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from services.localmesh.processes import (
     ManagedProcess,
     free_port,
-    terminate_all,
     wait_for_http,
     wait_until,
 )
@@ -113,8 +113,11 @@ class ControlPlane:
             raise
 
     def stop(self) -> None:
-        """Stop every process started, all at once (each is throwaway)."""
-        terminate_all(list(reversed(self._processes)), grace=10.0)
+        """Stop every process started, clients first and etcd last: an apiserver whose
+        etcd went away meanwhile spends its whole grace period on its shutdown (each of
+        the others stops within a second or so)."""
+        for process in reversed(self._processes):
+            process.terminate(grace=10.0)
 
     @property
     def server(self) -> str:
@@ -214,15 +217,37 @@ class ControlPlane:
         }
 
     def _tls(self) -> ssl.SSLContext:
-        """Trusts exactly the apiserver's self-signed certificate (and its CA)."""
+        """Trusts exactly the CA the apiserver made for its serving certificate."""
         if self._ssl is None:
-            self._ssl = ssl.create_default_context(cafile=str(self._serving_cert))
+            self._ssl = ssl.create_default_context(cafile=str(self.ca_file))
         return self._ssl
 
     @property
-    def _serving_cert(self) -> Path:
-        # Written by the apiserver itself: its certificate followed by the CA that signed it.
-        return self.cert_dir / "apiserver.crt"
+    def ca_file(self) -> Path:
+        """The apiserver's CA (PEM), what clients of this control plane trust."""
+        return self.run_dir / "apiserver-ca.crt"
+
+    def _extract_ca(self) -> bool:
+        """Copy the CA out of the apiserver's self-made certificate file (the serving
+        certificate, then the CA that signed it): the controller-manager publishes its
+        --root-ca-file as a trust bundle, which must hold CA certificates only.
+        False while the apiserver has not written the file yet."""
+        serving = self.cert_dir / "apiserver.crt"
+        if self.ca_file.is_file():
+            return True
+        if not serving.is_file():
+            return False
+        authorities = [
+            certificate
+            for certificate in x509.load_pem_x509_certificates(serving.read_bytes())
+            if _is_ca(certificate)
+        ]
+        if not authorities:
+            return False  # still being written
+        self.ca_file.write_bytes(
+            b"".join(c.public_bytes(serialization.Encoding.PEM) for c in authorities)
+        )
+        return True
 
     # --- the processes --------------------------------------------------------------
 
@@ -297,7 +322,7 @@ class ControlPlane:
         )
 
     def _status_problem(self, path: str) -> list[str]:
-        if not self._serving_cert.is_file():
+        if not self._extract_ca():
             return ["no serving certificate yet"]
         status, body = self.request("GET", path)
         return [] if status == 200 else [f"{path} answered {status}: {str(body)[:300]}"]
@@ -325,7 +350,7 @@ class ControlPlane:
                     "name": "loopback",
                     "cluster": {
                         "server": self.server,
-                        "certificate-authority": str(self._serving_cert),
+                        "certificate-authority": str(self.ca_file),
                     },
                 }
             ],
@@ -348,7 +373,7 @@ class ControlPlane:
                 f"--cert-dir={self.run_dir / 'controller-manager-certs'}",
                 "--leader-elect=false",
                 f"--service-account-private-key-file={self.run_dir / 'service-account.key'}",
-                f"--root-ca-file={self._serving_cert}",
+                f"--root-ca-file={self.ca_file}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
             ],
         )
@@ -439,6 +464,14 @@ def _decode(body: bytes) -> Any:
         return json.loads(body)
     except ValueError:
         return body.decode(errors="replace")
+
+
+def _is_ca(certificate: x509.Certificate) -> bool:
+    try:
+        constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
+    except x509.ExtensionNotFound:
+        return False
+    return constraints.value.ca
 
 
 def node_manifest(name: str) -> dict[str, Any]:
