@@ -20,8 +20,9 @@ KUBECONFORM_VERSION=v0.8.0
 KWOK_VERSION=v0.8.0
 KUBERNETES_VERSION=v1.37.2
 OPENAPI2JSONSCHEMA_VERSION=0.9.1
-# openapi2jsonschema's own pins (old PyYAML, jsonref 0.2) do not build on Python 3.11+:
-# it is installed --no-deps beside these, which it works with.
+# openapi2jsonschema pins PyYAML<6 (which no longer builds), jsonref<0.3 and click<8:
+# it is installed --no-deps beside these, which it works with (colorama, also pinned,
+# is not imported).
 OPENAPI2JSONSCHEMA_DEPS=(PyYAML==6.0.3 jsonref==1.1.0 click==8.3.1)
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
