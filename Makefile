@@ -10,6 +10,8 @@
 #   make chaos  the bank workload under faults (CHAOS_ARGS='--seed 42 --rounds 3'); see README
 #   make image  the OCI image of every service and Envoy (image/README.md; root or sudo)
 #   make test-image  build the image, run each service and Envoy from it (smoke test)
+#   make k8s-tools  build helm, kubeconform, kwok, etcd and the Kubernetes control plane into .tools/k8s (once)
+#   make test-k8s   tests on a real Kubernetes control plane on loopback (tests/k8s)
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -54,6 +56,11 @@ $(OPENAPI_PLUGIN):
 
 $(GHZ):
 	GOBIN=$(TOOLS) go install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
+
+# Versions and stamps live in the script; a second run checks the stamps and returns.
+.PHONY: k8s-tools
+k8s-tools:
+	PYTHON=$(PYTHON) scripts/ensure-k8s-tools.sh
 
 # --- contracts --------------------------------------------------------------
 .PHONY: gen
@@ -134,8 +141,9 @@ image: $(STAMP)
 # --- tests ------------------------------------------------------------------
 PYTEST := $(BIN)/python -m pytest
 
+# tests/k8s needs `make k8s-tools` (a long build, once): its own target for now.
 .PHONY: test
-test: $(STAMP) system-deps
+test: $(STAMP) system-deps k8s-tools
 	$(PYTEST) tests
 
 .PHONY: test-unit
@@ -153,6 +161,12 @@ test-e2e: $(STAMP) system-deps
 .PHONY: test-image
 test-image: image system-deps
 	$(PYTEST) tests/image
+
+# A control plane of its own on loopback (etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler, kwok's three fake nodes), started once per run.
+.PHONY: test-k8s
+test-k8s: $(STAMP) k8s-tools
+	$(PYTEST) tests/k8s
 
 .PHONY: clean
 clean:
