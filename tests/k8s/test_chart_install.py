@@ -98,7 +98,8 @@ def test_install_upgrade_rollback_uninstall(control_plane: ControlPlane, namespa
         "--reuse-values",
         "--set",
         "services.gateway.replicas=3",
-        "--set",
+        # Variables are strings (the schema refuses a number).
+        "--set-string",
         "services.user.env.USER_ACCESS_TOKEN_SECONDS=600",
     )
     after = deployments(plane, namespace)
@@ -107,9 +108,10 @@ def test_install_upgrade_rollback_uninstall(control_plane: ControlPlane, namespa
     user_env = after["user"]["spec"]["template"]["spec"]["containers"][0]["env"]
     assert {"name": "USER_ACCESS_TOKEN_SECONDS", "value": "600"} in user_env
     # Untouched services are not rolled.
-    assert after["ratelimit"]["metadata"]["generation"] == before["ratelimit"]["metadata"][
-        "generation"
-    ]
+    assert (
+        after["ratelimit"]["metadata"]["generation"]
+        == before["ratelimit"]["metadata"]["generation"]
+    )
     assert rolled_out(plane, namespace) == []
     kept = plane.kubectl_json("get", "secret", f"{RELEASE}-wallet-mesh-jwt", "-n", namespace)
     assert kept["data"] == signing_key["data"]
@@ -124,9 +126,7 @@ def test_install_upgrade_rollback_uninstall(control_plane: ControlPlane, namespa
 
     # Uninstall leaves nothing of the release behind (hooks included).
     plane.helm("uninstall", RELEASE, "--namespace", namespace, "--wait", "--timeout", "180s")
-    wait_until(
-        lambda: release_objects(plane, namespace), 120, what="the release's objects to go"
-    )
+    wait_until(lambda: release_objects(plane, namespace), 120, what="the release's objects to go")
     assert plane.kubectl("get", "secrets", "-n", namespace, "-o", "name").stdout.split() == []
 
 
