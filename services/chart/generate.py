@@ -31,6 +31,7 @@ from services.localmesh.edge import (
     catalogue_upstreams,
     render_envoy_config,
 )
+from services.runtime.server import LIVENESS_SERVICE
 
 CHART_DIR = REPO_ROOT / "helm" / "wallet-mesh"
 LIMITS_FILE = REPO_ROOT / "services" / "ratelimit" / "limits.yaml"
@@ -77,6 +78,7 @@ def catalogue() -> dict[str, Any]:
         "grpcPort": CONTAINER_GRPC_PORT,
         "metricsPort": CONTAINER_METRICS_PORT,
         "edge": {"port": EDGE_PORT, "adminPort": EDGE_ADMIN_PORT},
+        "livenessService": LIVENESS_SERVICE,
         "services": {
             spec.name: {
                 "module": spec.module,

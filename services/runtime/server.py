@@ -33,6 +33,10 @@ from services.runtime.telemetry import configure_tracing, shutdown_tracing
 from services.runtime.validation import InputValidation
 
 HealthServicer = Any
+# The health service name that is SERVING while the process serves, even when its
+# database is down (every other name, "" included, follows readiness): a liveness
+# probe's, since restarting a process does not bring its database back.
+LIVENESS_SERVICE = "liveness"
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 1024 * 1024
@@ -100,6 +104,8 @@ async def start(app: GrpcApp, address: str, *, probe_interval: float = 2.0) -> R
     await server.start()
     running = RunningServer(server, health_servicer, port)
     await _set_health(health_servicer, app.service_names, serving=False)
+    # The process serves, whatever its dependencies say: what a liveness probe asks.
+    await health_servicer.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     running._tasks.append(
         asyncio.create_task(_watch_readiness(app, health_servicer, probe_interval))
     )

@@ -26,6 +26,7 @@ from services.localmesh.redis import RedisServer
 from services.runtime import server as runtime_server
 from services.runtime.config import RuntimeSettings
 from services.runtime.migrations import upgrade_to_head
+from services.runtime.server import LIVENESS_SERVICE
 from services.transaction import server as transaction_server
 from services.transaction.domain.funding import ReconcilerSettings
 from services.user import server as user_server
@@ -159,6 +160,9 @@ async def wait_for_health(services: Services, *, serving: bool) -> None:
             if time.monotonic() > deadline:
                 pytest.fail(f"health did not turn {'SERVING' if serving else 'NOT_SERVING'}")
             await asyncio.sleep(0.05)
+        # Alive all along: a liveness probe must not restart it for its database.
+        alive = await stub.Check(health_pb2.HealthCheckRequest(service=LIVENESS_SERVICE))
+        assert alive.status == health_pb2.HealthCheckResponse.SERVING
 
 
 def bearer(token: str) -> tuple[tuple[str, str]]:
