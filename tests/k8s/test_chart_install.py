@@ -151,3 +151,32 @@ def test_a_value_the_api_server_refuses_fails_the_install(
     assert result.returncode != 0
     assert "schedule" in result.stderr
     assert "Invalid value" in result.stderr
+
+
+def test_the_production_set_is_accepted_by_the_api_server(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    """Every object of the production-like set (autoscalers, budgets, NetworkPolicies,
+    existing secrets) passes the API server's own validation (a server-side dry run)."""
+    rendered = control_plane.helm(
+        "template",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "-f",
+        str(CHART / "ci" / "production-values.yaml"),
+    )
+    applied = control_plane.kubectl(
+        "apply", "--dry-run=server", "-n", namespace, "-f", "-", input=rendered.stdout
+    )
+    lines = applied.stdout.splitlines()
+    assert all(line.endswith("(server dry run)") for line in lines), applied.stdout
+    kinds = {line.split("/", 1)[0] for line in lines}
+    assert {
+        "deployment.apps",
+        "horizontalpodautoscaler.autoscaling",
+        "poddisruptionbudget.policy",
+        "networkpolicy.networking.k8s.io",
+        "cronjob.batch",
+    } <= kinds

@@ -130,3 +130,37 @@ def test_broken_values_are_refused_naming_the_field(
     result = render(k8s_tools, "defaults-values.yaml", "--set", override)
     assert result.returncode != 0
     assert named in result.stderr
+
+
+def test_monitoring_switches_add_a_service_monitor_and_alerts(k8s_tools: K8sTools) -> None:
+    rendered = render(
+        k8s_tools,
+        "defaults-values.yaml",
+        "--set",
+        "monitoring.serviceMonitor=true",
+        "--set",
+        "monitoring.prometheusRule=true",
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    found = {str(doc["kind"]): doc for doc in objects(rendered.stdout)}
+    monitor = found["ServiceMonitor"]
+    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "interval": "15s"}]  # type: ignore[index]
+    rules = found["PrometheusRule"]["spec"]["groups"][0]["rules"]  # type: ignore[index]
+    assert [rule["alert"] for rule in rules] == [
+        "WalletPaymentProviderBreakerOpen",
+        "WalletReconcilerBacklog",
+        "WalletServerErrors",
+        "WalletLedgerAuditFailed",
+    ]
+    # Each alert reads a metric the services export (services/*/metrics.py).
+    for rule, metric in zip(
+        rules,
+        (
+            "gateway_circuit_breaker_state",
+            "ledger_external_pending_oldest_seconds",
+            "rpc_requests_total",
+            "kube_job_status_failed",
+        ),
+        strict=True,
+    ):
+        assert metric in rule["expr"]
