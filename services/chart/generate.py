@@ -136,8 +136,16 @@ def values_schema() -> dict[str, Any]:
             "targetCPUUtilizationPercentage": {"type": "integer", "minimum": 1, "maximum": 100},
         }
     )
+    image = _object(
+        {
+            "repository": {"type": "string", "minLength": 1},
+            "tag": {"type": "string", "minLength": 1},
+            "pullPolicy": {"enum": ["Always", "IfNotPresent", "Never"]},
+        }
+    )
     workload = _object(
         {
+            "image": image,  # this service's own image, over the global one
             "replicas": COUNT,
             "resources": resources,
             "autoscaling": autoscaling,
@@ -152,14 +160,7 @@ def values_schema() -> dict[str, Any]:
             "nameOverride": TEXT,
             "fullnameOverride": TEXT,
             "clusterDomain": {"type": "string", "minLength": 1},
-            "image": _object(
-                {
-                    "repository": {"type": "string", "minLength": 1},
-                    "tag": {"type": "string", "minLength": 1},
-                    "pullPolicy": {"enum": ["Always", "IfNotPresent", "Never"]},
-                },
-                required=("repository", "tag"),
-            ),
+            "image": {**image, "required": ["repository", "tag"]},
             "imagePullSecrets": {"type": "array", "items": {"type": "object"}},
             "services": _object({spec.name: workload for spec in SERVICES}),
             "edge": _object(

@@ -164,3 +164,18 @@ def test_monitoring_switches_add_a_service_monitor_and_alerts(k8s_tools: K8sTool
         strict=True,
     ):
         assert metric in rule["expr"]
+
+
+def test_a_service_may_run_an_image_of_its_own(k8s_tools: K8sTools) -> None:
+    rendered = render(
+        k8s_tools, "defaults-values.yaml", "--set", "services.gateway.image.tag=0.1.1"
+    )
+    images: dict[str, set[str]] = {}
+    for doc in objects(rendered.stdout):
+        if doc["kind"] in ("Deployment", "Job"):
+            name = str(doc["metadata"]["name"])  # type: ignore[index]
+            pod = doc["spec"]["template"]["spec"]  # type: ignore[index]
+            images[name] = {container["image"] for container in pod["containers"]}
+    assert images.pop("wm-wallet-mesh-gateway") == {"localhost/wallet-mesh:0.1.1"}
+    assert images.pop("wm-wallet-mesh-gateway-migrate") == {"localhost/wallet-mesh:0.1.1"}
+    assert set().union(*images.values()) == {"localhost/wallet-mesh:0.1.0"}

@@ -38,6 +38,17 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace 
 {{ .Values.image.repository }}:{{ .Values.image.tag }}
 {{- end -}}
 
+{{/* A service's image: its own (services.<name>.image), else the global one. */}}
+{{- define "wallet-mesh.serviceImage" -}}
+{{- $own := (index .root.Values.services .name | default dict).image | default dict -}}
+{{ $own.repository | default .root.Values.image.repository }}:{{ $own.tag | default .root.Values.image.tag }}
+{{- end -}}
+
+{{- define "wallet-mesh.servicePullPolicy" -}}
+{{- $own := (index .root.Values.services .name | default dict).image | default dict -}}
+{{ $own.pullPolicy | default .root.Values.image.pullPolicy }}
+{{- end -}}
+
 {{/* A service's DNS name (its headless Service); call with (dict "root" $ "name" "user"). */}}
 {{- define "wallet-mesh.serviceHost" -}}
 {{ include "wallet-mesh.fullname" .root }}-{{ .name }}.{{ .root.Release.Namespace }}.svc.{{ .root.Values.clusterDomain }}
