@@ -12,6 +12,7 @@ from google.protobuf.message import Message
 from services.runtime.auth import Caller, current_caller
 from services.runtime.errors import InvalidArgument
 from services.runtime.interceptors import Context, status_for
+from services.runtime.money import format_decimal
 from services.runtime.pagination import PageTokens
 from services.runtime.protos import timestamp
 from services.transaction import metrics
@@ -33,7 +34,6 @@ from services.transaction.domain.model import (
     Wallet,
     WalletStatus,
 )
-from services.transaction.domain.money import format_decimal
 from wallet.transaction.v1 import funding_service_pb2 as funding_pb
 from wallet.transaction.v1 import funding_service_pb2_grpc, transaction_service_pb2_grpc
 from wallet.transaction.v1 import transaction_service_pb2 as pb

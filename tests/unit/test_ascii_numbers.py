@@ -11,7 +11,7 @@ import pytest
 from services.gateway.adapters import paypal_provider, sandbox
 from services.gateway.domain.providers import WebhookSignatureInvalid
 from services.runtime.errors import ViolationCollector
-from services.transaction.domain.money import Money, parse_amount
+from services.runtime.money import Money, parse_amount
 
 # Arabic-Indic, Extended Arabic-Indic, Devanagari, fullwidth and Bengali digits: all
 # of them int() and Decimal() read as 0.01 or 1.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from services.runtime.errors import ViolationCollector
-from services.transaction.domain.money import MAX_AMOUNT, Money, format_decimal, parse_amount
+from services.runtime.money import MAX_AMOUNT, Money, format_decimal, parse_amount
 
 
 def parse(

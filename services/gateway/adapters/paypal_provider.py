@@ -36,7 +36,7 @@ What the calls are:
   covers a CRC32 of the body as delivered, so a re-serialised event can fail to verify.
 
 Amounts: integer minor units (ISO 4217 exponents: JPY 0, most 2, KWD 3, see
-`_EXPONENTS`) become PayPal's decimal strings. PayPal takes HUF, TWD and JPY in whole
+`services.runtime.money`) become PayPal's decimal strings. PayPal takes HUF, TWD and JPY in whole
 units only: an amount with a fraction in those is refused before any call.
 
 Errors follow the port's contract: network errors, timeouts, HTTP 5xx and 429 raise
@@ -73,16 +73,12 @@ from services.gateway.domain.providers import (
     WebhookEvent,
     WebhookSignatureInvalid,
 )
+from services.runtime.money import CURRENCY_EXPONENTS, format_decimal
 
 log = logging.getLogger(__name__)
 
 JsonObject = dict[str, Any]
 
-# ISO 4217 minor-unit exponents that are not 2 (the wallet's amounts use these).
-_EXPONENTS: dict[str, int] = {
-    "JPY": 0, "KRW": 0, "ISK": 0,
-    "BHD": 3, "JOD": 3, "KWD": 3, "OMR": 3, "TND": 3,
-}  # fmt: skip
 # Currencies PayPal accepts in whole units only ("does not support decimals").
 _WHOLE_UNITS_AT_PAYPAL = frozenset({"HUF", "JPY", "TWD"})
 
@@ -207,16 +203,15 @@ def paypal_value(amount: int, currency: str) -> str:
     1234 KWD → "1.234", 150000 HUF → "1500" (PayPal takes HUF in whole forints)."""
     if amount <= 0:
         raise ProviderRejected(f"paypal: amount must be positive, got {amount}")
-    exponent = _EXPONENTS.get(currency, 2)
-    units, fraction = divmod(amount, 10**exponent)
     if currency in _WHOLE_UNITS_AT_PAYPAL:
+        units, fraction = divmod(amount, 10 ** CURRENCY_EXPONENTS.get(currency, 2))
         if fraction:
             raise ProviderRejected(
                 f"paypal: {currency} is taken in whole units only; {amount} minor units has "
                 "a fraction"
             )
         return str(units)
-    return f"{units}.{fraction:0{exponent}d}" if exponent else str(units)
+    return format_decimal(amount, currency)
 
 
 def _obj(value: object, key: str) -> JsonObject:

@@ -41,10 +41,10 @@ from services.runtime.errors import (
     Unavailable,
     ViolationCollector,
 )
+from services.runtime.money import MAX_AMOUNT, check_currency
 
 log = logging.getLogger(__name__)
 
-MAX_AMOUNT = 1_000_000_000_000  # as the ledger's
 # How long after it was made a payment without a provider reference may still be sent
 # again under its idempotency key (Stripe keeps keys 24 hours).
 RESEND_WINDOW = timedelta(hours=23)
@@ -233,8 +233,7 @@ class Gateway:
             errors.add("provider", f"must be one of: {', '.join(sorted(self._providers))}")
         if not 0 < amount <= MAX_AMOUNT:
             errors.add("amount.amount", f"must be between 1 and {MAX_AMOUNT}")
-        if len(currency) != 3 or not currency.isalpha() or not currency.isupper():
-            errors.add("amount.currency", "must be an ISO 4217 code like EUR")
+        check_currency(currency, "amount.currency", errors)
         instrument = instrument.strip()
         if not instrument:
             errors.add(instrument_field, "is required (a provider token)")

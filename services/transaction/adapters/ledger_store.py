@@ -24,6 +24,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import namedtuple_row
 
 from services.runtime.db import DriverPool, RetryingPool
+from services.runtime.money import Money
 from services.transaction.adapters.codec import (
     hold_from_json,
     result_from_json,
@@ -41,7 +42,6 @@ from services.transaction.domain.model import (
     Wallet,
     WalletStatus,
 )
-from services.transaction.domain.money import Money
 from services.transaction.domain.ports import AuditFinding, DueExternal, TransferItem
 
 

@@ -13,7 +13,7 @@ from grpc_status import rpc_status
 
 from services.runtime.auth import ServiceCredential
 from services.runtime.channels import round_robin_channel
-from services.transaction.domain.money import Money
+from services.runtime.money import Money
 from services.transaction.domain.ports import (
     GatewayPayment,
     GatewayRejected,

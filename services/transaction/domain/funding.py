@@ -30,6 +30,7 @@ from services.runtime.errors import (
     Unavailable,
     ViolationCollector,
 )
+from services.runtime.money import Money, parse_amount
 from services.transaction.domain.ledger import AmountInput, accepted, check_key, invalidate_for
 from services.transaction.domain.model import (
     IdempotencyKey,
@@ -38,7 +39,6 @@ from services.transaction.domain.model import (
     TransactionStatus,
     TransactionType,
 )
-from services.transaction.domain.money import Money, parse_amount
 from services.transaction.domain.ports import (
     Clock,
     DueExternal,

@@ -25,6 +25,7 @@ from services.runtime.errors import (
     PermissionDenied,
     ViolationCollector,
 )
+from services.runtime.money import check_currency, parse_amount
 from services.transaction.domain.model import (
     HistoryCursor,
     HistoryFilter,
@@ -38,7 +39,6 @@ from services.transaction.domain.model import (
     Wallet,
     WalletStatus,
 )
-from services.transaction.domain.money import check_currency, parse_amount
 from services.transaction.domain.ports import (
     Clock,
     Directory,
@@ -379,7 +379,10 @@ class Ledger:
         merchant_wallet_id = errors.uuid(merchant_wallet_id, "merchant_wallet_id")
         money = parse_amount(amount.currency, amount.amount, amount.decimal, "amount", errors)
         if not 0 <= expires_in_seconds <= HOLD_MAX_SECONDS:
-            errors.add("expires_in_seconds", f"must be between 1 and {HOLD_MAX_SECONDS}")
+            errors.add(
+                "expires_in_seconds",
+                f"must be between 1 and {HOLD_MAX_SECONDS} (0: {HOLD_DEFAULT_SECONDS})",
+            )
         memo = _check_text(memo, "memo", MEMO_MAX, errors)
         errors.raise_if_any()
         assert money is not None

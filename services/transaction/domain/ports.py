@@ -8,6 +8,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
+from services.runtime.money import Money
 from services.transaction.domain.model import (
     HistoryCursor,
     HistoryFilter,
@@ -19,7 +20,6 @@ from services.transaction.domain.model import (
     Wallet,
     WalletStatus,
 )
-from services.transaction.domain.money import Money
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from services.runtime.money import format_decimal
 from services.transaction.domain.model import Receipt, TransactionType
-from services.transaction.domain.money import format_decimal
 
 WIDTH = 48
 

@@ -1,4 +1,8 @@
-"""Money: integer minor units and an ISO 4217 currency. No floats, anywhere."""
+"""Money: integer minor units and an ISO 4217 currency. No floats, anywhere.
+
+The one definition of the money rules every service and provider follows: which
+currencies, their minor-unit exponents, the largest amount, and how a decimal string
+becomes minor units and back."""
 
 from __future__ import annotations
 
