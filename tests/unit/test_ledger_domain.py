@@ -21,6 +21,7 @@ from services.transaction.domain.ledger import AmountInput, Ledger, request_hash
 from services.transaction.domain.model import (
     HistoryFilter,
     IdempotencyKey,
+    LedgerOutcome,
     LedgerResult,
     Transaction,
     TransactionStatus,
@@ -61,8 +62,10 @@ class ScriptedStore:
     def _result(self, name: str, *args: Any) -> LedgerResult:
         self.calls.append((name, args))
         if self.outcome != "ok":
-            return LedgerResult(self.outcome)
-        return LedgerResult("ok", transaction=transaction(), wallet=self.wallets[ADA_EUR])
+            return LedgerResult(LedgerOutcome(self.outcome))
+        return LedgerResult(
+            LedgerOutcome.OK, transaction=transaction(), wallet=self.wallets[ADA_EUR]
+        )
 
     async def transfer(self, *args: Any) -> LedgerResult:
         return self._result("transfer", *args)
@@ -231,13 +234,13 @@ async def test_transfer_by_email_resolves_the_recipients_wallet(
 async def test_replayed_transfer_by_email_does_not_look_the_recipient_up_again(
     ledger: Ledger, store: ScriptedStore, directory: Directory
 ) -> None:
-    store.stored = LedgerResult("replayed", transaction=transaction(7))
+    store.stored = LedgerResult(LedgerOutcome.REPLAYED, transaction=transaction(7))
     done = await ledger.transfer(ada(), key(), ADA_EUR, "", "bob@example.com", EUR_5, "", {})
     assert done.transaction.receipt_number == "R-00000000007"
     assert done.replayed
     assert directory.lookups == 0
     assert store.calls == []
-    store.stored = LedgerResult("key_mismatch")
+    store.stored = LedgerResult(LedgerOutcome.KEY_MISMATCH)
     with pytest.raises(FailedPrecondition):
         await ledger.transfer(ada(), key(), ADA_EUR, "", "bob@example.com", EUR_5, "", {})
 

@@ -9,6 +9,7 @@ from typing import Any
 from services.transaction.domain.model import (
     Hold,
     HoldStatus,
+    LedgerOutcome,
     LedgerResult,
     Transaction,
     TransactionStatus,
@@ -118,8 +119,9 @@ def hold_from_json(data: dict[str, Any]) -> Hold:
 
 
 def result_from_json(data: dict[str, Any], outcome: str | None = None) -> LedgerResult:
+    # An outcome word this service does not know is a broken contract: ValueError.
     return LedgerResult(
-        outcome=outcome or data["outcome"],
+        outcome=LedgerOutcome(outcome or data["outcome"]),
         transaction=transaction_from_json(data["transaction"]) if data.get("transaction") else None,
         hold=hold_from_json(data["hold"]) if data.get("hold") else None,
         wallet=wallet_from_json(data["wallet"]) if data.get("wallet") else None,

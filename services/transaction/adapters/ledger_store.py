@@ -36,6 +36,7 @@ from services.transaction.domain.model import (
     HistoryFilter,
     Hold,
     IdempotencyKey,
+    LedgerOutcome,
     LedgerResult,
     Transaction,
     TransactionType,
@@ -410,8 +411,8 @@ class SqlLedgerStore:
         # The hash covers the operation (the RPC's name) and the request; the stored
         # operation is the SQL function's own word for it.
         if row.request_hash != key.request_hash:
-            return LedgerResult(outcome="key_mismatch")
-        return result_from_json(row.result, outcome="replayed")
+            return LedgerResult(outcome=LedgerOutcome.KEY_MISMATCH)
+        return result_from_json(row.result, outcome=LedgerOutcome.REPLAYED)
 
     async def wallet(self, wallet_id: str) -> Wallet | None:
         document = await self._one(

@@ -34,6 +34,7 @@ from services.runtime.money import Money, parse_amount
 from services.transaction.domain.ledger import AmountInput, accepted, check_key, invalidate_for
 from services.transaction.domain.model import (
     IdempotencyKey,
+    LedgerOutcome,
     Posted,
     Transaction,
     TransactionStatus,
@@ -170,7 +171,7 @@ class Funding:
             )
             assert result.transaction is not None
             transaction = result.transaction
-            replayed = result.outcome == "replayed"
+            replayed = result.outcome is LedgerOutcome.REPLAYED
             if not replayed:
                 break
             # The stored answer is the reservation: what is it now? If it failed with
@@ -336,7 +337,7 @@ class Funding:
         )
         if result.transaction is None:
             return transaction, False
-        if result.outcome != "settled":
+        if result.outcome is not LedgerOutcome.SETTLED:
             # Settled already — perhaps by this very call, whose first answer was lost
             # (a retry on a fresh connection): invalidate anyway, or a cached balance
             # could outlive the settlement until it expires.

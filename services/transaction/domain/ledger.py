@@ -27,10 +27,12 @@ from services.runtime.errors import (
 )
 from services.runtime.money import check_currency, parse_amount
 from services.transaction.domain.model import (
+    ACCEPTED_OUTCOMES,
     HistoryCursor,
     HistoryFilter,
     Hold,
     IdempotencyKey,
+    LedgerOutcome,
     LedgerResult,
     Party,
     Posted,
@@ -87,73 +89,86 @@ class AmountInput:
 
 
 # Ledger outcomes that are refusals, as the errors a caller sees.
-_REFUSALS: dict[str, DomainError] = {
-    "in_progress": Aborted(
+_REFUSALS: dict[LedgerOutcome, DomainError] = {
+    LedgerOutcome.IN_PROGRESS: Aborted(
         "a request with this idempotency key is still in progress; retry later",
         reason="IDEMPOTENCY_KEY_IN_USE",
     ),
-    "key_mismatch": FailedPrecondition(
+    LedgerOutcome.KEY_MISMATCH: FailedPrecondition(
         "this idempotency key was already used for a different request",
         reason="IDEMPOTENCY_KEY_REUSED",
     ),
-    "wallet_not_found": NotFound("no such wallet", reason="WALLET_NOT_FOUND"),
-    "destination_not_found": NotFound("no such destination wallet", reason="DESTINATION_NOT_FOUND"),
-    "hold_not_found": NotFound("no such hold", reason="HOLD_NOT_FOUND"),
-    "transaction_not_found": NotFound("no such transaction", reason="TRANSACTION_NOT_FOUND"),
-    "not_owner": PermissionDenied(
+    LedgerOutcome.WALLET_NOT_FOUND: NotFound("no such wallet", reason="WALLET_NOT_FOUND"),
+    LedgerOutcome.DESTINATION_NOT_FOUND: NotFound(
+        "no such destination wallet", reason="DESTINATION_NOT_FOUND"
+    ),
+    LedgerOutcome.HOLD_NOT_FOUND: NotFound("no such hold", reason="HOLD_NOT_FOUND"),
+    LedgerOutcome.TRANSACTION_NOT_FOUND: NotFound(
+        "no such transaction", reason="TRANSACTION_NOT_FOUND"
+    ),
+    LedgerOutcome.NOT_OWNER: PermissionDenied(
         "only the receiving wallet's owner may do this", reason="NOT_OWNER"
     ),
-    "wallet_exists": AlreadyExists(
+    LedgerOutcome.WALLET_EXISTS: AlreadyExists(
         "you already have a wallet in this currency", reason="WALLET_EXISTS"
     ),
-    "currency_mismatch": InvalidArgument.single(
+    LedgerOutcome.CURRENCY_MISMATCH: InvalidArgument.single(
         "amount.currency", "must be the currency of both wallets"
     ),
-    "self_transfer": InvalidArgument.single(
+    LedgerOutcome.SELF_TRANSFER: InvalidArgument.single(
         "destination", "must be another person's wallet, not your own"
     ),
-    "source_frozen": FailedPrecondition(
+    LedgerOutcome.SOURCE_FROZEN: FailedPrecondition(
         "the paying wallet is frozen: no money may leave it", reason="WALLET_FROZEN"
     ),
-    "source_closed": FailedPrecondition("the paying wallet is closed", reason="WALLET_CLOSED"),
-    "destination_closed": FailedPrecondition(
+    LedgerOutcome.SOURCE_CLOSED: FailedPrecondition(
+        "the paying wallet is closed", reason="WALLET_CLOSED"
+    ),
+    LedgerOutcome.DESTINATION_CLOSED: FailedPrecondition(
         "the receiving wallet is closed", reason="DESTINATION_CLOSED"
     ),
-    "wallet_closed": FailedPrecondition("the wallet is closed", reason="WALLET_CLOSED"),
-    "wallet_frozen": FailedPrecondition("the wallet is frozen", reason="WALLET_FROZEN"),
-    "payment_pending": FailedPrecondition(
+    LedgerOutcome.WALLET_CLOSED: FailedPrecondition("the wallet is closed", reason="WALLET_CLOSED"),
+    LedgerOutcome.WALLET_FROZEN: FailedPrecondition("the wallet is frozen", reason="WALLET_FROZEN"),
+    LedgerOutcome.PAYMENT_PENDING: FailedPrecondition(
         "a top-up is still on its way to this wallet; close it once it has settled",
         reason="PAYMENT_PENDING",
     ),
-    "insufficient_funds": FailedPrecondition(
+    LedgerOutcome.INSUFFICIENT_FUNDS: FailedPrecondition(
         "insufficient funds: the available balance is lower than the amount",
         reason="INSUFFICIENT_FUNDS",
     ),
-    "hold_not_active": FailedPrecondition("the hold is no longer active", reason="HOLD_NOT_ACTIVE"),
-    "hold_expired": FailedPrecondition("the hold has expired", reason="HOLD_EXPIRED"),
-    "amount_exceeds_hold": InvalidArgument.single(
+    LedgerOutcome.HOLD_NOT_ACTIVE: FailedPrecondition(
+        "the hold is no longer active", reason="HOLD_NOT_ACTIVE"
+    ),
+    LedgerOutcome.HOLD_EXPIRED: FailedPrecondition("the hold has expired", reason="HOLD_EXPIRED"),
+    LedgerOutcome.AMOUNT_EXCEEDS_HOLD: InvalidArgument.single(
         "amount.amount", "must not exceed the held amount"
     ),
-    "not_refundable": FailedPrecondition(
+    LedgerOutcome.NOT_REFUNDABLE: FailedPrecondition(
         "only transfers and payments can be refunded", reason="NOT_REFUNDABLE"
     ),
-    "amount_exceeds_refundable": InvalidArgument.single(
+    LedgerOutcome.AMOUNT_EXCEEDS_REFUNDABLE: InvalidArgument.single(
         "amount.amount", "must not exceed what is left to refund"
     ),
-    "status_unchanged": FailedPrecondition(
+    LedgerOutcome.STATUS_UNCHANGED: FailedPrecondition(
         "the wallet already has that status", reason="STATUS_UNCHANGED"
     ),
-    "balance_not_zero": FailedPrecondition(
+    LedgerOutcome.BALANCE_NOT_ZERO: FailedPrecondition(
         "a wallet can be closed only with a zero balance and no active holds",
         reason="BALANCE_NOT_ZERO",
     ),
 }
 
 
+def refusal_for(outcome: LedgerOutcome) -> DomainError | None:
+    """The error a caller sees for a refused outcome (None: not a mapped refusal)."""
+    return _REFUSALS.get(outcome)
+
+
 def accepted(result: LedgerResult) -> LedgerResult:
-    if result.outcome in ("ok", "replayed"):
+    if result.outcome in ACCEPTED_OUTCOMES:
         return result
-    refusal = _REFUSALS.get(result.outcome)
+    refusal = refusal_for(result.outcome)
     if refusal is None:
         raise RuntimeError(f"unexpected ledger outcome {result.outcome!r}")
     # A fresh instance each time: exceptions carry tracebacks.
@@ -163,7 +178,7 @@ def accepted(result: LedgerResult) -> LedgerResult:
 def _posted(result: LedgerResult) -> Posted:
     """The transaction of an accepted movement, and whether it was replayed."""
     assert result.transaction is not None
-    return Posted(result.transaction, replayed=result.outcome == "replayed")
+    return Posted(result.transaction, replayed=result.outcome is LedgerOutcome.REPLAYED)
 
 
 def _copy(error: DomainError) -> DomainError:

@@ -97,12 +97,61 @@ class Hold:
     created_at: datetime
 
 
+class LedgerOutcome(StrEnum):
+    """Every outcome word a ledger function (SQL) returns: the one contract between the
+    SQL and this service. tests/integration/test_ledger_contract.py reads the words the
+    functions in the database can return and fails on any that is not here."""
+
+    # Done, or the stored answer of a key that was done before.
+    OK = "ok"
+    REPLAYED = "replayed"
+    # ledger_settle_external: settled now, or by whoever came first.
+    SETTLED = "settled"
+    ALREADY_SETTLED = "already_settled"
+    # Refusals (domain/ledger.py maps each to the error a caller sees).
+    IN_PROGRESS = "in_progress"
+    KEY_MISMATCH = "key_mismatch"
+    WALLET_NOT_FOUND = "wallet_not_found"
+    DESTINATION_NOT_FOUND = "destination_not_found"
+    HOLD_NOT_FOUND = "hold_not_found"
+    TRANSACTION_NOT_FOUND = "transaction_not_found"
+    NOT_OWNER = "not_owner"
+    WALLET_EXISTS = "wallet_exists"
+    CURRENCY_MISMATCH = "currency_mismatch"
+    SELF_TRANSFER = "self_transfer"
+    SOURCE_FROZEN = "source_frozen"
+    SOURCE_CLOSED = "source_closed"
+    DESTINATION_CLOSED = "destination_closed"
+    WALLET_CLOSED = "wallet_closed"
+    WALLET_FROZEN = "wallet_frozen"
+    PAYMENT_PENDING = "payment_pending"
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    HOLD_NOT_ACTIVE = "hold_not_active"
+    HOLD_EXPIRED = "hold_expired"
+    AMOUNT_EXCEEDS_HOLD = "amount_exceeds_hold"
+    NOT_REFUNDABLE = "not_refundable"
+    AMOUNT_EXCEEDS_REFUNDABLE = "amount_exceeds_refundable"
+    STATUS_UNCHANGED = "status_unchanged"
+    BALANCE_NOT_ZERO = "balance_not_zero"
+
+
+# Outcomes that are not refusals: the operation's records are the answer.
+ACCEPTED_OUTCOMES = frozenset(
+    {
+        LedgerOutcome.OK,
+        LedgerOutcome.REPLAYED,
+        LedgerOutcome.SETTLED,
+        LedgerOutcome.ALREADY_SETTLED,
+    }
+)
+
+
 @dataclass(frozen=True)
 class LedgerResult:
     """What one ledger operation returned: an outcome word and the records it
     touched (see the SQL functions in migrations/versions/0001_ledger.py)."""
 
-    outcome: str
+    outcome: LedgerOutcome
     transaction: Transaction | None = None
     hold: Hold | None = None
     wallet: Wallet | None = None
