@@ -13,6 +13,7 @@ import pytest
 
 from services.localmesh.postgres import PostgresServer
 from services.runtime.migrations import upgrade_to_head
+from services.transaction.adapters.codec import HoldJson, TransactionJson, WalletJson
 from services.transaction.domain.ledger import refusal_for
 from services.transaction.domain.model import ACCEPTED_OUTCOMES, LedgerOutcome
 
@@ -73,3 +74,27 @@ def test_a_new_outcome_in_the_sql_fails_the_contract(conninfo: str) -> None:
         found = outcomes_in_sql(connection)
         connection.rollback()
     assert unmapped(found) == ["'limit_reached' (from ledger_contract_probe) is no LedgerOutcome"]
+
+
+@pytest.mark.parametrize(
+    ("function", "row_type", "document"),
+    [
+        ("ledger_wallet_json", "accounts", WalletJson),
+        ("ledger_txn_json", "transactions", TransactionJson),
+        ("ledger_hold_json", "holds", HoldJson),
+    ],
+)
+def test_the_json_documents_of_the_sql_are_the_codecs(
+    conninfo: str, function: str, row_type: str, document: type
+) -> None:
+    """The keys a ledger JSON function writes are the keys of the codec's TypedDict (a
+    NULL row gives every key, with null values)."""
+    with psycopg.connect(conninfo) as connection:
+        arguments = connection.execute(
+            "SELECT pronargs FROM pg_proc WHERE proname = %s", (function,)
+        ).fetchone()
+        assert arguments is not None
+        extra = ", NULL" * (arguments[0] - 1)
+        row = connection.execute(f"SELECT {function}(NULL::{row_type}{extra})").fetchone()
+    assert row is not None
+    assert set(row[0]) == set(document.__annotations__)

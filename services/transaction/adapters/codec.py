@@ -4,7 +4,7 @@ to and from the domain's records."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from services.transaction.domain.model import (
     Hold,
@@ -17,6 +17,59 @@ from services.transaction.domain.model import (
     Wallet,
     WalletStatus,
 )
+
+
+# The JSON documents the ledger's SQL functions return (ledger_wallet_json,
+# ledger_txn_json, ledger_hold_json), and the cache stores: one definition of their keys,
+# checked against the SQL by tests/integration/test_ledger_contract.py.
+class WalletJson(TypedDict):
+    id: str
+    owner_id: str
+    currency: str
+    balance: int
+    held: int
+    overdraft_limit: int
+    status: str
+    created_at: str
+
+
+class TransactionJson(TypedDict):
+    id: str
+    type: str
+    status: str
+    amount: int
+    currency: str
+    fee: int
+    source_account_id: str | None
+    destination_account_id: str | None
+    source_owner_id: str | None
+    destination_owner_id: str | None
+    memo: str | None
+    metadata: dict[str, str] | None
+    receipt_number: str | None
+    refunded_amount: int
+    refund_of: str | None
+    hold_id: str | None
+    initiated_by: str | None
+    created_at: str
+    payment_provider: str | None
+    failure_code: str | None
+    failure_message: str | None
+
+
+class HoldJson(TypedDict):
+    id: str
+    account_id: str
+    merchant_account_id: str
+    currency: str
+    amount: int
+    captured_amount: int
+    status: str
+    expires_at: str
+    memo: str | None
+    capture_transaction_id: str | None
+    created_by: str | None
+    created_at: str
 
 
 def _time(value: str) -> datetime:
@@ -36,7 +89,7 @@ def wallet_from_json(data: dict[str, Any]) -> Wallet:
     )
 
 
-def wallet_to_json(wallet: Wallet) -> dict[str, Any]:
+def wallet_to_json(wallet: Wallet) -> WalletJson:
     return {
         "id": wallet.id,
         "owner_id": wallet.owner_id,
@@ -75,7 +128,7 @@ def transaction_from_json(data: dict[str, Any]) -> Transaction:
     )
 
 
-def transaction_to_json(transaction: Transaction) -> dict[str, Any]:
+def transaction_to_json(transaction: Transaction) -> TransactionJson:
     return {
         "id": transaction.id,
         "type": transaction.type.value,
