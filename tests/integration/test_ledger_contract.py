@@ -14,6 +14,7 @@ import pytest
 from services.localmesh.postgres import PostgresServer
 from services.runtime.migrations import upgrade_to_head
 from services.transaction.adapters.codec import HoldJson, TransactionJson, WalletJson
+from services.transaction.adapters.ledger_store import TRANSACTION_JSON_SQL, WALLET_JSON_SQL
 from services.transaction.domain.ledger import refusal_for
 from services.transaction.domain.model import ACCEPTED_OUTCOMES, LedgerOutcome
 
@@ -96,5 +97,27 @@ def test_the_json_documents_of_the_sql_are_the_codecs(
         assert arguments is not None
         extra = ", NULL" * (arguments[0] - 1)
         row = connection.execute(f"SELECT {function}(NULL::{row_type}{extra})").fetchone()
+    assert row is not None
+    assert set(row[0]) == set(document.__annotations__)
+
+
+@pytest.mark.parametrize(
+    ("select", "document"),
+    [
+        # The store's constant fragments, no input: not an injection.
+        (f"SELECT {WALLET_JSON_SQL} FROM (SELECT (NULL::accounts).*) a", WalletJson),  # noqa: S608
+        (
+            f"SELECT {TRANSACTION_JSON_SQL} FROM (SELECT (NULL::transactions).*) t"  # noqa: S608
+            " LEFT JOIN accounts sa ON false LEFT JOIN accounts da ON false",
+            TransactionJson,
+        ),
+    ],
+    ids=["wallet", "transaction"],
+)
+def test_the_stores_reads_build_the_codecs_documents(
+    conninfo: str, select: str, document: type
+) -> None:
+    with psycopg.connect(conninfo) as connection:
+        row = connection.execute(select).fetchone()  # type: ignore[call-overload]
     assert row is not None
     assert set(row[0]) == set(document.__annotations__)
