@@ -16,7 +16,6 @@ from services.runtime.money import format_decimal
 from services.runtime.pagination import PageTokens
 from services.runtime.protos import timestamp
 from services.transaction import metrics
-from services.transaction.adapters.user_directory import GrpcUserDirectory
 from services.transaction.domain import receipts
 from services.transaction.domain.funding import Funding
 from services.transaction.domain.ledger import AmountInput, BatchTransfer, Ledger, request_hash
@@ -31,6 +30,7 @@ from services.transaction.domain.model import (
     Transaction,
     TransactionStatus,
     TransactionType,
+    UserProfile,
     Wallet,
     WalletStatus,
 )
@@ -38,6 +38,7 @@ from wallet.transaction.v1 import funding_service_pb2 as funding_pb
 from wallet.transaction.v1 import funding_service_pb2_grpc, transaction_service_pb2_grpc
 from wallet.transaction.v1 import transaction_service_pb2 as pb
 from wallet.type.v1 import money_pb2
+from wallet.user.v1 import user_service_pb2 as user_pb
 
 IDEMPOTENCY_HEADER = "idempotency-key"
 
@@ -177,17 +178,30 @@ def _time_filter(message: Message, field: str) -> datetime | None:
     return stamp.ToDatetime(tzinfo=UTC)
 
 
+def user_message(profile: UserProfile) -> user_pb.User:
+    user = user_pb.User(
+        user_id=profile.user_id,
+        email=profile.email,
+        display_name=profile.display_name,
+        phone=profile.phone,
+        roles=[user_pb.Role.Value(role) for role in profile.roles],
+    )
+    if profile.created_at is not None:
+        user.create_time.FromDatetime(profile.created_at)
+    if profile.updated_at is not None:
+        user.update_time.FromDatetime(profile.updated_at)
+    return user
+
+
 class TransactionApi(transaction_service_pb2_grpc.TransactionServiceServicer):
     def __init__(
         self,
         ledger: Ledger,
         funding: Funding,
-        users: GrpcUserDirectory,
         page_tokens: PageTokens,
     ) -> None:
         self._ledger = ledger
         self._funding = funding
-        self._users = users
         self._page_tokens = page_tokens
 
     async def CreateWallet(
@@ -424,10 +438,9 @@ class TransactionApi(transaction_service_pb2_grpc.TransactionServiceServicer):
         self, request: pb.GetAccountSummaryRequest, context: Context
     ) -> pb.GetAccountSummaryResponse:
         caller = current_caller()
-        user = await self._users.me(caller.access_token)
-        wallets, recent = await self._ledger.summary(caller)
+        profile, wallets, recent = await self._ledger.summary(caller)
         return pb.GetAccountSummaryResponse(
-            user=user,
+            user=user_message(profile),
             wallets=[wallet_message(w) for w in wallets],
             recent_transactions=[transaction_message(t) for t in recent],
         )

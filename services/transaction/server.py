@@ -134,7 +134,7 @@ def build_app(settings: TransactionSettings) -> tuple[GrpcApp, Ledger]:
         await redis.aclose()
         await pool.close()
 
-    api = TransactionApi(ledger, funding, users, PageTokens.for_mesh(credential))
+    api = TransactionApi(ledger, funding, PageTokens.for_mesh(credential))
     funding_api = FundingApi(funding)
 
     def register(server: grpc.aio.Server) -> None:

@@ -275,6 +275,10 @@ def test_summary_has_user_balances_and_recent_transactions(
     assert summary.status_code == 200, summary.text
     body = summary.json()
     assert body["user"]["user_id"] == ada.user_id
+    # The profile as the user service has it (through the domain's Directory port).
+    profile = rest.get("/v1/users/me", headers=ada.auth).json()
+    assert body["user"] == profile["user"]
+    assert body["user"]["roles"] == ["ROLE_USER"]
     assert [w["balance"]["decimal"] for w in body["wallets"]] == ["12.34"]
     assert body["recent_transactions"][0]["type"] == "TRANSACTION_TYPE_ADJUSTMENT"
     audit_ledger(mesh)

@@ -4,11 +4,13 @@ forwarded), with client-side round robin over its instances."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC
 
 import grpc
 
 from services.runtime.channels import round_robin_channel
 from services.runtime.errors import Unavailable
+from services.transaction.domain.model import UserProfile
 from wallet.user.v1 import user_service_pb2 as user_pb
 from wallet.user.v1 import user_service_pb2_grpc
 
@@ -56,7 +58,7 @@ class GrpcUserDirectory:
             raise _unavailable(error) from error
         return str(getattr(response.profile, field))
 
-    async def me(self, access_token: str) -> user_pb.User:
+    async def me(self, access_token: str) -> UserProfile:
         try:
             response = await self._stub.GetUser(
                 user_pb.GetUserRequest(user_id="me"),
@@ -65,7 +67,20 @@ class GrpcUserDirectory:
             )
         except grpc.aio.AioRpcError as error:
             raise _unavailable(error) from error
-        return response.user
+        user = response.user
+        return UserProfile(
+            user_id=user.user_id,
+            email=user.email,
+            display_name=user.display_name,
+            phone=user.phone,
+            roles=tuple(user_pb.Role.Name(role) for role in user.roles),
+            created_at=user.create_time.ToDatetime(tzinfo=UTC)
+            if user.HasField("create_time")
+            else None,
+            updated_at=user.update_time.ToDatetime(tzinfo=UTC)
+            if user.HasField("update_time")
+            else None,
+        )
 
     async def jwks(self) -> list[Mapping[str, str]]:
         response = await self._stub.GetJwks(user_pb.GetJwksRequest(), timeout=CALL_TIMEOUT_SECONDS)

@@ -38,6 +38,7 @@ from services.transaction.domain.model import (
     Posted,
     Receipt,
     Transaction,
+    UserProfile,
     Wallet,
     WalletStatus,
 )
@@ -610,6 +611,8 @@ class Ledger:
         name = await self._directory.display_name(caller.access_token, user_id)
         return Party(user_id, name or "(unknown)", wallet_id)
 
-    async def summary(self, caller: Caller) -> tuple[list[Wallet], list[Transaction]]:
+    async def summary(self, caller: Caller) -> tuple[UserProfile, list[Wallet], list[Transaction]]:
+        """The caller's profile, wallets and most recent transactions."""
+        profile = await self._directory.me(caller.access_token)
         recent, _ = await self.history(caller, HistoryFilter(), SUMMARY_RECENT, None)
-        return await self.wallets(caller), recent
+        return profile, await self.wallets(caller), recent

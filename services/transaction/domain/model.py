@@ -210,3 +210,16 @@ class Receipt:
     payee: Party
     issued_at: datetime
     lines: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class UserProfile:
+    """The caller's own profile, as the user service says (for the account summary)."""
+
+    user_id: str
+    email: str
+    display_name: str
+    phone: str
+    roles: tuple[str, ...]  # the user service's role names ("ROLE_USER", ...)
+    created_at: datetime | None
+    updated_at: datetime | None

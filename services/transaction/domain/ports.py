@@ -17,6 +17,7 @@ from services.transaction.domain.model import (
     LedgerResult,
     Transaction,
     TransactionType,
+    UserProfile,
     Wallet,
     WalletStatus,
 )
@@ -248,6 +249,8 @@ class Directory(Protocol):
     async def user_id_for_email(self, access_token: str, email: str) -> str | None: ...
 
     async def display_name(self, access_token: str, user_id: str) -> str | None: ...
+
+    async def me(self, access_token: str) -> UserProfile: ...
 
 
 class Clock(Protocol):
