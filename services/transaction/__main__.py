@@ -15,7 +15,7 @@ import sys
 from services.runtime import db, migrations
 from services.runtime.config import env
 from services.runtime.server import run_service
-from services.transaction.adapters.ledger_store import Shards, SqlLedgerStore
+from services.transaction.adapters.ledger_store import SqlLedgerStore
 from services.transaction.server import ENV_PREFIX, MIGRATIONS, TransactionSettings, build_app
 
 
@@ -52,7 +52,7 @@ async def audit() -> int:
     pool = db.create_driver_pool(env(ENV_PREFIX, "DATABASE_URL"), size=1)
     await pool.open()
     try:
-        findings = await SqlLedgerStore(Shards(pool)).audit()
+        findings = await SqlLedgerStore(pool).audit()
     finally:
         await pool.close()
     for finding in findings:

@@ -21,7 +21,7 @@ from services.runtime.pagination import PageTokens
 from services.runtime.server import GrpcApp, service_interceptors
 from services.transaction import metrics
 from services.transaction.adapters.ledger_cache import RedisLedgerCache
-from services.transaction.adapters.ledger_store import Shards, SqlLedgerStore
+from services.transaction.adapters.ledger_store import SqlLedgerStore
 from services.transaction.adapters.payment_gateway import (
     GrpcPaymentGateway,
     gateway_service_channel,
@@ -79,7 +79,7 @@ def build_app(settings: TransactionSettings) -> tuple[GrpcApp, Ledger]:
     redis = create_redis(runtime.redis_url)
     channel = user_service_channel(settings.user_service_target)
     users = GrpcUserDirectory(channel)
-    store = SqlLedgerStore(Shards(pool))
+    store = SqlLedgerStore(pool)
     cache = RedisLedgerCache(redis)
     ledger = Ledger(store, cache, users, SystemClock())
     credential = ServiceCredential.from_env()

@@ -46,25 +46,6 @@ from services.transaction.domain.model import (
 from services.transaction.domain.ports import AuditFinding, DueExternal, TransferItem
 
 
-class Shards:
-    """Where a wallet's rows live. One PostgreSQL today; the one place to change
-    when wallets are spread over several (every query goes through here)."""
-
-    def __init__(self, pool: DriverPool) -> None:
-        # Autocommit connections: each ledger function commits by itself, with no
-        # BEGIN/COMMIT round trips around it.
-        self._pool = RetryingPool(pool)
-
-    def for_wallet(self, wallet_id: str) -> RetryingPool:
-        return self._pool
-
-    def for_owner(self, owner_id: str) -> RetryingPool:
-        return self._pool
-
-    def all(self) -> list[RetryingPool]:
-        return [self._pool]
-
-
 @functools.cache
 def _driver_sql(statement: str) -> str:
     """`:name` parameters (readable, as in SQLAlchemy) → psycopg's `%(name)s`; each
@@ -146,28 +127,29 @@ def _key_params(key: IdempotencyKey) -> dict[str, Any]:
 
 
 class SqlLedgerStore:
-    def __init__(self, shards: Shards) -> None:
-        self._shards = shards
+    def __init__(self, pool: DriverPool) -> None:
+        # Autocommit connections: each ledger function commits by itself, with no
+        # BEGIN/COMMIT round trips around it.
+        self._pool = RetryingPool(pool)
 
-    async def _rows(self, pool: RetryingPool, sql: str, params: dict[str, Any]) -> list[Any]:
+    async def _rows(self, sql: str, params: dict[str, Any]) -> list[Any]:
         async def fetch(connection: AsyncConnection[Any]) -> list[Any]:
             cursor = connection.cursor(row_factory=namedtuple_row)
             await cursor.execute(_driver_sql(sql), params)
             return await cursor.fetchall()
 
-        return await pool.run(fetch)
+        return await self._pool.run(fetch)
 
-    async def _one(self, pool: RetryingPool, sql: str, params: dict[str, Any]) -> Any:
-        rows = await self._rows(pool, sql, params)
+    async def _one(self, sql: str, params: dict[str, Any]) -> Any:
+        rows = await self._rows(sql, params)
         return rows[0][0] if rows else None
 
-    async def _call(self, pool: RetryingPool, sql: str, params: dict[str, Any]) -> LedgerResult:
-        document = await self._one(pool, sql, params)
+    async def _call(self, sql: str, params: dict[str, Any]) -> LedgerResult:
+        document = await self._one(sql, params)
         return result_from_json(document if isinstance(document, dict) else json.loads(document))
 
     async def create_wallet(self, key: IdempotencyKey, currency: str) -> LedgerResult:
         return await self._call(
-            self._shards.for_owner(key.owner_id),
             "SELECT ledger_create_wallet(CAST(:owner AS uuid), :key, :hash, :currency)",
             {**_key_params(key), "currency": currency},
         )
@@ -182,7 +164,6 @@ class SqlLedgerStore:
         metadata: dict[str, str],
     ) -> LedgerResult:
         return await self._call(
-            self._shards.for_wallet(source_wallet_id),
             "SELECT ledger_transfer(CAST(:owner AS uuid), :key, :hash, CAST(:source AS uuid),"
             " CAST(:destination AS uuid), :amount, :currency, :memo, CAST(:metadata AS jsonb))",
             {
@@ -211,7 +192,6 @@ class SqlLedgerStore:
             for item in items
         ]
         document = await self._one(
-            self._shards.for_owner(owner_id),
             "SELECT ledger_transfer_batch(CAST(:owner AS uuid), CAST(:items AS jsonb))",
             {"owner": owner_id, "items": json.dumps(payload)},
         )
@@ -228,7 +208,6 @@ class SqlLedgerStore:
         memo: str,
     ) -> LedgerResult:
         return await self._call(
-            self._shards.for_wallet(wallet_id),
             "SELECT ledger_create_hold(CAST(:owner AS uuid), :key, :hash, CAST(:wallet AS uuid),"
             " CAST(:merchant AS uuid), :amount, :currency, :expires_at, :memo)",
             {
@@ -246,7 +225,6 @@ class SqlLedgerStore:
         self, key: IdempotencyKey, hold_id: str, amount: int | None, now: datetime
     ) -> LedgerResult:
         return await self._call(
-            self._shards.for_owner(key.owner_id),
             "SELECT ledger_capture_hold(CAST(:owner AS uuid), :key, :hash, CAST(:hold AS uuid),"
             " CAST(:amount AS bigint), :now)",
             {**_key_params(key), "hold": hold_id, "amount": amount, "now": now},
@@ -254,7 +232,6 @@ class SqlLedgerStore:
 
     async def void_hold(self, key: IdempotencyKey, hold_id: str) -> LedgerResult:
         return await self._call(
-            self._shards.for_owner(key.owner_id),
             "SELECT ledger_void_hold(CAST(:owner AS uuid), :key, :hash, CAST(:hold AS uuid))",
             {**_key_params(key), "hold": hold_id},
         )
@@ -268,7 +245,6 @@ class SqlLedgerStore:
         is_admin: bool,
     ) -> LedgerResult:
         return await self._call(
-            self._shards.for_owner(key.owner_id),
             "SELECT ledger_refund(CAST(:owner AS uuid), :key, :hash, CAST(:txn AS uuid),"
             " CAST(:amount AS bigint), :reason, :is_admin)",
             {
@@ -284,7 +260,6 @@ class SqlLedgerStore:
         self, key: IdempotencyKey, wallet_id: str, money: Money, reason: str
     ) -> LedgerResult:
         return await self._call(
-            self._shards.for_wallet(wallet_id),
             "SELECT ledger_adjust(CAST(:owner AS uuid), :key, :hash, CAST(:wallet AS uuid),"
             " :amount, :currency, :reason)",
             {
@@ -300,7 +275,6 @@ class SqlLedgerStore:
         self, key: IdempotencyKey, wallet_id: str, status: WalletStatus, reason: str
     ) -> LedgerResult:
         return await self._call(
-            self._shards.for_wallet(wallet_id),
             "SELECT ledger_set_wallet_status(CAST(:owner AS uuid), :key, :hash,"
             " CAST(:wallet AS uuid), :status, :reason)",
             {**_key_params(key), "wallet": wallet_id, "status": status.value, "reason": reason},
@@ -308,7 +282,6 @@ class SqlLedgerStore:
 
     async def close_wallet(self, key: IdempotencyKey, wallet_id: str) -> LedgerResult:
         return await self._call(
-            self._shards.for_wallet(wallet_id),
             "SELECT ledger_close_wallet(CAST(:owner AS uuid), :key, :hash, CAST(:wallet AS uuid))",
             {**_key_params(key), "wallet": wallet_id},
         )
@@ -324,7 +297,6 @@ class SqlLedgerStore:
         first_check_at: datetime,
     ) -> LedgerResult:
         return await self._call(
-            self._shards.for_wallet(wallet_id),
             "SELECT ledger_begin_external(CAST(:owner AS uuid), :key, :hash, :type,"
             " CAST(:wallet AS uuid), :amount, :currency, :provider, :instrument, :first_check)",
             {
@@ -343,7 +315,6 @@ class SqlLedgerStore:
         self, key: IdempotencyKey, kind: TransactionType, wallet_id: str
     ) -> bool:
         released = await self._one(
-            self._shards.for_wallet(wallet_id),
             "SELECT ledger_release_unsent_external(CAST(:owner AS uuid), :key, :hash, :type)",
             {**_key_params(key), "type": kind.value},
         )
@@ -353,7 +324,6 @@ class SqlLedgerStore:
         self, transaction_id: str, succeeded: bool, failure_code: str, failure_message: str
     ) -> LedgerResult:
         return await self._call(
-            self._shards.all()[0],
             "SELECT ledger_settle_external(CAST(:txn AS uuid), :succeeded, :code, :message)",
             {
                 "txn": transaction_id,
@@ -366,44 +336,34 @@ class SqlLedgerStore:
     async def claim_due_external(
         self, now: datetime, limit: int, base_seconds: float, max_seconds: float
     ) -> list[DueExternal]:
-        due: list[DueExternal] = []
-        for pool in self._shards.all():
-            rows = await self._rows(
-                pool,
-                "SELECT * FROM ledger_claim_due_external(:now, :limit, :base, :max)",
-                {"now": now, "limit": limit, "base": base_seconds, "max": max_seconds},
+        rows = await self._rows(
+            "SELECT * FROM ledger_claim_due_external(:now, :limit, :base, :max)",
+            {"now": now, "limit": limit, "base": base_seconds, "max": max_seconds},
+        )
+        return [
+            DueExternal(
+                transaction_id=str(row.transaction_id),
+                kind=TransactionType(row.type),
+                provider=row.provider,
+                instrument=row.instrument,
+                amount=row.amount,
+                currency=row.currency,
+                checks=row.checks,
+                created_at=row.created_at,
             )
-            due += [
-                DueExternal(
-                    transaction_id=str(row.transaction_id),
-                    kind=TransactionType(row.type),
-                    provider=row.provider,
-                    instrument=row.instrument,
-                    amount=row.amount,
-                    currency=row.currency,
-                    checks=row.checks,
-                    created_at=row.created_at,
-                )
-                for row in rows
-            ]
-        return due
+            for row in rows
+        ]
 
     async def external_backlog(self, now: datetime) -> tuple[int, float]:
-        count, oldest = 0, 0.0
-        for pool in self._shards.all():
-            rows = await self._rows(
-                pool,
-                "SELECT count(*) AS n, coalesce(extract(epoch FROM :now - min(created_at)), 0)"
-                " AS age FROM external_payments WHERE pending",
-                {"now": now},
-            )
-            count += int(rows[0].n)
-            oldest = max(oldest, float(rows[0].age))
-        return count, oldest
+        rows = await self._rows(
+            "SELECT count(*) AS n, coalesce(extract(epoch FROM :now - min(created_at)), 0)"
+            " AS age FROM external_payments WHERE pending",
+            {"now": now},
+        )
+        return int(rows[0].n), float(rows[0].age)
 
     async def replay(self, key: IdempotencyKey) -> LedgerResult | None:
         rows = await self._rows(
-            self._shards.for_owner(key.owner_id),
             "SELECT operation, request_hash, result FROM idempotency_keys"
             " WHERE owner_id = CAST(:owner AS uuid) AND idempotency_key = :key",
             {"owner": key.owner_id, "key": key.key},
@@ -419,21 +379,17 @@ class SqlLedgerStore:
 
     async def wallet(self, wallet_id: str) -> Wallet | None:
         document = await self._one(
-            self._shards.for_wallet(wallet_id),
             _WALLET_BY_ID,
             {"id": wallet_id},
         )
         return wallet_from_json(document) if document else None
 
     async def wallets_of(self, owner_id: str) -> list[Wallet]:
-        rows = await self._rows(
-            self._shards.for_owner(owner_id), _WALLETS_OF_OWNER, {"owner": owner_id}
-        )
+        rows = await self._rows(_WALLETS_OF_OWNER, {"owner": owner_id})
         return [wallet_from_json(row[0]) for row in rows]
 
     async def wallet_of(self, owner_id: str, currency: str) -> Wallet | None:
         document = await self._one(
-            self._shards.for_owner(owner_id),
             _WALLET_OF_OWNER,
             {"owner": owner_id, "currency": currency},
         )
@@ -441,7 +397,6 @@ class SqlLedgerStore:
 
     async def transaction(self, transaction_id: str) -> Transaction | None:
         document = await self._one(
-            self._shards.all()[0],
             _TRANSACTION_BY_ID,
             {"id": transaction_id},
         )
@@ -449,7 +404,6 @@ class SqlLedgerStore:
 
     async def hold(self, hold_id: str) -> Hold | None:
         document = await self._one(
-            self._shards.all()[0],
             "SELECT json_build_object('id', h.id, 'account_id', h.account_id,"
             " 'merchant_account_id', h.merchant_account_id, 'currency', h.currency,"
             " 'amount', h.amount, 'captured_amount', h.captured_amount, 'status', h.status,"
@@ -474,23 +428,16 @@ class SqlLedgerStore:
             "after_id": after.transaction_id if after else None,
             "limit": limit,
         }
-        rows = await self._rows(self._shards.for_owner(owner_id), _HISTORY, params)
+        rows = await self._rows(_HISTORY, params)
         return [transaction_from_json(row[0]) for row in rows]
 
     async def expire_holds(self, now: datetime, limit: int) -> list[tuple[str, str]]:
-        released: list[tuple[str, str]] = []
-        for pool in self._shards.all():
-            rows = await self._rows(
-                pool,
-                "SELECT account_id, owner_id FROM ledger_expire_holds(:now, :limit)",
-                {"now": now, "limit": limit},
-            )
-            released += [(str(row.account_id), str(row.owner_id)) for row in rows]
-        return released
+        rows = await self._rows(
+            "SELECT account_id, owner_id FROM ledger_expire_holds(:now, :limit)",
+            {"now": now, "limit": limit},
+        )
+        return [(str(row.account_id), str(row.owner_id)) for row in rows]
 
     async def audit(self) -> list[AuditFinding]:
-        findings: list[AuditFinding] = []
-        for pool in self._shards.all():
-            rows = await self._rows(pool, "SELECT * FROM ledger_audit()", {})
-            findings += [AuditFinding(r.check_name, r.subject, r.expected, r.actual) for r in rows]
-        return findings
+        rows = await self._rows("SELECT * FROM ledger_audit()", {})
+        return [AuditFinding(r.check_name, r.subject, r.expected, r.actual) for r in rows]
