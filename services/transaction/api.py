@@ -166,7 +166,7 @@ def keyed(caller: Caller, request: Any, key: str, operation: str) -> Idempotency
     return IdempotencyKey(
         caller.user_id,
         key,
-        operation,
+        # The operation is part of the hash: a key reused for another call is refused.
         request_hash(operation, canonical.SerializeToString(deterministic=True)),
     )
 

@@ -150,7 +150,7 @@ def ada(*roles: str) -> Caller:
 
 
 def key(value: str = "k-1") -> IdempotencyKey:
-    return IdempotencyKey(ADA, value, "CreateTransfer", request_hash("CreateTransfer", b"x"))
+    return IdempotencyKey(ADA, value, request_hash("CreateTransfer", b"x"))
 
 
 EUR_5 = AmountInput("EUR", 500, "")

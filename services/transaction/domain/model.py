@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
@@ -186,11 +186,10 @@ class HistoryCursor:
 
 @dataclass(frozen=True)
 class IdempotencyKey:
-    """Who asked, with which key, for which operation, and a hash of the request."""
+    """Who asked, with which key, and a hash of the operation and the request."""
 
     owner_id: str
     key: str
-    operation: str
     request_hash: str
 
 
@@ -209,7 +208,6 @@ class Receipt:
     payer: Party
     payee: Party
     issued_at: datetime
-    lines: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
