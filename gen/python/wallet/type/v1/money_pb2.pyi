@@ -34,8 +34,9 @@ class Money(_message.Message):
     amount: _builtins.int
     """Amount in minor units of `currency` (cents for EUR, yen for JPY)."""
     decimal: _builtins.str
-    """Output only: the amount as a decimal string people read ("10.50").
-    Ignored on input.
+    """The amount as a decimal string people read ("10.50"), always set on output. On
+    input it may be sent instead of `amount` (ASCII digits, at most the currency's
+    decimal places); if both are sent they must agree.
     """
     def __init__(
         self,
