@@ -581,7 +581,7 @@ class Mesh:
         every = [p for group in self._instances.values() for p in group]
         if self._envoy is not None:
             every.append(self._envoy)
-        watched.extend(_watched_process(process) for process in every)
+        watched.extend(watched_process(process) for process in every)
         return watched
 
     def stop_supervising(self) -> None:
@@ -793,7 +793,8 @@ class Mesh:
             raise MeshError(f"ports in use: {listed}. Is another mesh running?{hint}")
 
 
-def _watched_process(process: ManagedProcess) -> Watched:
+def watched_process(process: ManagedProcess, *, stop_grace: float = 5.0) -> Watched:
+    """What the supervisor needs to watch and restart one ManagedProcess."""
     return Watched(
         name=process.name,
         log_path=process.log_path,
@@ -803,7 +804,7 @@ def _watched_process(process: ManagedProcess) -> Watched:
         start=process.start,
         pid=lambda: process.pid,
         describe_exit=lambda: describe_returncode(process.returncode),
-        cleanup=lambda: process.terminate(grace=5),
+        cleanup=lambda: process.terminate(grace=stop_grace),
     )
 
 

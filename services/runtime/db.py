@@ -1,7 +1,8 @@
 """PostgreSQL: SQLAlchemy 2.0 (async, psycopg 3) for schemas, migrations and
 ordinary repositories; a plain psycopg pool for hot paths, where SQLAlchemy's
 per-statement work costs more than the database round trip (measured on a transfer:
-SQLAlchemy's statement building and result processing cost 2–4× the driver's round trip).
+SQLAlchemy's statement building and result processing cost 2 to 4 times the driver's
+round trip).
 
 Also what a database error means, once for every service: a *fault* (the
 database is away, restarting, out of connections: UNAVAILABLE, retry later) or

@@ -22,7 +22,7 @@ import pytest
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.localmesh.mesh import RECORD_FILE, Mesh, MeshConfig, MeshError
+from services.localmesh.mesh import RECORD_FILE, Mesh, MeshConfig, MeshError, watched_process
 from services.localmesh.processes import ManagedProcess
 from services.localmesh.supervisor import (
     GaveUpError,
@@ -30,7 +30,6 @@ from services.localmesh.supervisor import (
     SupervisionPolicy,
     Supervisor,
     Watched,
-    describe_returncode,
     read_status,
 )
 
@@ -100,15 +99,7 @@ def _shell(tmp_path: Path, name: str, script: str) -> ManagedProcess:
 
 
 def _watched(process: ManagedProcess) -> Watched:
-    return Watched(
-        name=process.name,
-        log_path=process.log_path,
-        is_alive=lambda: process.is_running,
-        start=process.start,
-        pid=lambda: process.pid,
-        describe_exit=lambda: describe_returncode(process.returncode),
-        cleanup=lambda: process.terminate(grace=1),
-    )
+    return watched_process(process, stop_grace=1)
 
 
 @pytest.fixture
