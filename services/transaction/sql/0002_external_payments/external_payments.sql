@@ -162,8 +162,10 @@ $$;
 CREATE OR REPLACE FUNCTION ledger_claim_due_external(
     p_now timestamptz, p_limit int, p_base_seconds double precision,
     p_max_seconds double precision
-) RETURNS TABLE (transaction_id uuid, type text, provider text, instrument text,
-                 amount bigint, currency text, checks int, created_at timestamptz)
+) RETURNS TABLE (
+    transaction_id uuid, type text, provider text, instrument text,
+    amount bigint, currency text, checks int, created_at timestamptz
+)
 LANGUAGE sql AS $$
     WITH due AS (
         SELECT e.transaction_id FROM external_payments AS e
