@@ -100,7 +100,7 @@ class Hold:
 @dataclass(frozen=True)
 class LedgerResult:
     """What one ledger operation returned: an outcome word and the records it
-    touched (see the SQL functions in migrations/versions/0001_ledger.py)."""
+    touched (see the SQL functions in services/transaction/sql/)."""
 
     outcome: str
     transaction: Transaction | None = None
