@@ -2,7 +2,7 @@
 #   make run    start PostgreSQL, Redis, the services and Envoy on localhost:8080
 #   make status what make run's supervisor sees: each process's pid, state and restarts
 #   make test   run every test (unit, integration, end-to-end); sets up what it needs
-#   make lint   ruff, mypy, buf lint, and a check that gen/ is up to date
+#   make lint   ruff, mypy, sqlfluff, buf lint, and a check that gen/ is up to date
 #   make gen    regenerate gen/ from protos/
 #   make admin EMAIL=...  give a registered user the admin role (make run's database)
 #   make audit  recompute every ledger invariant of make run's database
@@ -74,6 +74,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check services tests bench
 	$(BIN)/ruff format --check services tests bench
 	$(BIN)/mypy
+	# The ledger's SQL (.sqlfluff says what is configured and why).
+	$(BIN)/sqlfluff lint services/transaction/sql
 	PATH=$(CURDIR)/$(BIN):$$PATH scripts/buf.sh lint
 	$(MAKE) --no-print-directory gen
 	@git diff --exit-code --stat -- gen helm || { echo "gen/ or helm/ is stale: run 'make gen' and commit"; exit 1; }

@@ -45,3 +45,21 @@ def execute_sql_script(script: str) -> None:
     from alembic import op
 
     op.get_bind().exec_driver_sql(script, execution_options={"no_parameters": True})
+
+
+def execute_sql_files(folder: Path, *names: str) -> None:
+    """Run a revision's .sql files from its folder, in the order given, each as written."""
+    for name in names:
+        execute_sql_script((folder / name).read_text())
+
+
+def previous_version(folder: Path, name: str) -> Path:
+    """The newest version of the file `name` in the revision folders before `folder` (its
+    siblings, ordered by name): what a downgrade re-applies after `folder`'s revision
+    brought a new version of that file."""
+    earlier = sorted(
+        path for path in folder.parent.glob(f"*/{name}") if path.parent.name < folder.name
+    )
+    if not earlier:
+        raise FileNotFoundError(f"no version of {name} before {folder.name}")
+    return earlier[-1]

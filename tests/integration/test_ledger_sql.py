@@ -18,12 +18,11 @@ from typing import Any
 
 import psycopg
 import pytest
-from alembic import command
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from services.localmesh.postgres import PostgresServer
-from services.runtime.migrations import alembic_config, upgrade_to_head
+from services.runtime.migrations import upgrade_to_head
 
 LEDGER_DB = "ledger_it"
 MIGRATIONS = Path(__file__).resolve().parents[2] / "services" / "transaction" / "migrations"
@@ -1444,24 +1443,6 @@ def test_audit_reports_a_wallet_below_its_floor(
         (ids["a"], ids["b"], str(uuid.uuid4())),
     )
     assert audit_in(conn) == {("wallet_available", ids["a"], ">= 0", "-9350")}
-
-
-# --- the migration itself -----------------------------------------------------------------
-
-
-def test_migration_downgrades_and_upgrades_again(postgres: PostgresServer) -> None:
-    postgres.create_database("ledger_migration_it")
-    url = postgres.dsn("ledger_migration_it")
-    upgrade_to_head(MIGRATIONS, url)
-    command.downgrade(alembic_config(MIGRATIONS, url), "base")
-    with psycopg.connect(postgres.conninfo("ledger_migration_it"), autocommit=True) as conn:
-        left = conn.execute(
-            "SELECT count(*) FROM pg_proc WHERE proname LIKE 'ledger%'"
-            " UNION ALL SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
-            " AND tablename <> 'alembic_version'"
-        ).fetchall()
-        assert left == [(0,), (0,)]
-    upgrade_to_head(MIGRATIONS, url)
 
 
 # --- batches ----------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The ledger in PostgreSQL: each movement of money is one call of a database
-function (migrations/versions/0001_ledger.py), i.e. one round trip and one
+function (services/transaction/sql/), i.e. one round trip and one
 transaction; reads are plain queries. Straight through psycopg's pool, in
 autocommit: this is the hot path, and SQLAlchemy's layers cost more CPU per call
 than the round trip itself (measured with `make bench`).

@@ -149,7 +149,7 @@ ACCEPTED_OUTCOMES = frozenset(
 @dataclass(frozen=True)
 class LedgerResult:
     """What one ledger operation returned: an outcome word and the records it
-    touched (see the SQL functions in migrations/versions/0001_ledger.py)."""
+    touched (see the SQL functions in services/transaction/sql/)."""
 
     outcome: LedgerOutcome
     transaction: Transaction | None = None

@@ -1,0 +1,25 @@
+-- Undoes 0001: every function, table and sequence of the ledger.
+DROP FUNCTION ledger_audit();
+DROP FUNCTION ledger_close_wallet(uuid, text, text, uuid);
+DROP FUNCTION ledger_set_wallet_status(uuid, text, text, uuid, text, text);
+DROP FUNCTION ledger_adjust(uuid, text, text, uuid, bigint, text, text);
+DROP FUNCTION ledger_refund(uuid, text, text, uuid, bigint, text, boolean);
+DROP FUNCTION ledger_expire_holds(timestamptz, int);
+DROP FUNCTION ledger_void_hold(uuid, text, text, uuid);
+DROP FUNCTION ledger_capture_hold(uuid, text, text, uuid, bigint, timestamptz);
+DROP FUNCTION ledger_create_hold(uuid, text, text, uuid, uuid, bigint, text, timestamptz, text);
+DROP FUNCTION ledger_transfer(uuid, text, text, uuid, uuid, bigint, text, text, jsonb);
+DROP FUNCTION ledger_settlement_account(text);
+DROP FUNCTION ledger_create_wallet(uuid, text, text, text);
+DROP FUNCTION ledger_hold_json(holds);
+DROP FUNCTION ledger_txn_json(transactions, uuid, uuid);
+DROP FUNCTION ledger_wallet_json(accounts);
+DROP FUNCTION ledger_move(uuid, uuid, uuid, bigint, bigint);
+DROP FUNCTION ledger_idempotency_store(uuid, text, text, text, jsonb);
+DROP FUNCTION ledger_idempotency_begin(uuid, text, text, text);
+DROP TABLE idempotency_keys, postings, transactions, holds, accounts;
+DROP FUNCTION holds_guard_update();
+DROP FUNCTION transactions_guard_update();
+DROP FUNCTION postings_check_balanced();
+DROP FUNCTION ledger_refuse_change();
+DROP SEQUENCE receipt_number_seq;
