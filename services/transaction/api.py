@@ -18,7 +18,12 @@ from services.runtime.protos import timestamp
 from services.transaction import metrics
 from services.transaction.domain import receipts
 from services.transaction.domain.funding import Funding
-from services.transaction.domain.ledger import AmountInput, BatchTransfer, Ledger, request_hash
+from services.transaction.domain.ledger import (
+    AmountInput,
+    Ledger,
+    TransferRequest,
+    request_hash,
+)
 from services.transaction.domain.model import (
     HistoryCursor,
     HistoryFilter,
@@ -240,13 +245,15 @@ class TransactionApi(transaction_service_pb2_grpc.TransactionServiceServicer):
         key = idempotency_key(caller, request, context, "CreateTransfer")
         posted = await self._ledger.transfer(
             caller,
-            key,
-            request.source_wallet_id,
-            request.destination_wallet_id,
-            request.recipient_email,
-            required_amount(request),
-            request.memo,
-            dict(request.metadata),
+            TransferRequest(
+                key,
+                request.source_wallet_id,
+                request.destination_wallet_id,
+                required_amount(request),
+                request.memo,
+                dict(request.metadata),
+                recipient_email=request.recipient_email,
+            ),
         )
         metrics.record_posted(posted)
         return pb.CreateTransferResponse(transaction=transaction_message(posted.transaction))
@@ -257,7 +264,7 @@ class TransactionApi(transaction_service_pb2_grpc.TransactionServiceServicer):
     ) -> pb.BatchCreateTransfersResponse:
         caller = current_caller()
         items = [
-            BatchTransfer(
+            TransferRequest(
                 # Hashed as a CreateTransfer: the same transfer sent alone or in a batch
                 # under the same key is the same request.
                 keyed(caller, item, item.request_id, "CreateTransfer"),

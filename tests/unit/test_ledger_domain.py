@@ -17,7 +17,7 @@ from services.runtime.errors import (
     NotFound,
     PermissionDenied,
 )
-from services.transaction.domain.ledger import AmountInput, Ledger, request_hash
+from services.transaction.domain.ledger import AmountInput, Ledger, TransferRequest, request_hash
 from services.transaction.domain.model import (
     HistoryFilter,
     IdempotencyKey,
@@ -159,7 +159,9 @@ EUR_5 = AmountInput("EUR", 500, "")
 async def test_transfer_calls_the_ledger_once_and_invalidates_both_sides(
     ledger: Ledger, store: ScriptedStore, cache: RecordingCache
 ) -> None:
-    done = await ledger.transfer(ada(), key(), ADA_EUR, BOB_EUR, "", EUR_5, "lunch", {"a": "b"})
+    done = await ledger.transfer(
+        ada(), TransferRequest(key(), ADA_EUR, BOB_EUR, EUR_5, "lunch", {"a": "b"})
+    )
     assert done.transaction.amount == 500
     assert not done.replayed
     assert [name for name, _ in store.calls] == ["transfer"]
@@ -171,7 +173,8 @@ async def test_invalid_transfer_lists_every_field_and_never_reaches_the_ledger(
 ) -> None:
     with pytest.raises(InvalidArgument) as caught:
         await ledger.transfer(
-            ada(), key(""), "nope", "", "", AmountInput("EUR", -1, ""), "x" * 281, {"": "v"}
+            ada(),
+            TransferRequest(key(""), "nope", "", AmountInput("EUR", -1, ""), "x" * 281, {"": "v"}),
         )
     fields = {v.field for v in caught.value.violations}
     assert fields == {
@@ -201,7 +204,7 @@ async def test_ledger_refusals_become_domain_errors(
 ) -> None:
     store.outcome = outcome
     with pytest.raises(error) as caught:
-        await ledger.transfer(ada(), key(), ADA_EUR, BOB_EUR, "", EUR_5, "", {})
+        await ledger.transfer(ada(), TransferRequest(key(), ADA_EUR, BOB_EUR, EUR_5))
     assert caught.value.reason == reason
     assert cache.invalidated == []
 
@@ -215,34 +218,46 @@ async def test_currency_mismatch_and_self_transfer_name_their_fields(
     ):
         store.outcome = outcome
         with pytest.raises(InvalidArgument) as caught:
-            await ledger.transfer(ada(), key(), ADA_EUR, BOB_EUR, "", EUR_5, "", {})
+            await ledger.transfer(ada(), TransferRequest(key(), ADA_EUR, BOB_EUR, EUR_5))
         assert caught.value.violations[0].field == field
 
 
 async def test_transfer_by_email_resolves_the_recipients_wallet(
     ledger: Ledger, store: ScriptedStore, directory: Directory
 ) -> None:
-    await ledger.transfer(ada(), key(), ADA_EUR, "", "BOB@example.com", EUR_5, "", {})
+    await ledger.transfer(
+        ada(), TransferRequest(key(), ADA_EUR, "", EUR_5, recipient_email="BOB@example.com")
+    )
     _, args = store.calls[0]
     assert args[2] == BOB_EUR
     with pytest.raises(InvalidArgument):
-        await ledger.transfer(ada(), key("k-2"), ADA_EUR, "", "ada@example.com", EUR_5, "", {})
+        await ledger.transfer(
+            ada(),
+            TransferRequest(key("k-2"), ADA_EUR, "", EUR_5, recipient_email="ada@example.com"),
+        )
     with pytest.raises(NotFound):
-        await ledger.transfer(ada(), key("k-3"), ADA_EUR, "", "eve@example.com", EUR_5, "", {})
+        await ledger.transfer(
+            ada(),
+            TransferRequest(key("k-3"), ADA_EUR, "", EUR_5, recipient_email="eve@example.com"),
+        )
 
 
 async def test_replayed_transfer_by_email_does_not_look_the_recipient_up_again(
     ledger: Ledger, store: ScriptedStore, directory: Directory
 ) -> None:
     store.stored = LedgerResult(LedgerOutcome.REPLAYED, transaction=transaction(7))
-    done = await ledger.transfer(ada(), key(), ADA_EUR, "", "bob@example.com", EUR_5, "", {})
+    done = await ledger.transfer(
+        ada(), TransferRequest(key(), ADA_EUR, "", EUR_5, recipient_email="bob@example.com")
+    )
     assert done.transaction.receipt_number == "R-00000000007"
     assert done.replayed
     assert directory.lookups == 0
     assert store.calls == []
     store.stored = LedgerResult(LedgerOutcome.KEY_MISMATCH)
     with pytest.raises(FailedPrecondition):
-        await ledger.transfer(ada(), key(), ADA_EUR, "", "bob@example.com", EUR_5, "", {})
+        await ledger.transfer(
+            ada(), TransferRequest(key(), ADA_EUR, "", EUR_5, recipient_email="bob@example.com")
+        )
 
 
 async def test_someone_elses_wallet_is_not_found_but_admins_see_it(

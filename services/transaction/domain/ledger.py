@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
 from services.runtime.auth import Caller
@@ -65,15 +65,17 @@ HOUSE = "Wallet mesh (settlement)"
 
 
 @dataclass(frozen=True)
-class BatchTransfer:
-    """One transfer of a batch as the client sent it."""
+class TransferRequest:
+    """One transfer as the client asked for it (alone, or as an item of a batch): to a
+    wallet, or to a person by email (alone only)."""
 
     key: IdempotencyKey
     source_wallet_id: str
     destination_wallet_id: str
     amount: AmountInput
-    memo: str
-    metadata: dict[str, str]
+    memo: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    recipient_email: str = ""
 
 
 @dataclass(frozen=True)
@@ -278,17 +280,13 @@ class Ledger:
 
     # --- moving money ----------------------------------------------------------------
 
-    async def transfer(
-        self,
-        caller: Caller,
-        key: IdempotencyKey,
-        source_wallet_id: str,
-        destination_wallet_id: str,
-        recipient_email: str,
-        amount: AmountInput,
-        memo: str,
-        metadata: dict[str, str],
-    ) -> Posted:
+    async def transfer(self, caller: Caller, request: TransferRequest) -> Posted:
+        key, source_wallet_id = request.key, request.source_wallet_id
+        destination_wallet_id, recipient_email = (
+            request.destination_wallet_id,
+            request.recipient_email,
+        )
+        amount, memo, metadata = request.amount, request.memo, request.metadata
         errors = ViolationCollector()
         check_key(key, errors)
         source_wallet_id = errors.uuid(source_wallet_id, "source_wallet_id")
@@ -318,7 +316,7 @@ class Ledger:
         return posted
 
     async def transfer_batch(
-        self, caller: Caller, requests: list[BatchTransfer]
+        self, caller: Caller, requests: list[TransferRequest]
     ) -> list[Posted | DomainError]:
         """Several transfers of the caller's in one round trip and one commit, each with
         its own key and outcome (a refusal is that item's answer). A malformed item
