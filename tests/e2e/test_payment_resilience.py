@@ -26,8 +26,6 @@ from tests.e2e.conftest import (
 )
 from tests.e2e.test_metrics import scrape, scrape_all, total
 
-pytestmark = pytest.mark.e2e
-
 
 @pytest.fixture(scope="module")
 def troubled_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:

@@ -23,8 +23,6 @@ from wallet.transaction.v1 import funding_service_pb2_grpc, transaction_service_
 from wallet.transaction.v1 import transaction_service_pb2 as pb
 from wallet.type.v1 import money_pb2
 
-pytestmark = pytest.mark.e2e
-
 
 def sandbox_rows(mesh: Mesh, payment_id: str) -> list[tuple[str, str, int]]:
     """What the sandbox provider itself recorded for a payment: (kind, status, calls)."""

@@ -22,8 +22,6 @@ from services.localmesh.postgres import PostgresServer
 from services.runtime.migrations import upgrade_to_head
 from tests.integration.test_ledger_sql import TABLES, empty_ledger, request_hash
 
-pytestmark = pytest.mark.integration
-
 LEDGER_DB = "ledger_ext_it"
 MIGRATIONS = Path(__file__).resolve().parents[2] / "services" / "transaction" / "migrations"
 OPERATOR = uuid.UUID("00000000-0000-0000-0000-00000000000f")

@@ -44,8 +44,6 @@ from services.runtime.cache import create_redis
 from services.runtime.db import create_driver_pool
 from services.runtime.migrations import upgrade_to_head
 
-pytestmark = pytest.mark.integration
-
 GATEWAY_DB = "gateway_store_it"
 SECRET = "whsec_sandbox_store_tests"
 

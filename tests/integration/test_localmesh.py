@@ -27,8 +27,6 @@ from services.localmesh.postgres import PostgresError, PostgresServer
 from services.localmesh.processes import ProcessError, free_port
 from services.localmesh.redis import RedisServer
 
-pytestmark = pytest.mark.integration
-
 # Fixtures here are per test ("fresh_"): these tests stop, kill and restart servers,
 # which the shared session servers of tests/conftest.py must not suffer.
 

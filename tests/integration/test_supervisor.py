@@ -34,8 +34,6 @@ from services.localmesh.supervisor import (
     read_status,
 )
 
-pytestmark = pytest.mark.integration
-
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Generous: the machine running the tests may be busy.
 RECOVERY_TIMEOUT = 120.0
