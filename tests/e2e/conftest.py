@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,16 +48,6 @@ def mesh_config_for_tests(run_dir: Path, limits: Path) -> MeshConfig:
     return dataclasses.replace(
         MeshConfig.for_tests(run_dir), ratelimit_config=limits, extra_env=PAYMENT_TIMINGS
     )
-
-
-def eventually(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    """Polls `check` until it holds, or fails the test after `timeout` seconds: for
-    what happens in the background (webhooks, the reconciler), never a fixed sleep."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import httpx
 
-from tests.e2e.conftest import Bank, eventually
+from tests.e2e.conftest import Bank
+from tests.eventually import eventually
 from tests.fakes.paypal_api import FakePayPal
 from tests.fakes.stripe_api import FakeStripe
 

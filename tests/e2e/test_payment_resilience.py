@@ -21,10 +21,10 @@ from tests.e2e.conftest import (
     Bank,
     Person,
     audit_ledger,
-    eventually,
     mesh_config_for_tests,
 )
 from tests.e2e.test_metrics import scrape, scrape_all, total
+from tests.eventually import eventually
 
 
 @pytest.fixture(scope="module")

@@ -23,10 +23,10 @@ from tests.e2e.conftest import (
     TIGHT_LIMITS,
     Bank,
     Person,
-    eventually,
     mesh_config_for_tests,
     register_and_login,
 )
+from tests.eventually import eventually
 
 MONEY = load_limits(TIGHT_LIMITS).classes["money"]  # 2 per second, burst 3
 TRANSFERS = 20  # in a row, as fast as the edge answers: more than the limit lets through

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from services.runtime.server import LIVENESS_SERVICE
 from services.transaction import server as transaction_server
 from services.transaction.domain.funding import ReconcilerSettings
 from services.user import server as user_server
+from tests.eventually import eventually_async
 from wallet.transaction.v1 import transaction_service_pb2 as tx
 from wallet.transaction.v1 import transaction_service_pb2_grpc
 from wallet.type.v1 import money_pb2
@@ -154,12 +154,21 @@ async def wait_for_health(services: Services, *, serving: bool) -> None:
         if serving
         else health_pb2.HealthCheckResponse.NOT_SERVING
     )
-    deadline = time.monotonic() + HEALTH_TIMEOUT
-    for stub in (services.user_health, services.ledger_health):
-        while (await stub.Check(health_pb2.HealthCheckRequest())).status != wanted:
-            if time.monotonic() > deadline:
-                pytest.fail(f"health did not turn {'SERVING' if serving else 'NOT_SERVING'}")
-            await asyncio.sleep(0.05)
+    stubs = {"user": services.user_health, "ledger": services.ledger_health}
+
+    async def not_yet() -> list[str]:
+        request = health_pb2.HealthCheckRequest()
+        return [
+            name for name, stub in stubs.items() if (await stub.Check(request)).status != wanted
+        ]
+
+    await eventually_async(
+        not_yet,
+        f"health to turn {'SERVING' if serving else 'NOT_SERVING'}",
+        HEALTH_TIMEOUT,
+        interval=0.05,
+    )
+    for stub in stubs.values():
         # Alive all along: a liveness probe must not restart it for its database.
         alive = await stub.Check(health_pb2.HealthCheckRequest(service=LIVENESS_SERVICE))
         assert alive.status == health_pb2.HealthCheckResponse.SERVING

@@ -13,7 +13,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
@@ -37,6 +37,7 @@ from services.ratelimit.server import (
 )
 from services.runtime import server as runtime_server
 from services.runtime.cache import create_redis
+from tests.eventually import eventually_async
 
 # Small numbers, so that tests exhaust buckets quickly; `money` refills so slowly
 # (1 a minute) that no token comes back during a test.
@@ -78,13 +79,6 @@ def request(
 def user_call(class_name: str, user: str, hits: int = 0) -> rls_pb2.RateLimitRequest:
     """What Envoy sends for an authenticated call."""
     return request(descriptor(("class", class_name), ("user", user)), hits=hits)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not await check():
-        assert time.monotonic() < deadline, f"not {what} within {DEADLINE} s"
-        await asyncio.sleep(0.05)
 
 
 # --- fixtures ---------------------------------------------------------------------------
@@ -365,7 +359,7 @@ async def test_redis_down_decides_from_the_fair_share_then_shares_again(
         answer = await stub.ShouldRateLimit(user_call("money", new_user()), timeout=DEADLINE)
         return bool(answer.statuses[0].limit_remaining == 2)
 
-    await eventually(shared_again, "deciding from Redis again")
+    await eventually_async(shared_again, "deciding from Redis again", DEADLINE, interval=0.05)
     assert degraded() == 0
     answer = await stub.ShouldRateLimit(user_call("money", user))
     assert (answer.overall_code, answer.statuses[0].limit_remaining) == (Response.OK, 2)
@@ -425,7 +419,9 @@ async def test_redis_hanging_decides_locally_within_envoys_timeout(
     async def abandoned_counted() -> bool:
         return cancelled_calls() - abandoned_before == 3
 
-    await eventually(abandoned_counted, "abandoned calls counted CANCELLED")
+    await eventually_async(
+        abandoned_counted, "abandoned calls counted CANCELLED", DEADLINE, interval=0.05
+    )
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     assert errors == [], "no error and no traceback for calls the client left"
 
@@ -451,7 +447,7 @@ async def test_ready_without_redis(settings: RateLimitSettings, redis_server: Re
             answer = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
             return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
 
-        await eventually(serving, "serving")
+        await eventually_async(serving, "serving", DEADLINE, interval=0.05)
         redis_server.stop()
         try:
             rls = rls_pb2_grpc.RateLimitServiceStub(channel)

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from services.localmesh.supervisor import (
     describe_returncode,
     read_status,
 )
+from tests.eventually import eventually
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Generous: the machine running the tests may be busy.
@@ -42,10 +42,8 @@ FAST = SupervisionPolicy(poll_interval=0.05, first_backoff=0.05, max_backoff=0.4
 
 
 def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+    # Polled often: the fast policy restarts within 0.05 s.
+    eventually(condition, what, timeout, interval=0.05)
 
 
 def _pid_in(pid_file: Path) -> int:
