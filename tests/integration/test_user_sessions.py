@@ -20,7 +20,7 @@ from services.runtime import server as runtime_server
 from services.user.adapters.login_throttle import KEY_PREFIX
 from services.user.server import UserSettings, build_app
 from tests.eventually import eventually_async
-from tests.integration.test_user_grpc import PASSWORD, bearer, expect_error
+from tests.integration.user_calls import PASSWORD, bearer, expect_error
 from wallet.user.v1 import user_service_pb2 as pb
 from wallet.user.v1 import user_service_pb2_grpc
 

@@ -15,8 +15,7 @@ from services.runtime.auth import Caller, TokenVerifier, cutoff_for, is_revoked_
 from services.runtime.errors import Unauthenticated
 from services.user.adapters.tokens import JwtIssuer, LocalPublicKeys
 from services.user.domain.model import Role
-from tests.unit.test_accounts import PASSWORD, World, caller_of
-from tests.unit.test_tokens import signing_key
+from tests.fakes.user import PASSWORD, World, caller_of, signing_key
 
 
 @pytest.fixture

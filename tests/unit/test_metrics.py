@@ -24,7 +24,7 @@ from services.runtime.metrics import RpcMetrics, start_metrics_server, watch_poo
 from services.transaction import metrics as ledger_metrics
 from services.transaction.domain.model import Posted, TransactionType
 from services.user.metrics import LOGINS
-from tests.unit.test_ledger_domain import transaction
+from tests.fakes.ledger import transaction
 
 # Each test gets its own gRPC service name, so its counts start from nothing.
 _services = itertools.count()

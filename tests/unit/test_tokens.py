@@ -11,13 +11,12 @@ from pathlib import Path
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services.runtime.auth import Caller, TokenVerifier, bearer_token
 from services.runtime.errors import Unauthenticated
 from services.user.adapters.tokens import JwtIssuer, LocalPublicKeys, SigningKey, thumbprint
 from services.user.domain.model import Role
+from tests.fakes.user import signing_key
 
 
 class Revoked:
@@ -26,18 +25,6 @@ class Revoked:
 
     async def is_revoked(self, caller: Caller) -> bool:
         return caller.token_id in self.token_ids
-
-
-def signing_key(tmp_path: Path, name: str = "key.pem") -> SigningKey:
-    path = tmp_path / name
-    path.write_bytes(
-        Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return SigningKey.from_pem_file(path)
 
 
 @pytest.fixture
