@@ -97,7 +97,7 @@ async def edge_channel(mesh: Mesh) -> AsyncIterator[grpc.aio.Channel]:
 
 
 @pytest.fixture
-def users(edge_channel: grpc.aio.Channel) -> user_service_pb2_grpc.UserServiceStub:
+def users(edge_channel: grpc.aio.Channel) -> user_service_pb2_grpc.UserServiceAsyncStub:
     return user_service_pb2_grpc.UserServiceStub(edge_channel)
 
 

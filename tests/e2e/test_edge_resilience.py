@@ -34,7 +34,9 @@ async def test_instance_killed_under_load(bank: Bank, mesh: Mesh) -> None:
     client_retries = 0
     unexpected: list[str] = []
 
-    async def worker(index: int, stub: transaction_service_pb2_grpc.TransactionServiceStub) -> None:
+    async def worker(
+        index: int, stub: transaction_service_pb2_grpc.TransactionServiceAsyncStub
+    ) -> None:
         nonlocal reads, client_retries
         person, wallet_id = people[index % len(people)]
         _, destination = people[(index + 1) % len(people)]
@@ -80,7 +82,7 @@ async def test_instance_killed_under_load(bank: Bank, mesh: Mesh) -> None:
         stub = transaction_service_pb2_grpc.TransactionServiceStub(channel)
         await asyncio.gather(killer(), *(worker(i, stub) for i in range(WORKERS)))
     finally:
-        await channel.close()
+        await channel.close(None)
         mesh.restart_instance("transaction", 0, wait_for_edge=True)
 
     assert read_errors == []

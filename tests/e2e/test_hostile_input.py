@@ -267,7 +267,7 @@ def altered(token: str) -> str:
     return b64(bytes(raw))
 
 
-def transactions_page(scene: Scene, person: Person, **params: object) -> httpx.Response:
+def transactions_page(scene: Scene, person: Person, **params: str | int) -> httpx.Response:
     return scene.rest.get("/v1/transactions", params=params, headers=person.auth)
 
 

@@ -45,7 +45,7 @@ async def test_concurrent_transfers_keep_every_invariant(bank: Bank, mesh: Mesh)
     for item in plan:
         queue.put_nowait(item)
 
-    async def client(stub: transaction_service_pb2_grpc.TransactionServiceStub) -> None:
+    async def client(stub: transaction_service_pb2_grpc.TransactionServiceAsyncStub) -> None:
         while not queue.empty():
             source, destination, amount, request_id = queue.get_nowait()
             person, wallet_id = people[source]
@@ -81,7 +81,7 @@ async def test_concurrent_transfers_keep_every_invariant(bank: Bank, mesh: Mesh)
         await asyncio.gather(*(client(stubs[i % len(stubs)]) for i in range(CLIENTS)))
     finally:
         for channel in channels:
-            await channel.close()
+            await channel.close(None)
 
     assert mismatches == []
     # The only refusal expected is a wallet running dry.

@@ -77,7 +77,7 @@ def test_rest_failed_logins_of_one_email_are_limited_alike_for_any_email(
 
 
 async def test_grpc_failed_logins_are_resource_exhausted_with_a_retry_hint(
-    users: user_service_pb2_grpc.UserServiceStub, rest: httpx.Client
+    users: user_service_pb2_grpc.UserServiceAsyncStub, rest: httpx.Client
 ) -> None:
     owner = register_and_login(rest, "grpcowner")
     for _ in range(BURST):
@@ -150,7 +150,7 @@ def test_rest_logout_everywhere_ends_every_session_of_the_caller(rest: httpx.Cli
 
 
 async def test_grpc_logout_everywhere(
-    users: user_service_pb2_grpc.UserServiceStub, edge_channel: grpc.aio.Channel
+    users: user_service_pb2_grpc.UserServiceAsyncStub, edge_channel: grpc.aio.Channel
 ) -> None:
     email = unique_email("grpceverywhere")
     await users.CreateUser(pb.CreateUserRequest(email=email, password=PASSWORD, display_name="G"))

@@ -83,7 +83,7 @@ async def user_service(user_settings: UserSettings) -> AsyncIterator[RunningUser
 @pytest.fixture
 async def user_stub(
     user_service: RunningUserService,
-) -> AsyncIterator[user_service_pb2_grpc.UserServiceStub]:
+) -> AsyncIterator[user_service_pb2_grpc.UserServiceAsyncStub]:
     async with grpc.aio.insecure_channel(user_service.target) as channel:
         yield user_service_pb2_grpc.UserServiceStub(channel)
 

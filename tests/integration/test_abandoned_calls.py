@@ -82,7 +82,7 @@ async def test_an_answer_after_the_client_left_is_one_line_and_no_traceback(
     before = cancelled(method)
     caplog.set_level(logging.INFO)
     async with grpc.aio.insecure_channel(target) as channel:
-        call = channel.unary_unary(f"/{SERVICE}/{method}")
+        call = channel.unary_unary(f"/{SERVICE}/{method}", None, None)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await call(b"", timeout=0.1)
         assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED

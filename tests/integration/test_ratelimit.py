@@ -18,8 +18,8 @@ from typing import Any
 
 import grpc
 import pytest
-from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
-from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2  # type: ignore[import-untyped]
+from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc  # type: ignore[import-untyped]
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
@@ -251,7 +251,7 @@ async def test_descriptors_that_are_not_ours_are_answered_ok(
             (status,) = answer.statuses
             assert status.code == Response.OK
             assert not status.HasField("current_limit")  # no X-RateLimit-* headers from it
-    reasons = [r.reason for r in caplog.records if r.name == "services.ratelimit.api"]
+    reasons = [r.__dict__["reason"] for r in caplog.records if r.name == "services.ratelimit.api"]
     assert sorted(reasons) == sorted(
         [
             "unknown class 'no-such-class'",

@@ -187,7 +187,11 @@ def test_a_process_that_ran_stably_restarts_after_the_first_delay_again(
         pid = flaky.pid
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
-        _wait_for(lambda n=restart: supervisor.restarts("flaky") == n, f"restart {restart}")
+
+        def restarted(times: int = restart) -> bool:
+            return supervisor.restarts("flaky") == times
+
+        _wait_for(restarted, f"restart {restart}")
         supervisor.wait_until_healthy(timeout=30)
         assert supervisor.status("flaky").last_exit == "was killed by SIGKILL"
     assert supervisor.status("flaky").state is State.RUNNING

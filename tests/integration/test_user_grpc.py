@@ -4,6 +4,7 @@ server, no Envoy): statuses, details, tokens, cache and degraded modes."""
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import grpc
 from google.protobuf import field_mask_pb2
@@ -19,7 +20,9 @@ from tests.integration.user_calls import PASSWORD, bearer, expect_error
 from wallet.user.v1 import user_service_pb2 as pb
 from wallet.user.v1 import user_service_pb2_grpc
 
-Stub = user_service_pb2_grpc.UserServiceStub
+if TYPE_CHECKING:
+    # Only in the generated .pyi: stubs made on a grpc.aio channel.
+    Stub = user_service_pb2_grpc.UserServiceAsyncStub
 
 
 async def register_and_login(stub: Stub, email: str = "ada@example.com") -> pb.LoginResponse:

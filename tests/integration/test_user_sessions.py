@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
@@ -24,7 +25,9 @@ from tests.integration.user_calls import PASSWORD, bearer, expect_error
 from wallet.user.v1 import user_service_pb2 as pb
 from wallet.user.v1 import user_service_pb2_grpc
 
-Stub = user_service_pb2_grpc.UserServiceStub
+if TYPE_CHECKING:
+    # Only in the generated .pyi: stubs made on a grpc.aio channel.
+    Stub = user_service_pb2_grpc.UserServiceAsyncStub
 BURST = 3
 # A try comes back a minute after it was taken: however slow the machine, a test's
 # few argon2 checks never see one come back (tests/e2e checks the defaults).

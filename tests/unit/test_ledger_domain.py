@@ -11,6 +11,7 @@ import pytest
 from services.runtime.auth import Caller
 from services.runtime.errors import (
     Aborted,
+    DomainError,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -107,7 +108,7 @@ async def test_ledger_refusals_become_domain_errors(
     store: ScriptedStore,
     cache: RecordingCache,
     outcome: str,
-    error: type,
+    error: type[DomainError],
     reason: str,
 ) -> None:
     store.outcome = outcome
