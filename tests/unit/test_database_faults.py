@@ -4,7 +4,7 @@ connection or not; and how work whose connection was lost is tried again."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import grpc
 import psycopg
@@ -206,7 +206,13 @@ async def test_a_near_deadline_shortens_the_retries() -> None:
 BOUNDARY_SERVICE = "test.faults.Boundary"
 
 
-class _Raising(grpc.GenericRpcHandler[bytes, bytes]):
+if TYPE_CHECKING:
+    RawHandler = grpc.GenericRpcHandler[bytes, bytes]
+else:  # generic in grpc-stubs only
+    RawHandler = grpc.GenericRpcHandler
+
+
+class _Raising(RawHandler):
     """`/test.faults.Boundary/<Name>` raises the error named <Name>."""
 
     raises: ClassVar[dict[str, Exception]] = {

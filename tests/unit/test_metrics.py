@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import httpx
@@ -48,7 +48,13 @@ async def _stream(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -
     yield request
 
 
-class _Echo(grpc.GenericRpcHandler[bytes, bytes]):
+if TYPE_CHECKING:
+    RawHandler = grpc.GenericRpcHandler[bytes, bytes]
+else:  # generic in grpc-stubs only
+    RawHandler = grpc.GenericRpcHandler
+
+
+class _Echo(RawHandler):
     def __init__(self, service: str) -> None:
         self._service = service
 
