@@ -195,6 +195,19 @@ class FakeRevoker:
         self.all_revoked[user_id] = token_lifetime_seconds
 
 
+class FakeRevocationCheck:
+    """The token verifier's revocation check: the token ids given are revoked; records
+    every caller it was asked about."""
+
+    def __init__(self, *token_ids: str) -> None:
+        self.token_ids = set(token_ids)
+        self.asked: list[Caller] = []
+
+    async def is_revoked(self, caller: Caller) -> bool:
+        self.asked.append(caller)
+        return caller.token_id in self.token_ids
+
+
 class FakeLoginThrottle:
     """A bucket of `burst` tries per account that never refills unless told to."""
 

@@ -12,19 +12,11 @@ from pathlib import Path
 import jwt
 import pytest
 
-from services.runtime.auth import Caller, TokenVerifier, bearer_token
+from services.runtime.auth import TokenVerifier, bearer_token
 from services.runtime.errors import Unauthenticated
 from services.user.adapters.tokens import JwtIssuer, LocalPublicKeys, SigningKey, thumbprint
 from services.user.domain.model import Role
-from tests.fakes.user import signing_key
-
-
-class Revoked:
-    def __init__(self, *token_ids: str) -> None:
-        self.token_ids = set(token_ids)
-
-    async def is_revoked(self, caller: Caller) -> bool:
-        return caller.token_id in self.token_ids
+from tests.fakes.user import FakeRevocationCheck, signing_key
 
 
 @pytest.fixture
@@ -38,7 +30,10 @@ def issuer(key: SigningKey, lifetime: int = 900, audience: str = "wallet-mesh") 
 
 def verifier(key: SigningKey, *revoked: str) -> TokenVerifier:
     return TokenVerifier(
-        LocalPublicKeys(key), Revoked(*revoked), issuer="wallet-mesh", audience="wallet-mesh"
+        LocalPublicKeys(key),
+        FakeRevocationCheck(*revoked),
+        issuer="wallet-mesh",
+        audience="wallet-mesh",
     )
 
 
@@ -118,7 +113,7 @@ def test_bearer_token_parsing() -> None:
 
 async def test_a_cached_token_is_still_checked_for_revocation(key: SigningKey) -> None:
     issued = issuer(key).issue("u", frozenset({Role.USER}), now())
-    revoked = Revoked()
+    revoked = FakeRevocationCheck()
     checker = TokenVerifier(
         LocalPublicKeys(key), revoked, issuer="wallet-mesh", audience="wallet-mesh"
     )
