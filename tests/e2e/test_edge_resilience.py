@@ -14,7 +14,7 @@ import httpx
 import psycopg
 
 from services.localmesh.mesh import Mesh
-from tests.e2e.conftest import Bank, Person, audit_ledger
+from tests.e2e.people import Bank, Person, audit_ledger
 from wallet.transaction.v1 import transaction_service_pb2 as pb
 from wallet.transaction.v1 import transaction_service_pb2_grpc
 from wallet.type.v1 import money_pb2

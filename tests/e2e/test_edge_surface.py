@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from services.localmesh.mesh import Mesh
-from tests.e2e.conftest import Person, register_and_login
+from tests.e2e.people import Person, register_and_login
 from tests.eventually import eventually
 from wallet.gateway.v1 import gateway_service_pb2 as gateway_pb
 from wallet.gateway.v1 import gateway_service_pb2_grpc

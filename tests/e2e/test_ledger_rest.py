@@ -7,7 +7,7 @@ import uuid
 import httpx
 
 from services.localmesh.mesh import Mesh
-from tests.e2e.conftest import Bank, audit_ledger
+from tests.e2e.people import Bank, audit_ledger
 from tests.eventually import eventually
 
 

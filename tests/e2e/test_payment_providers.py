@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.e2e.conftest import Bank
+from tests.e2e.people import Bank
 from tests.eventually import eventually
 from tests.fakes.paypal_api import FakePayPal
 from tests.fakes.stripe_api import FakeStripe

@@ -14,7 +14,7 @@ from services.gateway.adapters.sandbox import event_body, sign
 from services.gateway.domain.providers import PaymentKind
 from services.localmesh.mesh import SANDBOX_WEBHOOK_SECRET, Mesh
 from services.runtime.auth import SERVICE_TOKEN_HEADER
-from tests.e2e.conftest import Bank
+from tests.e2e.people import Bank
 from tests.e2e.test_metrics import scrape_all, total
 from tests.eventually import eventually
 from wallet.gateway.v1 import gateway_service_pb2 as gateway_pb

@@ -16,13 +16,8 @@ import pytest
 from services.localmesh.mesh import Mesh
 from services.localmesh.otlp_sink import OtlpSink, ReceivedSpan
 from services.localmesh.processes import free_port
-from tests.e2e.conftest import (
-    GENEROUS_LIMITS,
-    PASSWORD,
-    Bank,
-    mesh_config_for_tests,
-    register_and_login,
-)
+from tests.e2e.mesh_setup import GENEROUS_LIMITS, mesh_config_for_tests
+from tests.e2e.people import PASSWORD, Bank, register_and_login
 from tests.eventually import eventually
 
 SERVER, CLIENT = 2, 3  # OTLP span kinds

@@ -16,7 +16,7 @@ import pytest
 from services.localmesh.mesh import Mesh
 from services.user.adapters.tokens import JwtIssuer, SigningKey
 from services.user.domain.model import Role
-from tests.e2e.conftest import PASSWORD, register_and_login, unique_email
+from tests.e2e.people import PASSWORD, register_and_login, unique_email
 from tests.field_violations import rest_violations as violations
 from wallet.user.v1 import user_service_pb2 as pb
 from wallet.user.v1 import user_service_pb2_grpc

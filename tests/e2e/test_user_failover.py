@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 
 from services.localmesh.mesh import Mesh
-from tests.e2e.conftest import PASSWORD, register_and_login, unique_email
+from tests.e2e.people import PASSWORD, register_and_login, unique_email
 from tests.eventually import eventually
 
 

@@ -13,7 +13,7 @@ import pytest
 from google.protobuf import field_mask_pb2
 
 from services.localmesh.mesh import Mesh
-from tests.e2e.conftest import PASSWORD, grant_admin, unique_email
+from tests.e2e.people import PASSWORD, grant_admin, unique_email
 from wallet.user.v1 import user_service_pb2 as pb
 from wallet.user.v1 import user_service_pb2_grpc
 

@@ -13,7 +13,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from services.user.server import UserSettings
-from tests.e2e.conftest import PASSWORD, register_and_login, unique_email
+from tests.e2e.people import PASSWORD, register_and_login, unique_email
 from tests.eventually import eventually
 from wallet.transaction.v1 import transaction_service_pb2 as tx_pb
 from wallet.transaction.v1 import transaction_service_pb2_grpc

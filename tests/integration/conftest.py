@@ -17,12 +17,11 @@ from services.runtime import server as runtime_server
 from services.runtime.config import RuntimeSettings
 from services.runtime.migrations import upgrade_to_head
 from services.transaction.server import MIGRATIONS as LEDGER_MIGRATIONS
-from services.user.domain.accounts import Accounts
 from services.user.server import MIGRATIONS, UserSettings, build_app
 from tests.integration.ledger_client import LedgerClient, empty_ledger
+from tests.integration.user_calls import USERS_DB, RunningUserService
 from wallet.user.v1 import user_service_pb2_grpc
 
-USERS_DB = "users_it"
 LEDGER_DB = "ledger_it"
 
 
@@ -61,13 +60,6 @@ def user_settings(
         refresh_token_days=30,
         profile_cache_seconds=300,
     )
-
-
-class RunningUserService:
-    def __init__(self, running: runtime_server.RunningServer, accounts: Accounts) -> None:
-        self.running = running
-        self.accounts = accounts
-        self.target = f"127.0.0.1:{running.port}"
 
 
 @pytest.fixture

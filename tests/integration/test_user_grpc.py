@@ -15,8 +15,7 @@ from services.localmesh.redis import RedisServer
 from services.runtime import server as runtime_server
 from services.user.server import UserSettings, build_app
 from tests.field_violations import grpc_violations as field_violations
-from tests.integration.conftest import RunningUserService
-from tests.integration.user_calls import PASSWORD, bearer, expect_error
+from tests.integration.user_calls import PASSWORD, RunningUserService, bearer, expect_error
 from wallet.user.v1 import user_service_pb2 as pb
 from wallet.user.v1 import user_service_pb2_grpc
 
