@@ -2,7 +2,7 @@
 #   make run    start PostgreSQL, Redis, the services and Envoy on localhost:8080
 #   make status what make run's supervisor sees: each process's pid, state and restarts
 #   make test   run every test (unit, integration, end-to-end); sets up what it needs
-#   make lint   ruff, mypy, sqlfluff, buf lint, and a check that gen/ is up to date
+#   make lint   ruff, mypy, sqlfluff, buf lint and breaking, and a check that gen/ is up to date
 #   make gen    regenerate gen/ from protos/
 #   make admin EMAIL=...  give a registered user the admin role (make run's database)
 #   make audit  recompute every ledger invariant of make run's database
@@ -24,6 +24,11 @@ OPENAPI_PLUGIN := $(TOOLS)/protoc-gen-openapi
 GNOSTIC_VERSION := v0.7.1
 GHZ := $(TOOLS)/ghz
 GHZ_VERSION := v0.120.0
+# The last released contract, which `make lint` runs `buf breaking` against: protos/
+# at this commit of main (the last one that changed protos/ before the check existed).
+# Releasing a contract moves it to the release's commit; a change that has to break a
+# released package goes into a new version of it (wallet.<service>.v2) instead.
+CONTRACT_RELEASE := febb1cb15a45fb38fd4f9aa8fbb5076fd52374dc
 
 .PHONY: help
 help:
@@ -77,6 +82,7 @@ lint: $(STAMP)
 	# The ledger's SQL (.sqlfluff says what is configured and why).
 	$(BIN)/sqlfluff lint services/transaction/sql
 	PATH=$(CURDIR)/$(BIN):$$PATH scripts/buf.sh lint
+	PATH=$(CURDIR)/$(BIN):$$PATH scripts/buf-breaking.sh $(CONTRACT_RELEASE)
 	$(MAKE) --no-print-directory gen
 	@git diff --exit-code --stat -- gen helm || { echo "gen/ or helm/ is stale: run 'make gen' and commit"; exit 1; }
 	@test -z "$$(git status --porcelain -- gen helm)" || { git status --porcelain -- gen helm; echo "gen/ or helm/ has files make gen does not produce"; exit 1; }

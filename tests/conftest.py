@@ -1,5 +1,9 @@
 """Fixtures shared by every tier: real PostgreSQL and Redis servers, started
-once per test session on free loopback ports in a temporary folder."""
+once per test session on free loopback ports in a temporary folder.
+
+Every test is marked by its tier, the folder under tests/ it lives in (`pytest -m unit`,
+`-m "not e2e"`); the markers are registered in pyproject.toml, and --strict-markers
+refuses any other."""
 
 from __future__ import annotations
 
@@ -12,6 +16,18 @@ from services.localmesh.mesh import ensure_signing_key
 from services.localmesh.postgres import PostgresServer
 from services.localmesh.processes import free_port
 from services.localmesh.redis import RedisServer
+
+TESTS_ROOT = Path(__file__).resolve().parent
+# The folders under tests/ that are tiers; each is a marker of the same name.
+TIERS = frozenset({"unit", "integration", "e2e", "chaos", "image", "k8s"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = item.path.resolve().relative_to(TESTS_ROOT).parts[0]
+        if tier not in TIERS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live in one of {sorted(TIERS)}")
+        item.add_marker(tier)
 
 
 @pytest.fixture(scope="session")

@@ -457,8 +457,10 @@ def wait_until(
     *,
     what: str,
     process: ManagedProcess | None = None,
+    interval: float = POLL_INTERVAL,
 ) -> None:
-    """Poll `problems` until it returns nothing (all is well), for at most `timeout` s.
+    """Poll `problems` every `interval` s until it returns nothing (all is well), for at
+    most `timeout` s.
 
     The TimeoutError names what was still wrong at the last poll.
     """
@@ -474,4 +476,4 @@ def wait_until(
             return
         if time.monotonic() >= deadline:
             raise TimeoutError(f"waited {timeout:.0f} s for {what}; still: {'; '.join(last)}")
-        time.sleep(POLL_INTERVAL)
+        time.sleep(interval)

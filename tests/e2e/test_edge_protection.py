@@ -16,13 +16,8 @@ import pytest
 
 from services.localmesh.mesh import Mesh
 from services.ratelimit.limits import load_limits
-from tests.e2e.conftest import (
-    PASSWORD,
-    TIGHT_LIMITS,
-    Person,
-    mesh_config_for_tests,
-    register_and_login,
-)
+from tests.e2e.mesh_setup import TIGHT_LIMITS, mesh_config_for_tests
+from tests.e2e.people import PASSWORD, Person, register_and_login
 from wallet.transaction.v1 import transaction_service_pb2 as pb
 from wallet.transaction.v1 import transaction_service_pb2_grpc
 

@@ -14,7 +14,7 @@ import httpx
 import psycopg
 
 from services.localmesh.mesh import Mesh
-from tests.e2e.conftest import Bank, Person, audit_ledger
+from tests.e2e.people import Bank, Person, audit_ledger
 from wallet.transaction.v1 import transaction_service_pb2 as pb
 from wallet.transaction.v1 import transaction_service_pb2_grpc
 from wallet.type.v1 import money_pb2
@@ -34,7 +34,9 @@ async def test_instance_killed_under_load(bank: Bank, mesh: Mesh) -> None:
     client_retries = 0
     unexpected: list[str] = []
 
-    async def worker(index: int, stub: transaction_service_pb2_grpc.TransactionServiceStub) -> None:
+    async def worker(
+        index: int, stub: transaction_service_pb2_grpc.TransactionServiceAsyncStub
+    ) -> None:
         nonlocal reads, client_retries
         person, wallet_id = people[index % len(people)]
         _, destination = people[(index + 1) % len(people)]
@@ -80,7 +82,7 @@ async def test_instance_killed_under_load(bank: Bank, mesh: Mesh) -> None:
         stub = transaction_service_pb2_grpc.TransactionServiceStub(channel)
         await asyncio.gather(killer(), *(worker(i, stub) for i in range(WORKERS)))
     finally:
-        await channel.close()
+        await channel.close(None)
         mesh.restart_instance("transaction", 0, wait_for_edge=True)
 
     assert read_errors == []

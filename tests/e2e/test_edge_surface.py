@@ -21,7 +21,8 @@ import httpx
 import pytest
 
 from services.localmesh.mesh import Mesh
-from tests.e2e.conftest import Person, eventually, register_and_login
+from tests.e2e.people import Person, register_and_login
+from tests.eventually import eventually
 from wallet.gateway.v1 import gateway_service_pb2 as gateway_pb
 from wallet.gateway.v1 import gateway_service_pb2_grpc
 
@@ -116,7 +117,7 @@ def unhealthy_instances(mesh: Mesh) -> list[str]:
 def grpc_code(channel: grpc.Channel, path: str, payload: bytes, auth: str | None) -> str:
     metadata = (("authorization", f"Bearer {auth}"),) if auth else ()
     try:
-        channel.unary_unary(path)(payload, metadata=metadata, timeout=10)
+        channel.unary_unary(path, None, None)(payload, metadata=metadata, timeout=10)
     except grpc.RpcError as error:
         return str(error.code().name)
     return "OK"
@@ -125,7 +126,7 @@ def grpc_code(channel: grpc.Channel, path: str, payload: bytes, auth: str | None
 def no_message_code(channel: grpc.Channel, path: str) -> str:
     """A call that half-closes without sending its message (a stream of none)."""
     try:
-        channel.stream_unary(path)(iter(()), timeout=10)
+        channel.stream_unary(path, None, None)(iter(()), timeout=10)
     except grpc.RpcError as error:
         return str(error.code().name)
     return "OK"
@@ -222,7 +223,7 @@ def test_public_grpc_methods_health_and_reflection_still_reach_instances(
         == "OK"
     )
     reflection = channel.stream_stream(
-        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", None, None
     )
     # ServerReflectionRequest{list_services: ""} (field 7, empty string).
     answers = list(reflection(iter([b"\x3a\x00"]), timeout=10))

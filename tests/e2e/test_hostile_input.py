@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from services.localmesh.mesh import Mesh
-from tests.e2e.conftest import PASSWORD, Bank, Person
+from tests.e2e.people import PASSWORD, Bank, Person
 from tests.field_violations import grpc_violations
 from tests.field_violations import rest_violations as violations
 from wallet.transaction.v1 import transaction_service_pb2 as pb
@@ -267,7 +267,7 @@ def altered(token: str) -> str:
     return b64(bytes(raw))
 
 
-def transactions_page(scene: Scene, person: Person, **params: object) -> httpx.Response:
+def transactions_page(scene: Scene, person: Person, **params: str | int) -> httpx.Response:
     return scene.rest.get("/v1/transactions", params=params, headers=person.auth)
 
 

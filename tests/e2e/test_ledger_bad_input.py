@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.e2e.conftest import Bank, Person
+from tests.e2e.people import Bank, Person
 from tests.field_violations import rest_violations as violations
 
 

@@ -13,7 +13,7 @@ import grpc
 import psycopg
 
 from services.localmesh.mesh import Mesh
-from tests.e2e.conftest import Bank, Person, audit_ledger
+from tests.e2e.people import Bank, Person, audit_ledger
 from wallet.transaction.v1 import transaction_service_pb2 as pb
 from wallet.transaction.v1 import transaction_service_pb2_grpc
 from wallet.type.v1 import money_pb2
@@ -45,7 +45,7 @@ async def test_concurrent_transfers_keep_every_invariant(bank: Bank, mesh: Mesh)
     for item in plan:
         queue.put_nowait(item)
 
-    async def client(stub: transaction_service_pb2_grpc.TransactionServiceStub) -> None:
+    async def client(stub: transaction_service_pb2_grpc.TransactionServiceAsyncStub) -> None:
         while not queue.empty():
             source, destination, amount, request_id = queue.get_nowait()
             person, wallet_id = people[source]
@@ -81,7 +81,7 @@ async def test_concurrent_transfers_keep_every_invariant(bank: Bank, mesh: Mesh)
         await asyncio.gather(*(client(stubs[i % len(stubs)]) for i in range(CLIENTS)))
     finally:
         for channel in channels:
-            await channel.close()
+            await channel.close(None)
 
     assert mismatches == []
     # The only refusal expected is a wallet running dry.

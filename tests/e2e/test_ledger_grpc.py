@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from services.localmesh.mesh import Mesh
-from tests.e2e.conftest import Bank
+from tests.e2e.people import Bank
 from wallet.transaction.v1 import transaction_service_pb2 as pb
 from wallet.transaction.v1 import transaction_service_pb2_grpc
 from wallet.type.v1 import money_pb2

@@ -9,7 +9,7 @@ import httpx
 import psycopg
 
 from services.localmesh.mesh import Mesh
-from tests.e2e.conftest import Bank
+from tests.e2e.people import Bank
 from wallet.transaction.v1 import transaction_service_pb2 as pb
 from wallet.transaction.v1 import transaction_service_pb2_grpc
 from wallet.type.v1 import money_pb2

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import httpx
 
 from services.localmesh.mesh import Mesh
-from tests.e2e.conftest import Bank, audit_ledger
+from tests.e2e.people import Bank, audit_ledger
+from tests.eventually import eventually
 
 
 def key() -> dict[str, str]:
@@ -174,14 +174,12 @@ def test_expired_hold_releases_itself(bank: Bank, rest: httpx.Client) -> None:
         headers={**ada.auth, **key()},
     ).json()["hold"]["hold_id"]
     assert bank.balance(ada, ada_wallet) == (1_000, 600)
-    deadline = time.monotonic() + 15
-    status = ""
-    while time.monotonic() < deadline:
+
+    def expired() -> list[str]:
         status = rest.get(f"/v1/holds/{hold_id}", headers=ada.auth).json()["hold"]["status"]
-        if status == "HOLD_STATUS_EXPIRED":
-            break
-        time.sleep(0.2)
-    assert status == "HOLD_STATUS_EXPIRED"
+        return [] if status == "HOLD_STATUS_EXPIRED" else [status]
+
+    eventually(expired, "the hold to expire", 15, interval=0.2)
     assert bank.balance(ada, ada_wallet) == (1_000, 1_000)
     late = rest.post(f"/v1/holds/{hold_id}:capture", json={}, headers={**shop.auth, **key()})
     assert late.status_code == 400

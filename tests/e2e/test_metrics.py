@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from services.localmesh.mesh import Mesh
-from tests.e2e.conftest import PASSWORD, Bank
+from tests.e2e.people import PASSWORD, Bank
 from wallet.user.v1 import user_service_pb2, user_service_pb2_grpc
 
 SERVICES = ("user", "transaction", "gateway", "ratelimit")

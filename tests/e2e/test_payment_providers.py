@@ -5,13 +5,11 @@ that speak each provider's wire format (tests/fakes), webhooks included."""
 from __future__ import annotations
 
 import httpx
-import pytest
 
-from tests.e2e.conftest import Bank, eventually
+from tests.e2e.people import Bank
+from tests.eventually import eventually
 from tests.fakes.paypal_api import FakePayPal
 from tests.fakes.stripe_api import FakeStripe
-
-pytestmark = pytest.mark.e2e
 
 
 def test_stripe_top_up_decline_and_payout(bank: Bank, fake_stripe: FakeStripe) -> None:

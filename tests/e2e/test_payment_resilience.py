@@ -16,17 +16,10 @@ from redis import Redis
 
 from services.gateway.adapters.sandbox import OUTAGE_KEY
 from services.localmesh.mesh import Mesh
-from tests.e2e.conftest import (
-    GENEROUS_LIMITS,
-    Bank,
-    Person,
-    audit_ledger,
-    eventually,
-    mesh_config_for_tests,
-)
+from tests.e2e.mesh_setup import GENEROUS_LIMITS, mesh_config_for_tests
+from tests.e2e.people import Bank, Person, audit_ledger
 from tests.e2e.test_metrics import scrape, scrape_all, total
-
-pytestmark = pytest.mark.e2e
+from tests.eventually import eventually
 
 
 @pytest.fixture(scope="module")

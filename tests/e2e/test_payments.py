@@ -14,16 +14,15 @@ from services.gateway.adapters.sandbox import event_body, sign
 from services.gateway.domain.providers import PaymentKind
 from services.localmesh.mesh import SANDBOX_WEBHOOK_SECRET, Mesh
 from services.runtime.auth import SERVICE_TOKEN_HEADER
-from tests.e2e.conftest import Bank, eventually
+from tests.e2e.people import Bank
 from tests.e2e.test_metrics import scrape_all, total
+from tests.eventually import eventually
 from wallet.gateway.v1 import gateway_service_pb2 as gateway_pb
 from wallet.gateway.v1 import gateway_service_pb2_grpc
 from wallet.transaction.v1 import funding_service_pb2 as funding_pb
 from wallet.transaction.v1 import funding_service_pb2_grpc, transaction_service_pb2_grpc
 from wallet.transaction.v1 import transaction_service_pb2 as pb
 from wallet.type.v1 import money_pb2
-
-pytestmark = pytest.mark.e2e
 
 
 def sandbox_rows(mesh: Mesh, payment_id: str) -> list[tuple[str, str, int]]:

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import httpx
 
 from services.localmesh.mesh import Mesh
-from tests.e2e.conftest import PASSWORD, Bank, Person, audit_ledger, eventually
+from tests.e2e.people import PASSWORD, Bank, Person, audit_ledger
+from tests.eventually import eventually
 
 FUNDS = 1_000_000
 TRANSFER_WORKERS = 3

@@ -19,14 +19,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from services.localmesh.mesh import Mesh
 from services.ratelimit.limits import load_limits
-from tests.e2e.conftest import (
-    TIGHT_LIMITS,
-    Bank,
-    Person,
-    eventually,
-    mesh_config_for_tests,
-    register_and_login,
-)
+from tests.e2e.mesh_setup import TIGHT_LIMITS, mesh_config_for_tests
+from tests.e2e.people import Bank, Person, register_and_login
+from tests.eventually import eventually
 
 MONEY = load_limits(TIGHT_LIMITS).classes["money"]  # 2 per second, burst 3
 TRANSFERS = 20  # in a row, as fast as the edge answers: more than the limit lets through

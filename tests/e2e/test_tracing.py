@@ -7,9 +7,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import secrets
-import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -17,13 +16,9 @@ import pytest
 from services.localmesh.mesh import Mesh
 from services.localmesh.otlp_sink import OtlpSink, ReceivedSpan
 from services.localmesh.processes import free_port
-from tests.e2e.conftest import (
-    GENEROUS_LIMITS,
-    PASSWORD,
-    Bank,
-    mesh_config_for_tests,
-    register_and_login,
-)
+from tests.e2e.mesh_setup import GENEROUS_LIMITS, mesh_config_for_tests
+from tests.e2e.people import PASSWORD, Bank, register_and_login
+from tests.eventually import eventually
 
 SERVER, CLIENT = 2, 3  # OTLP span kinds
 
@@ -57,16 +52,18 @@ def traceparent() -> tuple[str, str, str]:
     return trace_id, parent_id, f"00-{trace_id}-{parent_id}-01"
 
 
-def collect(sink: OtlpSink, trace_id: str, done: object) -> list[ReceivedSpan]:
+def collect(
+    sink: OtlpSink, trace_id: str, done: Callable[[list[ReceivedSpan]], bool]
+) -> list[ReceivedSpan]:
     """Spans arrive in batches (each exporter flushes every few seconds): poll
-    until the trace has everything `done` asks for, or the deadline passes."""
-    deadline = time.monotonic() + 30
+    until the trace has everything `done` asks for."""
     spans: list[ReceivedSpan] = []
-    while time.monotonic() < deadline:
-        spans = sink.store.trace(trace_id)
-        if done(spans):  # type: ignore[operator]
-            break
-        time.sleep(0.25)
+
+    def complete() -> list[str]:
+        spans[:] = sink.store.trace(trace_id)
+        return [] if done(spans) else [f"spans of {sorted({s.service for s in spans})} only"]
+
+    eventually(complete, f"every span of trace {trace_id}", 30, interval=0.25)
     return spans
 
 
@@ -197,17 +194,18 @@ def test_log_lines_carry_the_trace_id(traced_mesh: Mesh, edge: httpx.Client) -> 
         headers={**ada.auth, "idempotency-key": str(uuid.uuid4()), "traceparent": header},
     )
     assert refused.status_code == 400
-    deadline = time.monotonic() + 10
-    found = []
-    while time.monotonic() < deadline and not found:
-        found = [
+    found: list[str] = []
+
+    def logged() -> bool:
+        found[:] = [
             line
             for log in traced_mesh.logs_dir.glob("transaction-*.log")
             for line in log.read_text().splitlines()
             if trace_id in line
         ]
-        time.sleep(0.1)
-    assert found, "no log line of the transaction service carries the trace id"
+        return bool(found)
+
+    eventually(logged, "a log line of the transaction service that carries the trace id", 10)
     assert '"reason": "INSUFFICIENT_FUNDS"' in found[0]
     assert '"span_id": "' in found[0]
 

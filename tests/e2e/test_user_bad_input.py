@@ -16,7 +16,7 @@ import pytest
 from services.localmesh.mesh import Mesh
 from services.user.adapters.tokens import JwtIssuer, SigningKey
 from services.user.domain.model import Role
-from tests.e2e.conftest import PASSWORD, register_and_login, unique_email
+from tests.e2e.people import PASSWORD, register_and_login, unique_email
 from tests.field_violations import rest_violations as violations
 from wallet.user.v1 import user_service_pb2 as pb
 from wallet.user.v1 import user_service_pb2_grpc
@@ -125,9 +125,10 @@ def _tamper(token: str) -> str:
 
 
 def _alg_none() -> str:
-    claims = {"sub": "x", "iss": "wallet-mesh", "aud": "wallet-mesh", "jti": "n"}
-    claims |= {"iat": int(time.time()), "exp": int(time.time()) + 300}
-    return jwt.encode(claims, None, algorithm="none")
+    claims: dict[str, object] = {"sub": "x", "iss": "wallet-mesh", "aud": "wallet-mesh"}
+    claims |= {"jti": "n", "iat": int(time.time()), "exp": int(time.time()) + 300}
+    # "" is how PyJWT's "none" algorithm is given no key (None is too, but not in its types).
+    return jwt.encode(claims, "", algorithm="none")
 
 
 BAD_TOKENS = ["missing", "expired", "tampered", "alg_none", "garbage"]

@@ -6,17 +6,20 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 
 from services.localmesh.mesh import Mesh
-from tests.e2e.conftest import PASSWORD, grant_admin, unique_email
+from tests.e2e.people import PASSWORD, grant_admin, unique_email
 from wallet.user.v1 import user_service_pb2 as pb
 from wallet.user.v1 import user_service_pb2_grpc
 
-Stub = user_service_pb2_grpc.UserServiceStub
+if TYPE_CHECKING:
+    # Only in the generated .pyi: stubs made on a grpc.aio channel.
+    Stub = user_service_pb2_grpc.UserServiceAsyncStub
 
 
 def bearer(token: str) -> tuple[tuple[str, str]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from services.localmesh.mesh import Mesh
-from tests.e2e.conftest import PASSWORD, grant_admin, register_and_login, unique_email
+from tests.e2e.people import PASSWORD, grant_admin, register_and_login, unique_email
 
 
 def test_register_returns_the_profile_in_snake_case_without_secrets(rest: httpx.Client) -> None:

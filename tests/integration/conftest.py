@@ -1,9 +1,10 @@
-"""Integration fixtures: the user service's database migrated once, emptied
-before each test; an in-process user service over real gRPC."""
+"""Integration fixtures: the user service's and the ledger's databases migrated once,
+emptied before each test; an in-process user service over real gRPC; the ledger's SQL
+test client (tests/integration/ledger_client.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
@@ -15,11 +16,13 @@ from services.localmesh.redis import RedisServer
 from services.runtime import server as runtime_server
 from services.runtime.config import RuntimeSettings
 from services.runtime.migrations import upgrade_to_head
-from services.user.domain.accounts import Accounts
+from services.transaction.server import MIGRATIONS as LEDGER_MIGRATIONS
 from services.user.server import MIGRATIONS, UserSettings, build_app
+from tests.integration.ledger_client import LedgerClient, empty_ledger
+from tests.integration.user_calls import USERS_DB, RunningUserService
 from wallet.user.v1 import user_service_pb2_grpc
 
-USERS_DB = "users_it"
+LEDGER_DB = "ledger_it"
 
 
 @pytest.fixture(scope="session")
@@ -59,13 +62,6 @@ def user_settings(
     )
 
 
-class RunningUserService:
-    def __init__(self, running: runtime_server.RunningServer, accounts: Accounts) -> None:
-        self.running = running
-        self.accounts = accounts
-        self.target = f"127.0.0.1:{running.port}"
-
-
 @pytest.fixture
 async def user_service(user_settings: UserSettings) -> AsyncIterator[RunningUserService]:
     app, accounts = build_app(user_settings)
@@ -79,6 +75,22 @@ async def user_service(user_settings: UserSettings) -> AsyncIterator[RunningUser
 @pytest.fixture
 async def user_stub(
     user_service: RunningUserService,
-) -> AsyncIterator[user_service_pb2_grpc.UserServiceStub]:
+) -> AsyncIterator[user_service_pb2_grpc.UserServiceAsyncStub]:
     async with grpc.aio.insecure_channel(user_service.target) as channel:
         yield user_service_pb2_grpc.UserServiceStub(channel)
+
+
+@pytest.fixture(scope="session")
+def ledger_conninfo(postgres: PostgresServer) -> str:
+    """The ledger's database at the head revision, for the tests of its SQL."""
+    postgres.create_database(LEDGER_DB)
+    upgrade_to_head(LEDGER_MIGRATIONS, postgres.dsn(LEDGER_DB))
+    return postgres.conninfo(LEDGER_DB)
+
+
+@pytest.fixture
+def ledger(ledger_conninfo: str) -> Iterator[LedgerClient]:
+    """The ledger's SQL client on an empty ledger (autocommit: one call, one transaction)."""
+    empty_ledger(ledger_conninfo)
+    with psycopg.connect(ledger_conninfo, autocommit=True) as conn:
+        yield LedgerClient(conn)

@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import grpc
 import psycopg
@@ -30,6 +30,7 @@ from services.runtime.server import LIVENESS_SERVICE
 from services.transaction import server as transaction_server
 from services.transaction.domain.funding import ReconcilerSettings
 from services.user import server as user_server
+from tests.eventually import eventually_async
 from wallet.transaction.v1 import transaction_service_pb2 as tx
 from wallet.transaction.v1 import transaction_service_pb2_grpc
 from wallet.type.v1 import money_pb2
@@ -71,8 +72,8 @@ def _runtime(service: str, database_url: str, redis: RedisServer) -> RuntimeSett
 
 @dataclass
 class Services:
-    users: user_service_pb2_grpc.UserServiceStub
-    ledger: transaction_service_pb2_grpc.TransactionServiceStub
+    users: user_service_pb2_grpc.UserServiceAsyncStub
+    ledger: transaction_service_pb2_grpc.TransactionServiceAsyncStub
     user_health: health_pb2_grpc.HealthStub
     ledger_health: health_pb2_grpc.HealthStub
 
@@ -118,8 +119,8 @@ async def running_services(
         await wait_for_health(found, serving=True)
         yield found
     finally:
-        await user_channel.close()
-        await ledger_channel.close()
+        await user_channel.close(None)
+        await ledger_channel.close(None)
         for running, app in ((ledger_running, ledger_app), (user_running, user_app)):
             await running.stop(grace=1)
             for close in app.on_shutdown:
@@ -154,12 +155,21 @@ async def wait_for_health(services: Services, *, serving: bool) -> None:
         if serving
         else health_pb2.HealthCheckResponse.NOT_SERVING
     )
-    deadline = time.monotonic() + HEALTH_TIMEOUT
-    for stub in (services.user_health, services.ledger_health):
-        while (await stub.Check(health_pb2.HealthCheckRequest())).status != wanted:
-            if time.monotonic() > deadline:
-                pytest.fail(f"health did not turn {'SERVING' if serving else 'NOT_SERVING'}")
-            await asyncio.sleep(0.05)
+    stubs = {"user": services.user_health, "ledger": services.ledger_health}
+
+    async def not_yet() -> list[str]:
+        request = health_pb2.HealthCheckRequest()
+        return [
+            name for name, stub in stubs.items() if (await stub.Check(request)).status != wanted
+        ]
+
+    await eventually_async(
+        not_yet,
+        f"health to turn {'SERVING' if serving else 'NOT_SERVING'}",
+        HEALTH_TIMEOUT,
+        interval=0.05,
+    )
+    for stub in stubs.values():
         # Alive all along: a liveness probe must not restart it for its database.
         alive = await stub.Check(health_pb2.HealthCheckRequest(service=LIVENESS_SERVICE))
         assert alive.status == health_pb2.HealthCheckResponse.SERVING
@@ -282,7 +292,8 @@ async def test_calls_after_a_restart_succeed_on_fresh_connections(
     # Every call above answered without an error; the ledger's were retried.
     assert any("retrying on a fresh one" in r.getMessage() for r in caplog.records)
 
-    transactions = {answer.transaction.transaction_id for answer in answers[:10]}
+    transfers = cast(list[tx.CreateTransferResponse], answers[:10])  # gather of mixed calls
+    transactions = {answer.transaction.transaction_id for answer in transfers}
     assert len(transactions) == 10
     # Exactly one transaction per key, and the money moved once per transfer.
     assert (
@@ -307,7 +318,7 @@ async def test_calls_after_a_restart_succeed_on_fresh_connections(
     replay = await services.ledger.CreateTransfer(
         transfer(parties, keys[0], amounts[0]), metadata=bearer(payer.token)
     )
-    assert replay.transaction.transaction_id == answers[0].transaction.transaction_id
+    assert replay.transaction.transaction_id == transfers[0].transaction.transaction_id
     assert await balance(services, payer) == before[0] - sum(amounts)
     assert ledger_count(own_postgres, "SELECT count(*) FROM ledger_audit()") == 0
 
@@ -321,7 +332,7 @@ async def test_while_the_database_is_down_calls_answer_unavailable_and_health_fo
     await asyncio.to_thread(own_postgres.stop)
     try:
         await wait_for_health(services, serving=False)
-        calls = [
+        calls: list[Awaitable[object]] = [
             services.ledger.CreateTransfer(
                 transfer(parties, f"while-down-{uuid.uuid4()}", 5), metadata=bearer(payer.token)
             ),

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]
 from google.api import annotations_pb2  # type: ignore[import-untyped]  # no py.typed
 from google.protobuf import descriptor_pb2
 

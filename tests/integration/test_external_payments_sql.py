@@ -8,239 +8,27 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from services.localmesh.postgres import PostgresServer
-from services.runtime.migrations import upgrade_to_head
-from tests.integration.test_ledger_sql import TABLES, empty_ledger, request_hash
-
-pytestmark = pytest.mark.integration
-
-LEDGER_DB = "ledger_ext_it"
-MIGRATIONS = Path(__file__).resolve().parents[2] / "services" / "transaction" / "migrations"
-OPERATOR = uuid.UUID("00000000-0000-0000-0000-00000000000f")
-PROVIDER = "sandbox"
-
-Result = dict[str, Any]
-
-
-# --- fixtures and helpers ---------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def ext_conninfo(postgres: PostgresServer) -> str:
-    postgres.create_database(LEDGER_DB)
-    upgrade_to_head(MIGRATIONS, postgres.dsn(LEDGER_DB))
-    return postgres.conninfo(LEDGER_DB)
-
-
-class Ledger:
-    """The ledger's functions, one call one transaction (autocommit)."""
-
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
-        self.conn = conn
-
-    def call(self, function: str, *args: object) -> Any:
-        statement = sql.SQL("SELECT {}({})").format(
-            sql.Identifier(function), sql.SQL(", ").join(sql.Placeholder() * len(args))
-        )
-        row = self.conn.execute(statement, args).fetchone()
-        assert row is not None
-        return row[0]
-
-    def mutate(
-        self, function: str, owner: uuid.UUID, *args: object, key: str | None = None
-    ) -> Result:
-        key = key if key is not None else str(uuid.uuid4())
-        result: Result = self.call(function, owner, key, request_hash(function, *args), *args)
-        return result
-
-    def create_wallet(self, owner: uuid.UUID, currency: str = "EUR") -> str:
-        result = self.mutate("ledger_create_wallet", owner, currency)
-        assert result["outcome"] == "ok"
-        wallet_id: str = result["wallet"]["id"]
-        return wallet_id
-
-    def adjust(self, wallet: str, amount: int, currency: str = "EUR") -> Result:
-        return self.mutate(
-            "ledger_adjust", OPERATOR, uuid.UUID(wallet), amount, currency, "funding"
-        )
-
-    def set_status(self, wallet: str, status: str) -> Result:
-        return self.mutate("ledger_set_wallet_status", OPERATOR, uuid.UUID(wallet), status, "ops")
-
-    def close_wallet(self, owner: uuid.UUID, wallet: str) -> Result:
-        return self.mutate("ledger_close_wallet", owner, uuid.UUID(wallet))
-
-    def begin(
-        self,
-        owner: uuid.UUID,
-        kind: str,
-        wallet: str,
-        amount: int,
-        currency: str = "EUR",
-        *,
-        instrument: str = "pm_card_visa",
-        provider: str = PROVIDER,
-        first_check_at: datetime | None = None,
-        key: str | None = None,
-        hash_extra: object = None,
-    ) -> Result:
-        """ledger_begin_external; the first check time is not part of the request hash."""
-        key = key if key is not None else str(uuid.uuid4())
-        first_check_at = first_check_at or datetime.now(UTC) + timedelta(minutes=5)
-        digest = request_hash(kind, wallet, amount, currency, provider, instrument, hash_extra)
-        result: Result = self.call(
-            "ledger_begin_external",
-            owner,
-            key,
-            digest,
-            kind,
-            uuid.UUID(wallet),
-            amount,
-            currency,
-            provider,
-            instrument,
-            first_check_at,
-        )
-        return result
-
-    def top_up(self, owner: uuid.UUID, wallet: str, amount: int, **kw: Any) -> Result:
-        return self.begin(owner, "top_up", wallet, amount, **kw)
-
-    def withdraw(self, owner: uuid.UUID, wallet: str, amount: int, **kw: Any) -> Result:
-        return self.begin(owner, "withdrawal", wallet, amount, instrument="ba_123", **kw)
-
-    def settle(
-        self,
-        transaction: str,
-        succeeded: bool,
-        code: str | None = None,
-        message: str | None = None,
-    ) -> Result:
-        result: Result = self.call(
-            "ledger_settle_external", uuid.UUID(transaction), succeeded, code, message
-        )
-        return result
-
-    def claim(
-        self, now: datetime, limit: int = 100, base: float = 10.0, cap: float = 3600.0
-    ) -> list[dict[str, Any]]:
-        cursor = self.conn.execute(
-            "SELECT to_jsonb(c) FROM ledger_claim_due_external(%s, %s, %s, %s) AS c",
-            (now, limit, base, cap),
-        )
-        return [row[0] for row in cursor.fetchall()]
-
-    # --- reading -------------------------------------------------------------------------
-
-    def scalar(self, query: str, *args: object) -> Any:
-        row = self.conn.execute(query, args).fetchone()
-        assert row is not None
-        return row[0]
-
-    def account(self, account_id: str) -> dict[str, Any]:
-        account: dict[str, Any] = self.scalar(
-            "SELECT to_jsonb(a) FROM accounts AS a WHERE id = %s", account_id
-        )
-        return account
-
-    def money(self, account_id: str) -> tuple[int, int]:
-        """(balance, held)."""
-        account = self.account(account_id)
-        return int(account["balance"]), int(account["held"])
-
-    def settlement(self, currency: str = "EUR") -> str:
-        return str(
-            self.scalar(
-                "SELECT id FROM accounts WHERE kind = 'settlement' AND currency = %s", currency
-            )
-        )
-
-    def transaction(self, transaction_id: str) -> dict[str, Any]:
-        txn: dict[str, Any] = self.scalar(
-            "SELECT to_jsonb(t) FROM transactions AS t WHERE id = %s", transaction_id
-        )
-        return txn
-
-    def external(self, transaction_id: str) -> dict[str, Any]:
-        row: dict[str, Any] = self.scalar(
-            "SELECT to_jsonb(e) FROM external_payments AS e WHERE transaction_id = %s",
-            transaction_id,
-        )
-        return row
-
-    def postings(self, transaction_id: str) -> list[tuple[str, int]]:
-        rows = self.conn.execute(
-            "SELECT account_id::text, amount FROM postings WHERE transaction_id = %s"
-            " ORDER BY amount",
-            (transaction_id,),
-        ).fetchall()
-        return [(account, int(amount)) for account, amount in rows]
-
-    def audit(self) -> list[tuple[str, str, str, str]]:
-        return self.conn.execute("SELECT * FROM ledger_audit()").fetchall()
-
-    def snapshot(self) -> dict[str, Any]:
-        """Everything a call could write, to show that a refusal wrote nothing."""
-        state: dict[str, Any] = {
-            table: self.conn.execute(
-                sql.SQL(
-                    "SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t::text), '[]') FROM {} t"
-                ).format(sql.Identifier(table))
-            ).fetchone()
-            for table in TABLES
-        }
-        state["receipt_seq"] = self.conn.execute(
-            "SELECT last_value, is_called FROM receipt_number_seq"
-        ).fetchone()
-        return state
-
-
-@pytest.fixture
-def ledger(ext_conninfo: str) -> Iterator[Ledger]:
-    empty_ledger(ext_conninfo)
-    with psycopg.connect(ext_conninfo, autocommit=True) as conn:
-        yield Ledger(conn)
-
-
-def funded_wallet(ledger: Ledger, owner: uuid.UUID, amount: int, currency: str = "EUR") -> str:
-    wallet = ledger.create_wallet(owner, currency)
-    if amount:
-        assert ledger.adjust(wallet, amount, currency)["outcome"] == "ok"
-    return wallet
-
-
-def run_threads(count: int, target: Callable[[int], None]) -> list[BaseException]:
-    errors: list[BaseException] = []
-
-    def guarded(index: int) -> None:
-        try:
-            target(index)
-        except BaseException as error:  # reported by the test
-            errors.append(error)
-
-    threads = [threading.Thread(target=guarded, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(thread.is_alive() for thread in threads), "a thread hangs"
-    return errors
-
+from tests.integration.ledger_client import (
+    OPERATOR,
+    PROVIDER,
+    LedgerClient,
+    Result,
+    funded_wallet,
+    request_hash,
+    run_threads,
+)
 
 # --- top-ups ------------------------------------------------------------------------------
 
 
-def test_top_up_is_pending_without_postings_then_settles_once(ledger: Ledger) -> None:
+def test_top_up_is_pending_without_postings_then_settles_once(ledger: LedgerClient) -> None:
     ada = uuid.uuid4()
     wallet = funded_wallet(ledger, ada, 1_000)
     settlement = ledger.settlement()
@@ -297,7 +85,7 @@ def test_top_up_is_pending_without_postings_then_settles_once(ledger: Ledger) ->
     assert ledger.snapshot() == before
 
 
-def test_failed_top_up_moves_no_money_and_stays_failed(ledger: Ledger) -> None:
+def test_failed_top_up_moves_no_money_and_stays_failed(ledger: LedgerClient) -> None:
     ada = uuid.uuid4()
     wallet = funded_wallet(ledger, ada, 1_000)
     txn = ledger.top_up(ada, wallet, 700)["transaction"]["id"]
@@ -319,7 +107,7 @@ def test_failed_top_up_moves_no_money_and_stays_failed(ledger: Ledger) -> None:
     assert ledger.audit() == []
 
 
-def test_settle_refuses_bad_arguments_and_unknown_transactions(ledger: Ledger) -> None:
+def test_settle_refuses_bad_arguments_and_unknown_transactions(ledger: LedgerClient) -> None:
     ada, bob = uuid.uuid4(), uuid.uuid4()
     wallet = funded_wallet(ledger, ada, 1_000)
     other = funded_wallet(ledger, bob, 0)
@@ -346,10 +134,12 @@ def test_settle_refuses_bad_arguments_and_unknown_transactions(ledger: Ledger) -
     }
 
 
-def test_concurrent_settles_of_one_top_up_credit_it_once(ledger: Ledger, ext_conninfo: str) -> None:
+def test_concurrent_settles_of_one_top_up_credit_it_once(
+    ledger: LedgerClient, ledger_conninfo: str
+) -> None:
     ada = uuid.uuid4()
     wallet = funded_wallet(ledger, ada, 0)
-    ledger.adjust(wallet, 1, "EUR")  # creates the settlement account
+    ledger.adjust(OPERATOR, wallet, 1, "EUR", "funding")  # creates the settlement account
     txn = ledger.top_up(ada, wallet, 5_000)["transaction"]["id"]
     settlement = ledger.settlement()
     settlement_before = ledger.money(settlement)[0]
@@ -358,8 +148,8 @@ def test_concurrent_settles_of_one_top_up_credit_it_once(ledger: Ledger, ext_con
     lock = threading.Lock()
 
     def worker(index: int) -> None:
-        with psycopg.connect(ext_conninfo, autocommit=True) as conn:
-            client = Ledger(conn)
+        with psycopg.connect(ledger_conninfo, autocommit=True) as conn:
+            client = LedgerClient(conn)
             barrier.wait()
             result = client.settle(txn, True)
             with lock:
@@ -375,7 +165,7 @@ def test_concurrent_settles_of_one_top_up_credit_it_once(ledger: Ledger, ext_con
 
 
 def test_concurrent_mixed_settles_of_one_withdrawal_settle_it_once(
-    ledger: Ledger, ext_conninfo: str
+    ledger: LedgerClient, ledger_conninfo: str
 ) -> None:
     """Half the callers say it succeeded, half that it failed: the first one wins, and the
     wallet agrees with the status it left."""
@@ -387,8 +177,8 @@ def test_concurrent_mixed_settles_of_one_withdrawal_settle_it_once(
     lock = threading.Lock()
 
     def worker(index: int) -> None:
-        with psycopg.connect(ext_conninfo, autocommit=True) as conn:
-            client = Ledger(conn)
+        with psycopg.connect(ledger_conninfo, autocommit=True) as conn:
+            client = LedgerClient(conn)
             barrier.wait()
             succeeded = index % 2 == 0
             result = client.settle(txn, succeeded, None if succeeded else "account_closed")
@@ -412,7 +202,7 @@ def test_concurrent_mixed_settles_of_one_withdrawal_settle_it_once(
 # --- withdrawals --------------------------------------------------------------------------
 
 
-def test_withdrawal_holds_then_a_failure_releases_the_hold(ledger: Ledger) -> None:
+def test_withdrawal_holds_then_a_failure_releases_the_hold(ledger: LedgerClient) -> None:
     ada = uuid.uuid4()
     wallet = funded_wallet(ledger, ada, 10_000)
     settlement = ledger.settlement()
@@ -445,7 +235,9 @@ def test_withdrawal_holds_then_a_failure_releases_the_hold(ledger: Ledger) -> No
     assert ledger.audit() == []
 
 
-def test_withdrawal_that_succeeds_posts_the_debit_and_releases_the_hold(ledger: Ledger) -> None:
+def test_withdrawal_that_succeeds_posts_the_debit_and_releases_the_hold(
+    ledger: LedgerClient,
+) -> None:
     ada = uuid.uuid4()
     wallet = funded_wallet(ledger, ada, 10_000)
     settlement = ledger.settlement()
@@ -466,7 +258,7 @@ def test_withdrawal_that_succeeds_posts_the_debit_and_releases_the_hold(ledger: 
     assert ledger.audit() == []
 
 
-def test_withdrawal_beyond_the_available_amount_writes_nothing(ledger: Ledger) -> None:
+def test_withdrawal_beyond_the_available_amount_writes_nothing(ledger: LedgerClient) -> None:
     ada = uuid.uuid4()
     wallet = funded_wallet(ledger, ada, 1_000)
     assert ledger.withdraw(ada, wallet, 400)["outcome"] == "ok"  # 600 available
@@ -484,7 +276,7 @@ def test_withdrawal_beyond_the_available_amount_writes_nothing(ledger: Ledger) -
 # --- idempotency --------------------------------------------------------------------------
 
 
-def test_same_key_and_request_replays_and_moves_nothing(ledger: Ledger) -> None:
+def test_same_key_and_request_replays_and_moves_nothing(ledger: LedgerClient) -> None:
     ada = uuid.uuid4()
     wallet = funded_wallet(ledger, ada, 5_000)
     first = ledger.withdraw(ada, wallet, 1_000, key="w-1")
@@ -509,7 +301,7 @@ def test_same_key_and_request_replays_and_moves_nothing(ledger: Ledger) -> None:
     assert ledger.scalar("SELECT count(*) FROM transactions WHERE type = 'top_up'") == 1
 
 
-def test_same_key_with_another_request_is_a_mismatch(ledger: Ledger) -> None:
+def test_same_key_with_another_request_is_a_mismatch(ledger: LedgerClient) -> None:
     ada = uuid.uuid4()
     wallet = funded_wallet(ledger, ada, 5_000)
     assert ledger.withdraw(ada, wallet, 1_000, key="k")["outcome"] == "ok"
@@ -540,13 +332,13 @@ def test_same_key_with_another_request_is_a_mismatch(ledger: Ledger) -> None:
 # --- refusals -----------------------------------------------------------------------------
 
 
-def test_wallets_that_cannot_take_a_payment_refuse_and_write_nothing(ledger: Ledger) -> None:
+def test_wallets_that_cannot_take_a_payment_refuse_and_write_nothing(ledger: LedgerClient) -> None:
     ada, bob, cat, dan = (uuid.uuid4() for _ in range(4))
     active = funded_wallet(ledger, ada, 1_000)
     frozen = funded_wallet(ledger, bob, 1_000)
     closed = funded_wallet(ledger, cat, 0)
     usd = funded_wallet(ledger, dan, 1_000, "USD")
-    assert ledger.set_status(frozen, "frozen")["outcome"] == "ok"
+    assert ledger.set_status(OPERATOR, frozen, "frozen")["outcome"] == "ok"
     assert ledger.close_wallet(cat, closed)["outcome"] == "ok"
     before = ledger.snapshot()
 
@@ -563,13 +355,13 @@ def test_wallets_that_cannot_take_a_payment_refuse_and_write_nothing(ledger: Led
     assert ledger.snapshot() == before
 
 
-def test_a_refusal_in_a_new_currency_creates_no_settlement_account(ledger: Ledger) -> None:
+def test_a_refusal_in_a_new_currency_creates_no_settlement_account(ledger: LedgerClient) -> None:
     """The settlement account of a currency is created on first use, and a refused
     call is no use: it writes nothing, not even that account."""
     ada, bob = uuid.uuid4(), uuid.uuid4()
     frozen = funded_wallet(ledger, ada, 0, "GBP")
-    assert ledger.set_status(frozen, "frozen")["outcome"] == "ok"
-    empty = ledger.create_wallet(bob, "CHF")
+    assert ledger.set_status(OPERATOR, frozen, "frozen")["outcome"] == "ok"
+    empty = ledger.new_wallet(bob, "CHF")
     before = ledger.snapshot()
 
     assert ledger.begin(ada, "top_up", frozen, 10, "GBP") == {"outcome": "wallet_frozen"}
@@ -584,7 +376,7 @@ def test_a_refusal_in_a_new_currency_creates_no_settlement_account(ledger: Ledge
     )
 
 
-def test_programming_errors_raise(ledger: Ledger) -> None:
+def test_programming_errors_raise(ledger: LedgerClient) -> None:
     ada = uuid.uuid4()
     wallet = funded_wallet(ledger, ada, 1_000)
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="type"):
@@ -602,9 +394,9 @@ def test_programming_errors_raise(ledger: Ledger) -> None:
 # --- closing a wallet ---------------------------------------------------------------------
 
 
-def test_a_pending_top_up_keeps_the_wallet_open(ledger: Ledger) -> None:
+def test_a_pending_top_up_keeps_the_wallet_open(ledger: LedgerClient) -> None:
     ada = uuid.uuid4()
-    wallet = ledger.create_wallet(ada)
+    wallet = ledger.new_wallet(ada)
     txn = ledger.top_up(ada, wallet, 500)["transaction"]["id"]
 
     assert ledger.close_wallet(ada, wallet) == {"outcome": "payment_pending"}
@@ -617,9 +409,9 @@ def test_a_pending_top_up_keeps_the_wallet_open(ledger: Ledger) -> None:
     assert ledger.audit() == []
 
 
-def test_a_settled_top_up_leaves_the_wallet_closable_once_emptied(ledger: Ledger) -> None:
+def test_a_settled_top_up_leaves_the_wallet_closable_once_emptied(ledger: LedgerClient) -> None:
     ada = uuid.uuid4()
-    wallet = ledger.create_wallet(ada)
+    wallet = ledger.new_wallet(ada)
     top_up = ledger.top_up(ada, wallet, 500)["transaction"]["id"]
     assert ledger.close_wallet(ada, wallet) == {"outcome": "payment_pending"}
     assert ledger.settle(top_up, True)["outcome"] == "settled"
@@ -639,7 +431,7 @@ def test_a_settled_top_up_leaves_the_wallet_closable_once_emptied(ledger: Ledger
 
 
 @pytest.fixture
-def settled_payments(ledger: Ledger) -> dict[str, str]:
+def settled_payments(ledger: LedgerClient) -> dict[str, str]:
     ada = uuid.uuid4()
     wallet = funded_wallet(ledger, ada, 10_000)
     posted = ledger.top_up(ada, wallet, 100)["transaction"]["id"]
@@ -668,7 +460,7 @@ def settled_payments(ledger: Ledger) -> dict[str, str]:
     ],
 )
 def test_guard_trigger_refuses_rewriting_a_payment(
-    ledger: Ledger, settled_payments: dict[str, str], which: str, assignment: str
+    ledger: LedgerClient, settled_payments: dict[str, str], which: str, assignment: str
 ) -> None:
     transaction = settled_payments[which]
     before = ledger.transaction(transaction)
@@ -681,7 +473,7 @@ def test_guard_trigger_refuses_rewriting_a_payment(
 
 
 def test_guard_trigger_lets_a_pending_payment_settle_once(
-    ledger: Ledger, settled_payments: dict[str, str]
+    ledger: LedgerClient, settled_payments: dict[str, str]
 ) -> None:
     pending = settled_payments["pending"]
     ledger.conn.execute(
@@ -700,7 +492,7 @@ def test_guard_trigger_lets_a_pending_payment_settle_once(
 # --- the reconciler's queue ---------------------------------------------------------------
 
 
-def test_claim_returns_only_due_pending_payments_and_pushes_them_back(ledger: Ledger) -> None:
+def test_claim_returns_only_due_pending_payments_and_pushes_them_back(ledger: LedgerClient) -> None:
     ada = uuid.uuid4()
     wallet = funded_wallet(ledger, ada, 10_000)
     now = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -740,7 +532,7 @@ def test_claim_returns_only_due_pending_payments_and_pushes_them_back(ledger: Le
         assert datetime.fromisoformat(external["next_check_at"]) == later + timedelta(seconds=20)
 
 
-def test_claim_respects_its_limit_and_caps_the_backoff(ledger: Ledger) -> None:
+def test_claim_respects_its_limit_and_caps_the_backoff(ledger: LedgerClient) -> None:
     ada = uuid.uuid4()
     wallet = funded_wallet(ledger, ada, 0)
     now = datetime(2030, 1, 1, tzinfo=UTC)
@@ -766,14 +558,14 @@ def test_claim_respects_its_limit_and_caps_the_backoff(ledger: Ledger) -> None:
     )
 
 
-def test_claim_skips_rows_another_claim_holds(ledger: Ledger, ext_conninfo: str) -> None:
+def test_claim_skips_rows_another_claim_holds(ledger: LedgerClient, ledger_conninfo: str) -> None:
     ada = uuid.uuid4()
     wallet = funded_wallet(ledger, ada, 0)
     now = datetime(2030, 1, 1, tzinfo=UTC)
     for i in range(6):
         ledger.top_up(ada, wallet, 10 + i, first_check_at=now - timedelta(seconds=60 - i))
-    with psycopg.connect(ext_conninfo) as holder:  # a claim whose transaction stays open
-        held = {row["transaction_id"] for row in Ledger(holder).claim(now, limit=3)}
+    with psycopg.connect(ledger_conninfo) as holder:  # a claim whose transaction stays open
+        held = {row["transaction_id"] for row in LedgerClient(holder).claim(now, limit=3)}
         assert len(held) == 3
         # Were the held rows waited for instead of skipped, this would time out.
         ledger.conn.execute("SET statement_timeout = '5s'")
@@ -785,7 +577,9 @@ def test_claim_skips_rows_another_claim_holds(ledger: Ledger, ext_conninfo: str)
     assert ledger.claim(now, limit=10) == []
 
 
-def test_concurrent_claims_never_return_the_same_row(ledger: Ledger, ext_conninfo: str) -> None:
+def test_concurrent_claims_never_return_the_same_row(
+    ledger: LedgerClient, ledger_conninfo: str
+) -> None:
     ada = uuid.uuid4()
     wallet = funded_wallet(ledger, ada, 0)
     now = datetime(2030, 1, 1, tzinfo=UTC)
@@ -800,8 +594,8 @@ def test_concurrent_claims_never_return_the_same_row(ledger: Ledger, ext_conninf
     barrier = threading.Barrier(8, timeout=30)
 
     def worker(index: int) -> None:
-        with psycopg.connect(ext_conninfo, autocommit=True) as conn:
-            client = Ledger(conn)
+        with psycopg.connect(ledger_conninfo, autocommit=True) as conn:
+            client = LedgerClient(conn)
             barrier.wait()
             while True:
                 rows = client.claim(now, limit=7)
@@ -819,7 +613,7 @@ def test_concurrent_claims_never_return_the_same_row(ledger: Ledger, ext_conninf
 # --- the audit ----------------------------------------------------------------------------
 
 
-def mixed_payments(ledger: Ledger) -> dict[str, str]:
+def mixed_payments(ledger: LedgerClient) -> dict[str, str]:
     ada, bob = uuid.uuid4(), uuid.uuid4()
     ids = {"a": funded_wallet(ledger, ada, 20_000), "b": funded_wallet(ledger, bob, 5_000)}
     for name, owner, wallet, kind, amount in (
@@ -840,7 +634,7 @@ def mixed_payments(ledger: Ledger) -> dict[str, str]:
     return ids
 
 
-def test_audit_is_clean_after_pending_posted_and_failed_payments(ledger: Ledger) -> None:
+def test_audit_is_clean_after_pending_posted_and_failed_payments(ledger: LedgerClient) -> None:
     ids = mixed_payments(ledger)
     assert ledger.money(ids["a"]) == (22_000, 4_000)
     assert ledger.money(ids["b"]) == (3_500, 0)
@@ -848,11 +642,11 @@ def test_audit_is_clean_after_pending_posted_and_failed_payments(ledger: Ledger)
 
 
 def test_audit_reports_a_held_amount_that_matches_no_pending_withdrawal(
-    ledger: Ledger, ext_conninfo: str
+    ledger: LedgerClient, ledger_conninfo: str
 ) -> None:
     ids = mixed_payments(ledger)
     assert ledger.audit() == []
-    with psycopg.connect(ext_conninfo) as conn:
+    with psycopg.connect(ledger_conninfo) as conn:
         conn.execute("UPDATE accounts SET held = held + 1 WHERE id = %s", (ids["a"],))
         found = set(conn.execute("SELECT * FROM ledger_audit()").fetchall())
         assert found == {("account_held", ids["a"], "4000", "4001")}
@@ -861,9 +655,11 @@ def test_audit_reports_a_held_amount_that_matches_no_pending_withdrawal(
     assert ledger.audit() == []
 
 
-def test_audit_reports_postings_of_a_pending_payment(ledger: Ledger, ext_conninfo: str) -> None:
+def test_audit_reports_postings_of_a_pending_payment(
+    ledger: LedgerClient, ledger_conninfo: str
+) -> None:
     ids = mixed_payments(ledger)
-    with psycopg.connect(ext_conninfo) as conn:
+    with psycopg.connect(ledger_conninfo) as conn:
         conn.execute("SET LOCAL session_replication_role = replica")  # no triggers
         settlement = conn.execute(
             "SELECT source_account_id FROM transactions WHERE id = %s", (ids["top_pending"],)

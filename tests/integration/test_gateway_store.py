@@ -43,8 +43,7 @@ from services.localmesh.redis import RedisServer
 from services.runtime.cache import create_redis
 from services.runtime.db import create_driver_pool
 from services.runtime.migrations import upgrade_to_head
-
-pytestmark = pytest.mark.integration
+from tests.eventually import eventually_async
 
 GATEWAY_DB = "gateway_store_it"
 SECRET = "whsec_sandbox_store_tests"
@@ -436,11 +435,14 @@ async def test_the_delayed_card_is_pending_then_succeeds(sandbox: SandboxProvide
     assert result.status is PaymentStatus.PENDING
     assert result.reference
 
-    deadline = time.monotonic() + 10
-    current = await sandbox.retrieve(PaymentKind.CHARGE, result.reference)
-    while current.status is PaymentStatus.PENDING and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)  # polling interval, bounded by the deadline
+    current = result
+
+    async def settled() -> bool:
+        nonlocal current
         current = await sandbox.retrieve(PaymentKind.CHARGE, result.reference)
+        return current.status is not PaymentStatus.PENDING
+
+    await eventually_async(settled, "the delayed card to settle", 10, interval=0.02)
 
     assert current.status is PaymentStatus.SUCCEEDED
     assert current.reference == result.reference

@@ -118,6 +118,6 @@ def test_the_stores_reads_build_the_codecs_documents(
     conninfo: str, select: str, document: type
 ) -> None:
     with psycopg.connect(conninfo) as connection:
-        row = connection.execute(select).fetchone()  # type: ignore[call-overload]
+        row = connection.execute(select).fetchone()
     assert row is not None
     assert set(row[0]) == set(document.__annotations__)

@@ -3,7 +3,6 @@ the transaction service calls them: one function call, one transaction, one roun
 
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 import threading
@@ -18,23 +17,18 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from services.localmesh.postgres import PostgresServer
-from services.runtime.migrations import upgrade_to_head
-
-LEDGER_DB = "ledger_it"
-MIGRATIONS = Path(__file__).resolve().parents[2] / "services" / "transaction" / "migrations"
-TABLES = (
-    "accounts",
-    "holds",
-    "transactions",
-    "postings",
-    "idempotency_keys",
-    "external_payments",
+from tests.integration.ledger_client import (
+    OPERATOR,
+    LedgerClient,
+    Result,
+    funded_wallet,
+    request_hash,
+    run_threads,
 )
 
+MIGRATIONS = Path(__file__).resolve().parents[2] / "services" / "transaction" / "migrations"
 TXN_KEYS = {
     "id",
     "type",
@@ -83,224 +77,11 @@ HOLD_KEYS = {
     "created_at",
 }
 
-Result = dict[str, Any]
-
 
 # --- fixtures and helpers ---------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def ledger_conninfo(postgres: PostgresServer) -> str:
-    postgres.create_database(LEDGER_DB)
-    upgrade_to_head(MIGRATIONS, postgres.dsn(LEDGER_DB))
-    return postgres.conninfo(LEDGER_DB)
-
-
-def empty_ledger(conninfo: str) -> None:
-    """TRUNCATE is refused by triggers; a superuser in replica mode fires none."""
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute("SET session_replication_role = replica")
-        conn.execute("TRUNCATE " + ", ".join(TABLES))
-
-
-def request_hash(*parts: object) -> str:
-    return hashlib.sha256(repr(parts).encode()).hexdigest()
-
-
-class Ledger:
-    """Calls the ledger's functions the way the service does; every mutating call takes a
-    fresh idempotency key unless given one, and a request hash derived from its arguments."""
-
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
-        self.conn = conn
-
-    def call(self, function: str, *args: object) -> Any:
-        statement = sql.SQL("SELECT {}({})").format(
-            sql.Identifier(function), sql.SQL(", ").join(sql.Placeholder() * len(args))
-        )
-        row = self.conn.execute(statement, args).fetchone()
-        assert row is not None
-        return row[0]
-
-    def mutate(
-        self,
-        function: str,
-        owner: uuid.UUID,
-        *args: object,
-        key: str | None = None,
-        unhashed: int = 0,
-    ) -> Result:
-        """Calls `function`; the last `unhashed` arguments (a clock) are not the request."""
-        key = key if key is not None else str(uuid.uuid4())
-        hashed = args[: len(args) - unhashed]
-        result: Result = self.call(function, owner, key, request_hash(function, *hashed), *args)
-        return result
-
-    def create_wallet(self, owner: uuid.UUID, currency: str = "EUR", **kw: Any) -> Result:
-        return self.mutate("ledger_create_wallet", owner, currency, **kw)
-
-    def transfer(
-        self,
-        owner: uuid.UUID,
-        source: str,
-        destination: str,
-        amount: int,
-        currency: str = "EUR",
-        memo: str | None = None,
-        metadata: dict[str, Any] | None = None,
-        **kw: Any,
-    ) -> Result:
-        return self.mutate(
-            "ledger_transfer",
-            owner,
-            uuid.UUID(source),
-            uuid.UUID(destination),
-            amount,
-            currency,
-            memo,
-            Jsonb(metadata or {}),
-            **kw,
-        )
-
-    def create_hold(
-        self,
-        owner: uuid.UUID,
-        wallet: str,
-        merchant_wallet: str,
-        amount: int,
-        currency: str = "EUR",
-        expires_at: datetime | None = None,
-        memo: str | None = None,
-        **kw: Any,
-    ) -> Result:
-        expires_at = expires_at or datetime.now(UTC) + timedelta(hours=1)
-        return self.mutate(
-            "ledger_create_hold",
-            owner,
-            uuid.UUID(wallet),
-            uuid.UUID(merchant_wallet),
-            amount,
-            currency,
-            expires_at,
-            memo,
-            **kw,
-        )
-
-    def capture_hold(
-        self,
-        owner: uuid.UUID,
-        hold: str,
-        amount: int | None,
-        now: datetime | None = None,
-        **kw: Any,
-    ) -> Result:
-        now = now or datetime.now(UTC)
-        return self.mutate(
-            "ledger_capture_hold", owner, uuid.UUID(hold), amount, now, unhashed=1, **kw
-        )
-
-    def void_hold(self, owner: uuid.UUID, hold: str, **kw: Any) -> Result:
-        return self.mutate("ledger_void_hold", owner, uuid.UUID(hold), **kw)
-
-    def expire_holds(self, now: datetime, limit: int = 100) -> int:
-        """How many holds were released (one row per hold, with its payer)."""
-        rows = self.conn.execute(
-            "SELECT hold_id, account_id, owner_id FROM ledger_expire_holds(%s, %s)", (now, limit)
-        ).fetchall()
-        return len(rows)
-
-    def refund(
-        self,
-        owner: uuid.UUID,
-        transaction: str,
-        amount: int | None,
-        reason: str | None = "refund",
-        is_admin: bool = False,
-        **kw: Any,
-    ) -> Result:
-        return self.mutate(
-            "ledger_refund", owner, uuid.UUID(transaction), amount, reason, is_admin, **kw
-        )
-
-    def adjust(
-        self,
-        actor: uuid.UUID,
-        wallet: str,
-        amount: int,
-        currency: str = "EUR",
-        reason: str = "adjustment",
-        **kw: Any,
-    ) -> Result:
-        return self.mutate(
-            "ledger_adjust", actor, uuid.UUID(wallet), amount, currency, reason, **kw
-        )
-
-    def set_status(
-        self, actor: uuid.UUID, wallet: str, status: str, reason: str = "ops", **kw: Any
-    ) -> Result:
-        return self.mutate(
-            "ledger_set_wallet_status", actor, uuid.UUID(wallet), status, reason, **kw
-        )
-
-    def close_wallet(self, owner: uuid.UUID, wallet: str, **kw: Any) -> Result:
-        return self.mutate("ledger_close_wallet", owner, uuid.UUID(wallet), **kw)
-
-    # --- reading -------------------------------------------------------------------------
-
-    def scalar(self, query: str, *args: object) -> Any:
-        row = self.conn.execute(query, args).fetchone()
-        assert row is not None
-        return row[0]
-
-    def account(self, account_id: str) -> dict[str, Any]:
-        cursor = self.conn.execute(
-            "SELECT to_jsonb(a) FROM accounts AS a WHERE id = %s", (account_id,)
-        )
-        row = cursor.fetchone()
-        assert row is not None
-        account: dict[str, Any] = row[0]
-        return account
-
-    def balance(self, account_id: str) -> int:
-        return int(self.account(account_id)["balance"])
-
-    def audit(self) -> list[tuple[str, str, str, str]]:
-        return self.conn.execute("SELECT * FROM ledger_audit()").fetchall()
-
-    def snapshot(self) -> dict[str, Any]:
-        """Everything a call could write, to show that a refusal wrote nothing."""
-        state: dict[str, Any] = {
-            table: self.conn.execute(
-                sql.SQL(
-                    "SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t::text), '[]') FROM {} t"
-                ).format(sql.Identifier(table))
-            ).fetchone()
-            for table in TABLES
-        }
-        state["receipt_seq"] = self.conn.execute(
-            "SELECT last_value, is_called FROM receipt_number_seq"
-        ).fetchone()
-        return state
-
-
-@pytest.fixture
-def ledger(ledger_conninfo: str) -> Iterator[Ledger]:
-    empty_ledger(ledger_conninfo)
-    with psycopg.connect(ledger_conninfo, autocommit=True) as conn:
-        yield Ledger(conn)
-
-
-OPERATOR = uuid.UUID("00000000-0000-0000-0000-00000000000f")
-
-
-def funded_wallet(ledger: Ledger, owner: uuid.UUID, amount: int, currency: str = "EUR") -> str:
-    wallet_id: str = ledger.create_wallet(owner, currency)["wallet"]["id"]
-    if amount:
-        assert ledger.adjust(OPERATOR, wallet_id, amount, currency)["outcome"] == "ok"
-    return wallet_id
-
-
-def postings_of(ledger: Ledger, transaction_id: str) -> list[tuple[Any, ...]]:
+def postings_of(ledger: LedgerClient, transaction_id: str) -> list[tuple[Any, ...]]:
     return ledger.conn.execute(
         "SELECT account_id::text, currency, amount, balance_after, account_version"
         " FROM postings WHERE transaction_id = %s ORDER BY amount",
@@ -311,7 +92,7 @@ def postings_of(ledger: Ledger, transaction_id: str) -> list[tuple[Any, ...]]:
 # --- wallets and transfers ---------------------------------------------------------------
 
 
-def test_create_wallet_returns_the_contract_shape(ledger: Ledger) -> None:
+def test_create_wallet_returns_the_contract_shape(ledger: LedgerClient) -> None:
     owner = uuid.uuid4()
     result = ledger.create_wallet(owner, "EUR")
     assert set(result) == {"outcome", "wallet"}
@@ -325,7 +106,7 @@ def test_create_wallet_returns_the_contract_shape(ledger: Ledger) -> None:
     assert ledger.create_wallet(owner, "EUR") == {"outcome": "wallet_exists"}
 
 
-def test_transfer_moves_money_with_balanced_versioned_postings(ledger: Ledger) -> None:
+def test_transfer_moves_money_with_balanced_versioned_postings(ledger: LedgerClient) -> None:
     ada, bob = uuid.uuid4(), uuid.uuid4()
     source = funded_wallet(ledger, ada, 10_000)
     destination = funded_wallet(ledger, bob, 500)
@@ -363,7 +144,7 @@ def test_transfer_moves_money_with_balanced_versioned_postings(ledger: Ledger) -
     assert ledger.audit() == []
 
 
-def test_receipt_numbers_are_unique_and_increase(ledger: Ledger) -> None:
+def test_receipt_numbers_are_unique_and_increase(ledger: LedgerClient) -> None:
     ada, bob = uuid.uuid4(), uuid.uuid4()
     source = funded_wallet(ledger, ada, 1_000)
     destination = funded_wallet(ledger, bob, 0)
@@ -380,7 +161,7 @@ def test_receipt_numbers_are_unique_and_increase(ledger: Ledger) -> None:
     assert len({r for (r,) in stored}) == len(stored) == 21  # a funding and 20 transfers
 
 
-def test_overdraft_limit_is_the_floor(ledger: Ledger) -> None:
+def test_overdraft_limit_is_the_floor(ledger: LedgerClient) -> None:
     ada, bob = uuid.uuid4(), uuid.uuid4()
     source = funded_wallet(ledger, ada, 1_000)
     destination = funded_wallet(ledger, bob, 0)
@@ -393,7 +174,7 @@ def test_overdraft_limit_is_the_floor(ledger: Ledger) -> None:
     assert ledger.audit() == []
 
 
-def test_programming_errors_raise_instead_of_refusing(ledger: Ledger) -> None:
+def test_programming_errors_raise_instead_of_refusing(ledger: LedgerClient) -> None:
     ada, bob = uuid.uuid4(), uuid.uuid4()
     source = funded_wallet(ledger, ada, 1_000)
     destination = funded_wallet(ledger, bob, 0)
@@ -428,7 +209,7 @@ class World:
 
 
 @pytest.fixture
-def world(ledger: Ledger) -> World:
+def world(ledger: LedgerClient) -> World:
     world = World()
     w, h, t = world.w, world.h, world.t
     w["ada"] = funded_wallet(ledger, world.ada, 10_000)
@@ -460,7 +241,7 @@ def world(ledger: Ledger) -> World:
 LATER = datetime.now(UTC) + timedelta(days=1)
 NOWHERE = str(uuid.uuid4())
 
-REFUSALS: dict[str, tuple[str, Callable[[Ledger, World], Result]]] = {
+REFUSALS: dict[str, tuple[str, Callable[[LedgerClient, World], Result]]] = {
     # create_wallet
     "wallet exists": ("wallet_exists", lambda lg, x: lg.create_wallet(x.ada, "EUR")),
     # transfer
@@ -650,7 +431,7 @@ REFUSALS: dict[str, tuple[str, Callable[[Ledger, World], Result]]] = {
 
 
 @pytest.mark.parametrize("case", list(REFUSALS), ids=list(REFUSALS))
-def test_refusal_writes_nothing(ledger: Ledger, world: World, case: str) -> None:
+def test_refusal_writes_nothing(ledger: LedgerClient, world: World, case: str) -> None:
     outcome, call = REFUSALS[case]
     before = ledger.snapshot()
     result = call(ledger, world)
@@ -684,7 +465,7 @@ def test_every_documented_refusal_is_exercised() -> None:
     assert {outcome for outcome, _ in REFUSALS.values()} == documented
 
 
-def test_a_refused_key_can_be_used_again_once_fixed(ledger: Ledger) -> None:
+def test_a_refused_key_can_be_used_again_once_fixed(ledger: LedgerClient) -> None:
     ada, bob = uuid.uuid4(), uuid.uuid4()
     source = funded_wallet(ledger, ada, 100)
     destination = funded_wallet(ledger, bob, 0)
@@ -698,7 +479,7 @@ def test_a_refused_key_can_be_used_again_once_fixed(ledger: Ledger) -> None:
 # --- idempotency --------------------------------------------------------------------------
 
 
-def test_replay_returns_the_identical_result_and_moves_nothing(ledger: Ledger) -> None:
+def test_replay_returns_the_identical_result_and_moves_nothing(ledger: LedgerClient) -> None:
     ada, bob = uuid.uuid4(), uuid.uuid4()
     source = funded_wallet(ledger, ada, 1_000)
     destination = funded_wallet(ledger, bob, 0)
@@ -713,7 +494,7 @@ def test_replay_returns_the_identical_result_and_moves_nothing(ledger: Ledger) -
     assert ledger.transfer(bob, destination, source, 300, key="k1")["outcome"] == "ok"
 
 
-def test_same_key_different_request_is_a_mismatch(ledger: Ledger) -> None:
+def test_same_key_different_request_is_a_mismatch(ledger: LedgerClient) -> None:
     ada, bob = uuid.uuid4(), uuid.uuid4()
     source = funded_wallet(ledger, ada, 1_000)
     destination = funded_wallet(ledger, bob, 0)
@@ -733,13 +514,13 @@ def test_same_key_different_request_is_a_mismatch(ledger: Ledger) -> None:
 
 
 def test_key_held_by_an_open_transaction_is_in_progress(
-    ledger: Ledger, ledger_conninfo: str
+    ledger: LedgerClient, ledger_conninfo: str
 ) -> None:
     ada, bob = uuid.uuid4(), uuid.uuid4()
     source = funded_wallet(ledger, ada, 1_000)
     destination = funded_wallet(ledger, bob, 0)
     with psycopg.connect(ledger_conninfo) as other:  # not autocommit: stays open
-        first = Ledger(other).transfer(ada, source, destination, 300, key="k1")
+        first = LedgerClient(other).transfer(ada, source, destination, 300, key="k1")
         assert first["outcome"] == "ok"
         before = ledger.snapshot()
         assert ledger.transfer(ada, source, destination, 300, key="k1") == {
@@ -753,7 +534,7 @@ def test_key_held_by_an_open_transaction_is_in_progress(
     assert ledger.balance(source) == 700
 
 
-def test_every_mutating_function_replays(ledger: Ledger, world: World) -> None:
+def test_every_mutating_function_replays(ledger: LedgerClient, world: World) -> None:
     w, h, t = world.w, world.h, world.t
     assert ledger.adjust(OPERATOR, w["eve"], -1_000, "USD")["outcome"] == "ok"
     calls: list[Callable[[str], Result]] = [
@@ -783,7 +564,7 @@ def test_every_mutating_function_replays(ledger: Ledger, world: World) -> None:
 
 
 @pytest.fixture
-def one_transfer(ledger: Ledger) -> tuple[str, str, str]:
+def one_transfer(ledger: LedgerClient) -> tuple[str, str, str]:
     ada, bob = uuid.uuid4(), uuid.uuid4()
     source = funded_wallet(ledger, ada, 1_000)
     destination = funded_wallet(ledger, bob, 0)
@@ -809,7 +590,7 @@ def one_transfer(ledger: Ledger) -> tuple[str, str, str]:
     ],
 )
 def test_history_cannot_be_rewritten(
-    ledger: Ledger, one_transfer: tuple[str, str, str], statement: str
+    ledger: LedgerClient, one_transfer: tuple[str, str, str], statement: str
 ) -> None:
     before = ledger.snapshot()
     with pytest.raises(psycopg.errors.RestrictViolation, match=r"not allowed|may change"):
@@ -817,7 +598,7 @@ def test_history_cannot_be_rewritten(
     assert ledger.snapshot() == before
 
 
-def test_refunded_amount_never_decreases(ledger: Ledger) -> None:
+def test_refunded_amount_never_decreases(ledger: LedgerClient) -> None:
     ada, bob = uuid.uuid4(), uuid.uuid4()
     source = funded_wallet(ledger, ada, 1_000)
     destination = funded_wallet(ledger, bob, 0)
@@ -831,7 +612,7 @@ def test_refunded_amount_never_decreases(ledger: Ledger) -> None:
 
 
 def test_unbalanced_postings_are_refused(
-    ledger: Ledger, one_transfer: tuple[str, str, str]
+    ledger: LedgerClient, one_transfer: tuple[str, str, str]
 ) -> None:
     txn, source, destination = one_transfer
     insert = (
@@ -852,7 +633,7 @@ def test_unbalanced_postings_are_refused(
 
 
 def test_a_posting_in_another_currency_than_its_account_is_refused(
-    ledger: Ledger, one_transfer: tuple[str, str, str]
+    ledger: LedgerClient, one_transfer: tuple[str, str, str]
 ) -> None:
     txn, source, destination = one_transfer
     with pytest.raises(psycopg.errors.ForeignKeyViolation):
@@ -863,7 +644,7 @@ def test_a_posting_in_another_currency_than_its_account_is_refused(
         )
 
 
-def test_constraints_refuse_impossible_accounts(ledger: Ledger) -> None:
+def test_constraints_refuse_impossible_accounts(ledger: LedgerClient) -> None:
     owner = uuid.uuid4()
     wallet = funded_wallet(ledger, owner, 100)
     statements = [
@@ -892,13 +673,13 @@ def test_constraints_refuse_impossible_accounts(ledger: Ledger) -> None:
 
 
 @pytest.fixture
-def shop(ledger: Ledger) -> tuple[uuid.UUID, str, uuid.UUID, str]:
+def shop(ledger: LedgerClient) -> tuple[uuid.UUID, str, uuid.UUID, str]:
     payer, merchant = uuid.uuid4(), uuid.uuid4()
     return payer, funded_wallet(ledger, payer, 1_000), merchant, funded_wallet(ledger, merchant, 0)
 
 
 def test_hold_reserves_and_partial_capture_releases_the_rest(
-    ledger: Ledger, shop: tuple[uuid.UUID, str, uuid.UUID, str]
+    ledger: LedgerClient, shop: tuple[uuid.UUID, str, uuid.UUID, str]
 ) -> None:
     payer, wallet, merchant, shop_wallet = shop
     created = ledger.create_hold(payer, wallet, shop_wallet, 600, memo="order 42")
@@ -937,7 +718,7 @@ def test_hold_reserves_and_partial_capture_releases_the_rest(
 
 
 def test_capture_of_everything_and_void(
-    ledger: Ledger, shop: tuple[uuid.UUID, str, uuid.UUID, str]
+    ledger: LedgerClient, shop: tuple[uuid.UUID, str, uuid.UUID, str]
 ) -> None:
     payer, wallet, merchant, shop_wallet = shop
     full = ledger.create_hold(payer, wallet, shop_wallet, 300)["hold"]["id"]
@@ -954,7 +735,7 @@ def test_capture_of_everything_and_void(
 
 
 def test_expiry_releases_holds_and_capture_after_expiry_is_refused(
-    ledger: Ledger, ledger_conninfo: str, shop: tuple[uuid.UUID, str, uuid.UUID, str]
+    ledger: LedgerClient, ledger_conninfo: str, shop: tuple[uuid.UUID, str, uuid.UUID, str]
 ) -> None:
     payer, wallet, merchant, shop_wallet = shop
     now = datetime.now(UTC)
@@ -991,7 +772,7 @@ def test_expiry_releases_holds_and_capture_after_expiry_is_refused(
 # --- refunds ------------------------------------------------------------------------------
 
 
-def test_partial_then_full_refund(ledger: Ledger) -> None:
+def test_partial_then_full_refund(ledger: LedgerClient) -> None:
     ada, bob = uuid.uuid4(), uuid.uuid4()
     source = funded_wallet(ledger, ada, 1_000)
     destination = funded_wallet(ledger, bob, 0)
@@ -1020,7 +801,7 @@ def test_partial_then_full_refund(ledger: Ledger) -> None:
 
 
 def test_admin_refunds_a_payment(
-    ledger: Ledger, shop: tuple[uuid.UUID, str, uuid.UUID, str]
+    ledger: LedgerClient, shop: tuple[uuid.UUID, str, uuid.UUID, str]
 ) -> None:
     payer, wallet, merchant, shop_wallet = shop
     hold = ledger.create_hold(payer, wallet, shop_wallet, 500)["hold"]["id"]
@@ -1036,7 +817,7 @@ def test_admin_refunds_a_payment(
 # --- operators: adjustments, freezing, closing --------------------------------------------
 
 
-def test_adjustments_flow_through_the_settlement_account(ledger: Ledger) -> None:
+def test_adjustments_flow_through_the_settlement_account(ledger: LedgerClient) -> None:
     owner = uuid.uuid4()
     wallet = ledger.create_wallet(owner)["wallet"]["id"]
     credit = ledger.adjust(OPERATOR, wallet, 1_000, reason="card top-up")
@@ -1065,7 +846,7 @@ def test_adjustments_flow_through_the_settlement_account(ledger: Ledger) -> None
     assert ledger.audit() == []
 
 
-def test_freeze_blocks_debits_not_credits_and_unfreeze_restores(ledger: Ledger) -> None:
+def test_freeze_blocks_debits_not_credits_and_unfreeze_restores(ledger: LedgerClient) -> None:
     ada, bob = uuid.uuid4(), uuid.uuid4()
     a = funded_wallet(ledger, ada, 1_000)
     b = funded_wallet(ledger, bob, 1_000)
@@ -1091,7 +872,7 @@ def test_freeze_blocks_debits_not_credits_and_unfreeze_restores(ledger: Ledger) 
     assert ledger.audit() == []
 
 
-def test_close_needs_an_empty_wallet_and_is_final(ledger: Ledger) -> None:
+def test_close_needs_an_empty_wallet_and_is_final(ledger: LedgerClient) -> None:
     ada, bob = uuid.uuid4(), uuid.uuid4()
     a = funded_wallet(ledger, ada, 100)
     b = funded_wallet(ledger, bob, 0)
@@ -1115,26 +896,8 @@ def test_close_needs_an_empty_wallet_and_is_final(ledger: Ledger) -> None:
 # --- concurrency --------------------------------------------------------------------------
 
 
-def run_threads(count: int, target: Callable[[int], None]) -> list[BaseException]:
-    errors: list[BaseException] = []
-
-    def guarded(index: int) -> None:
-        try:
-            target(index)
-        except BaseException as error:  # reported by the test
-            errors.append(error)
-
-    threads = [threading.Thread(target=guarded, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=240)
-    assert not any(thread.is_alive() for thread in threads), "a thread hangs"
-    return errors
-
-
 def test_concurrent_transfers_keep_every_invariant(
-    ledger: Ledger, ledger_conninfo: str, capsys: pytest.CaptureFixture[str]
+    ledger: LedgerClient, ledger_conninfo: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     threads, per_thread, funding = 8, 250, 100_000
     owners = [uuid.uuid4() for _ in range(6)]
@@ -1148,7 +911,7 @@ def test_concurrent_transfers_keep_every_invariant(
     lock = threading.Lock()
     calls = [0]
 
-    def send(client: Ledger, request: tuple[str, int, int, int]) -> None:
+    def send(client: LedgerClient, request: tuple[str, int, int, int]) -> None:
         key, source, destination, amount = request
         result = client.transfer(
             owners[source],
@@ -1166,7 +929,7 @@ def test_concurrent_transfers_keep_every_invariant(
     def worker(index: int) -> None:
         worker_rng = random.Random(index)
         with psycopg.connect(ledger_conninfo, autocommit=True) as conn:
-            client = Ledger(conn)
+            client = LedgerClient(conn)
             for request in requests[index * per_thread : (index + 1) * per_thread]:
                 send(client, request)
                 if worker_rng.random() < 0.15:  # a retry, maybe of another thread's call
@@ -1209,7 +972,7 @@ def test_concurrent_transfers_keep_every_invariant(
 
 
 def test_every_function_racing_every_other_never_deadlocks(
-    ledger: Ledger, ledger_conninfo: str
+    ledger: LedgerClient, ledger_conninfo: str
 ) -> None:
     """Transfers, holds, captures, voids, refunds, adjustments, freezes and expiry, all at
     once on few wallets: each takes its locks in the fixed order, so none may fail with a
@@ -1226,7 +989,7 @@ def test_every_function_racing_every_other_never_deadlocks(
     def worker(index: int) -> None:
         rng = random.Random(1000 + index)
         with psycopg.connect(ledger_conninfo, autocommit=True) as conn:
-            client = Ledger(conn)
+            client = LedgerClient(conn)
             for _ in range(150):
                 source, destination = rng.sample(wallets, 2)
                 payer, payee = owner_of[source], owner_of[destination]
@@ -1280,7 +1043,9 @@ def test_every_function_racing_every_other_never_deadlocks(
     assert ledger.audit() == []
 
 
-def test_concurrent_refunds_and_captures_happen_once(ledger: Ledger, ledger_conninfo: str) -> None:
+def test_concurrent_refunds_and_captures_happen_once(
+    ledger: LedgerClient, ledger_conninfo: str
+) -> None:
     ada, bob = uuid.uuid4(), uuid.uuid4()
     a = funded_wallet(ledger, ada, 10_000)
     b = funded_wallet(ledger, bob, 0)
@@ -1290,7 +1055,7 @@ def test_concurrent_refunds_and_captures_happen_once(ledger: Ledger, ledger_conn
 
     def worker(index: int) -> None:
         with psycopg.connect(ledger_conninfo, autocommit=True) as conn:
-            client = Ledger(conn)
+            client = LedgerClient(conn)
             outcome = client.refund(bob, original, None)["outcome"]
             captures = [client.capture_hold(bob, hold, None)["outcome"] for hold in holds]
             results.extend([outcome, *captures])
@@ -1303,26 +1068,30 @@ def test_concurrent_refunds_and_captures_happen_once(ledger: Ledger, ledger_conn
 
 
 def test_concurrent_first_adjustments_create_one_settlement_account(
-    ledger: Ledger, ledger_conninfo: str
+    ledger: LedgerClient, ledger_conninfo: str
 ) -> None:
     wallets = [ledger.create_wallet(uuid.uuid4(), "CHF")["wallet"]["id"] for _ in range(8)]
 
     def worker(index: int) -> None:
         with psycopg.connect(ledger_conninfo, autocommit=True) as conn:
-            assert Ledger(conn).adjust(OPERATOR, wallets[index], 100, "CHF")["outcome"] == "ok"
+            assert (
+                LedgerClient(conn).adjust(OPERATOR, wallets[index], 100, "CHF")["outcome"] == "ok"
+            )
 
     assert run_threads(8, worker) == []
     assert ledger.scalar("SELECT count(*) FROM accounts WHERE kind = 'settlement'") == 1
     assert ledger.audit() == []
 
 
-def test_concurrent_wallet_creation_makes_one_wallet(ledger: Ledger, ledger_conninfo: str) -> None:
+def test_concurrent_wallet_creation_makes_one_wallet(
+    ledger: LedgerClient, ledger_conninfo: str
+) -> None:
     owner = uuid.uuid4()
     results: list[str] = []
 
     def worker(index: int) -> None:
         with psycopg.connect(ledger_conninfo, autocommit=True) as conn:
-            results.append(Ledger(conn).create_wallet(owner, "EUR")["outcome"])
+            results.append(LedgerClient(conn).create_wallet(owner, "EUR")["outcome"])
 
     assert run_threads(8, worker) == []
     assert sorted(results) == ["ok"] + ["wallet_exists"] * 7
@@ -1333,7 +1102,7 @@ def test_concurrent_wallet_creation_makes_one_wallet(ledger: Ledger, ledger_conn
 
 @pytest.fixture
 def tampering(
-    ledger: Ledger, ledger_conninfo: str
+    ledger: LedgerClient, ledger_conninfo: str
 ) -> Iterator[tuple[psycopg.Connection[Any], dict[str, str]]]:
     """A sound ledger, and a connection in a transaction that is rolled back at the end:
     what a test breaks there is never committed."""
@@ -1474,12 +1243,14 @@ def batch_item(
     }
 
 
-def transfer_batch(client: Ledger, owner: uuid.UUID, items: list[dict[str, Any]]) -> list[Result]:
+def transfer_batch(
+    client: LedgerClient, owner: uuid.UUID, items: list[dict[str, Any]]
+) -> list[Result]:
     results: list[Result] = client.call("ledger_transfer_batch", owner, Jsonb(items))
     return results
 
 
-def test_a_batch_books_each_transfer_with_its_own_outcome(ledger: Ledger) -> None:
+def test_a_batch_books_each_transfer_with_its_own_outcome(ledger: LedgerClient) -> None:
     ada, bob, cat = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     a = funded_wallet(ledger, ada, 1_000)
     b = funded_wallet(ledger, bob, 0)
@@ -1515,7 +1286,7 @@ def test_a_batch_books_each_transfer_with_its_own_outcome(ledger: Ledger) -> Non
 
 
 def test_a_batch_cannot_spend_another_owners_wallet_and_must_be_well_formed(
-    ledger: Ledger,
+    ledger: LedgerClient,
 ) -> None:
     ada, bob = uuid.uuid4(), uuid.uuid4()
     a = funded_wallet(ledger, ada, 1_000)
@@ -1532,7 +1303,9 @@ def test_a_batch_cannot_spend_another_owners_wallet_and_must_be_well_formed(
     assert (ledger.balance(a), ledger.balance(b)) == (1_000, 1_000)
 
 
-def test_batches_crossing_each_other_never_deadlock(ledger: Ledger, ledger_conninfo: str) -> None:
+def test_batches_crossing_each_other_never_deadlock(
+    ledger: LedgerClient, ledger_conninfo: str
+) -> None:
     """Each batch locks all its wallets in id order first: two batches over the same
     wallets in opposite orders, and single transfers among them, all go through."""
     owners = [uuid.uuid4() for _ in range(6)]
@@ -1541,7 +1314,7 @@ def test_batches_crossing_each_other_never_deadlock(ledger: Ledger, ledger_conni
     def worker(index: int) -> None:
         rng = random.Random(500 + index)
         with psycopg.connect(ledger_conninfo, autocommit=True) as conn:
-            client = Ledger(conn)
+            client = LedgerClient(conn)
             for _ in range(60):
                 payer = rng.randrange(len(wallets))
                 others = [w for i, w in enumerate(wallets) if i != payer]

@@ -15,8 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -26,21 +25,13 @@ import redis
 from services.localmesh.postgres import PostgresError, PostgresServer
 from services.localmesh.processes import ProcessError, free_port
 from services.localmesh.redis import RedisServer
-
-pytestmark = pytest.mark.integration
+from tests.eventually import eventually
 
 # Fixtures here are per test ("fresh_"): these tests stop, kill and restart servers,
 # which the shared session servers of tests/conftest.py must not suffer.
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 AS_ROOT = os.geteuid() == 0
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def _postmaster_pid(server: PostgresServer) -> int:
@@ -157,7 +148,7 @@ def test_postgres_restarts_a_server_left_running_on_another_port(
 def test_postgres_starts_after_its_server_was_killed(fresh_postgres: PostgresServer) -> None:
     fresh_postgres.start()
     os.kill(_postmaster_pid(fresh_postgres), signal.SIGKILL)
-    _wait_for(lambda: not fresh_postgres.is_running())
+    eventually(lambda: not fresh_postgres.is_running(), "PostgreSQL to stop", interval=0.05)
     assert (fresh_postgres.data_dir / "postmaster.pid").exists()  # left behind, stale
 
     fresh_postgres.start()

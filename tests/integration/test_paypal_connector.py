@@ -26,8 +26,6 @@ from services.gateway.domain.providers import (
 )
 from tests.fakes.paypal_api import CLIENT_ID, CLIENT_SECRET, WEBHOOK_ID, FakePayPal
 
-pytestmark = pytest.mark.integration
-
 TOKEN_PATH = "/v1/oauth2/token"
 PAYOUTS_PATH = "/v1/payments/payouts"
 

@@ -13,13 +13,13 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
 import pytest
-from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
-from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2  # type: ignore[import-untyped]
+from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc  # type: ignore[import-untyped]
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
@@ -37,6 +37,7 @@ from services.ratelimit.server import (
 )
 from services.runtime import server as runtime_server
 from services.runtime.cache import create_redis
+from tests.eventually import eventually_async
 
 # Small numbers, so that tests exhaust buckets quickly; `money` refills so slowly
 # (1 a minute) that no token comes back during a test.
@@ -78,13 +79,6 @@ def request(
 def user_call(class_name: str, user: str, hits: int = 0) -> rls_pb2.RateLimitRequest:
     """What Envoy sends for an authenticated call."""
     return request(descriptor(("class", class_name), ("user", user)), hits=hits)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not await check():
-        assert time.monotonic() < deadline, f"not {what} within {DEADLINE} s"
-        await asyncio.sleep(0.05)
 
 
 # --- fixtures ---------------------------------------------------------------------------
@@ -257,7 +251,7 @@ async def test_descriptors_that_are_not_ours_are_answered_ok(
             (status,) = answer.statuses
             assert status.code == Response.OK
             assert not status.HasField("current_limit")  # no X-RateLimit-* headers from it
-    reasons = [r.reason for r in caplog.records if r.name == "services.ratelimit.api"]
+    reasons = [r.__dict__["reason"] for r in caplog.records if r.name == "services.ratelimit.api"]
     assert sorted(reasons) == sorted(
         [
             "unknown class 'no-such-class'",
@@ -365,7 +359,7 @@ async def test_redis_down_decides_from_the_fair_share_then_shares_again(
         answer = await stub.ShouldRateLimit(user_call("money", new_user()), timeout=DEADLINE)
         return bool(answer.statuses[0].limit_remaining == 2)
 
-    await eventually(shared_again, "deciding from Redis again")
+    await eventually_async(shared_again, "deciding from Redis again", DEADLINE, interval=0.05)
     assert degraded() == 0
     answer = await stub.ShouldRateLimit(user_call("money", user))
     assert (answer.overall_code, answer.statuses[0].limit_remaining) == (Response.OK, 2)
@@ -425,7 +419,9 @@ async def test_redis_hanging_decides_locally_within_envoys_timeout(
     async def abandoned_counted() -> bool:
         return cancelled_calls() - abandoned_before == 3
 
-    await eventually(abandoned_counted, "abandoned calls counted CANCELLED")
+    await eventually_async(
+        abandoned_counted, "abandoned calls counted CANCELLED", DEADLINE, interval=0.05
+    )
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     assert errors == [], "no error and no traceback for calls the client left"
 
@@ -451,7 +447,7 @@ async def test_ready_without_redis(settings: RateLimitSettings, redis_server: Re
             answer = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
             return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
 
-        await eventually(serving, "serving")
+        await eventually_async(serving, "serving", DEADLINE, interval=0.05)
         redis_server.stop()
         try:
             rls = rls_pb2_grpc.RateLimitServiceStub(channel)

@@ -25,7 +25,6 @@ from services.localmesh.processes import free_port
 from tests.fakes.stripe_api import FakeStripe
 
 pytestmark = [
-    pytest.mark.integration,
     # stripe 16.1.0's HTTPXClient posts its form body as `data=<str>`, which httpx 0.28
     # deprecates; the SDK's, not ours.
     pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning"),

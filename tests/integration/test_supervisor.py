@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -32,8 +31,7 @@ from services.localmesh.supervisor import (
     Watched,
     read_status,
 )
-
-pytestmark = pytest.mark.integration
+from tests.eventually import eventually
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Generous: the machine running the tests may be busy.
@@ -43,10 +41,8 @@ FAST = SupervisionPolicy(poll_interval=0.05, first_backoff=0.05, max_backoff=0.4
 
 
 def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+    # Polled often: the fast policy restarts within 0.05 s.
+    eventually(condition, what, timeout, interval=0.05)
 
 
 def _pid_in(pid_file: Path) -> int:
@@ -182,7 +178,11 @@ def test_a_process_that_ran_stably_restarts_after_the_first_delay_again(
         pid = flaky.pid
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
-        _wait_for(lambda n=restart: supervisor.restarts("flaky") == n, f"restart {restart}")
+
+        def restarted(times: int = restart) -> bool:
+            return supervisor.restarts("flaky") == times
+
+        _wait_for(restarted, f"restart {restart}")
         supervisor.wait_until_healthy(timeout=30)
         assert supervisor.status("flaky").last_exit == "was killed by SIGKILL"
     assert supervisor.status("flaky").state is State.RUNNING

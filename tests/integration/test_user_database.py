@@ -15,7 +15,7 @@ from services.runtime.db import create_engine
 from services.user.adapters.repository import SqlRefreshTokenRepository, SqlUserRepository
 from services.user.domain.model import NewUser, ProfileChanges, RefreshTokenOwner, Role
 from services.user.domain.ports import EmailTaken
-from tests.integration.conftest import USERS_DB
+from tests.integration.user_calls import USERS_DB
 
 HASH = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA"
 

@@ -4,9 +4,9 @@ server, no Envoy): statuses, details, tokens, cache and degraded modes."""
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import grpc
-import pytest
 from google.protobuf import field_mask_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from redis import Redis
@@ -15,28 +15,18 @@ from services.localmesh.redis import RedisServer
 from services.runtime import server as runtime_server
 from services.user.server import UserSettings, build_app
 from tests.field_violations import grpc_violations as field_violations
-from tests.integration.conftest import RunningUserService
+from tests.integration.user_calls import PASSWORD, RunningUserService, bearer, expect_error
 from wallet.user.v1 import user_service_pb2 as pb
 from wallet.user.v1 import user_service_pb2_grpc
 
-Stub = user_service_pb2_grpc.UserServiceStub
-PASSWORD = "correct horse battery"
-
-
-def bearer(token: str) -> tuple[tuple[str, str]]:
-    return (("authorization", f"Bearer {token}"),)
+if TYPE_CHECKING:
+    # Only in the generated .pyi: stubs made on a grpc.aio channel.
+    Stub = user_service_pb2_grpc.UserServiceAsyncStub
 
 
 async def register_and_login(stub: Stub, email: str = "ada@example.com") -> pb.LoginResponse:
     await stub.CreateUser(pb.CreateUserRequest(email=email, password=PASSWORD, display_name="Ada"))
     return await stub.Login(pb.LoginRequest(email=email, password=PASSWORD))
-
-
-async def expect_error(call: object, code: grpc.StatusCode) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call  # type: ignore[misc]
-    assert caught.value.code() == code, caught.value.details()
-    return caught.value
 
 
 async def test_session_lifecycle(user_stub: Stub) -> None:

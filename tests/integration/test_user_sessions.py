@@ -4,11 +4,11 @@ PostgreSQL and Redis (in-process user service, no Envoy)."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
@@ -20,11 +20,14 @@ from services.localmesh.redis import RedisServer
 from services.runtime import server as runtime_server
 from services.user.adapters.login_throttle import KEY_PREFIX
 from services.user.server import UserSettings, build_app
-from tests.integration.test_user_grpc import PASSWORD, bearer, expect_error
+from tests.eventually import eventually_async
+from tests.integration.user_calls import PASSWORD, bearer, expect_error
 from wallet.user.v1 import user_service_pb2 as pb
 from wallet.user.v1 import user_service_pb2_grpc
 
-Stub = user_service_pb2_grpc.UserServiceStub
+if TYPE_CHECKING:
+    # Only in the generated .pyi: stubs made on a grpc.aio channel.
+    Stub = user_service_pb2_grpc.UserServiceAsyncStub
 BURST = 3
 # A try comes back a minute after it was taken: however slow the machine, a test's
 # few argon2 checks never see one come back (tests/e2e checks the defaults).
@@ -94,16 +97,19 @@ def refusal(error: grpc.aio.AioRpcError) -> tuple[str, list[str], int]:
 
 async def eventually_logs_in(stub: Stub, email: str) -> pb.LoginResponse:
     """Logs in as soon as the bucket gives a try back; refused until then."""
-    deadline = time.monotonic() + 10 * QUICK_REFILL_SECONDS
-    while True:
+    answers: list[pb.LoginResponse] = []
+
+    async def logged_in() -> bool:
         try:
-            return await login(stub, email)
+            answers.append(await login(stub, email))
         except grpc.aio.AioRpcError as error:
             if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
                 raise
-        if time.monotonic() > deadline:
-            pytest.fail(f"the owner was still refused after {10 * QUICK_REFILL_SECONDS} s")
-        await asyncio.sleep(0.1)  # poll interval, not synchronisation
+            return False
+        return True
+
+    await eventually_async(logged_in, "the owner to be let in again", 10 * QUICK_REFILL_SECONDS)
+    return answers[-1]
 
 
 # --- the per-account limit -------------------------------------------------------

@@ -6,7 +6,6 @@ from datetime import timedelta
 
 import pytest
 
-from services.runtime.auth import Caller
 from services.runtime.errors import (
     AlreadyExists,
     InvalidArgument,
@@ -16,55 +15,11 @@ from services.runtime.errors import (
 )
 from services.user.domain.accounts import (
     LOGIN_FAILED,
-    Accounts,
     ProfileUpdate,
-    Registration,
     hash_refresh_token,
 )
-from services.user.domain.model import Role, User
-from tests.unit.fakes import (
-    FakeAccessTokens,
-    FakeClock,
-    FakeLoginThrottle,
-    FakePasswords,
-    FakeProfileCache,
-    FakeRefreshTokens,
-    FakeRevoker,
-    FakeUsers,
-)
-
-PASSWORD = "correct horse battery"
-
-
-class World:
-    def __init__(self) -> None:
-        self.clock = FakeClock()
-        self.users = FakeUsers(self.clock)
-        self.refresh_tokens = FakeRefreshTokens()
-        self.passwords = FakePasswords()
-        self.access_tokens = FakeAccessTokens()
-        self.revoker = FakeRevoker()
-        self.cache = FakeProfileCache()
-        self.login_throttle = FakeLoginThrottle()
-        self.accounts = Accounts(
-            self.users,
-            self.refresh_tokens,
-            self.passwords,
-            self.access_tokens,
-            self.revoker,
-            self.cache,
-            self.clock,
-            login_throttle=self.login_throttle,
-            refresh_lifetime=timedelta(days=1),
-        )
-
-    async def register(self, email: str = "ada@example.com", **overrides: str) -> User:
-        fields = {"password": PASSWORD, "display_name": "Ada", "phone": ""} | overrides
-        return await self.accounts.register(Registration(email=email, **fields))
-
-
-def caller_of(user: User, *roles: str) -> Caller:
-    return Caller(user.id, frozenset(roles or ("user",)), "jti-1", 2_000_000_000)
+from services.user.domain.model import Role
+from tests.fakes.user import PASSWORD, World, caller_of
 
 
 @pytest.fixture

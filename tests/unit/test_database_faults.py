@@ -4,7 +4,7 @@ connection or not; and how work whose connection was lost is tried again."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import grpc
 import psycopg
@@ -30,9 +30,12 @@ QUICK = RetryPolicy(attempts=4, first_delay=0.001, max_delay=0.002, budget=5.0)
 
 def wrapped(error: Exception, *, invalidated: bool = False) -> sqlalchemy.exc.DBAPIError:
     """`error` as SQLAlchemy raises it from psycopg."""
-    return sqlalchemy.exc.DBAPIError.instance(
+    wrapper = sqlalchemy.exc.DBAPIError.instance(
         "SELECT 1", {}, error, psycopg.Error, connection_invalidated=invalidated
     )
+    # Typed as its base class; for a DB-API error it is always this one.
+    assert isinstance(wrapper, sqlalchemy.exc.DBAPIError)
+    return wrapper
 
 
 LOST = [
@@ -203,7 +206,13 @@ async def test_a_near_deadline_shortens_the_retries() -> None:
 BOUNDARY_SERVICE = "test.faults.Boundary"
 
 
-class _Raising(grpc.GenericRpcHandler):
+if TYPE_CHECKING:
+    RawHandler = grpc.GenericRpcHandler[bytes, bytes]
+else:  # generic in grpc-stubs only
+    RawHandler = grpc.GenericRpcHandler
+
+
+class _Raising(RawHandler):
     """`/test.faults.Boundary/<Name>` raises the error named <Name>."""
 
     raises: ClassVar[dict[str, Exception]] = {
@@ -244,7 +253,7 @@ async def boundary() -> AsyncIterator[grpc.aio.Channel]:
 
 async def _status_of(channel: grpc.aio.Channel, method: str) -> grpc.aio.AioRpcError:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await channel.unary_unary(f"/{BOUNDARY_SERVICE}/{method}")(b"")
+        await channel.unary_unary(f"/{BOUNDARY_SERVICE}/{method}", None, None)(b"")
     return caught.value
 
 

@@ -32,7 +32,7 @@ from services.runtime.errors import (
     Unauthenticated,
     Unavailable,
 )
-from tests.unit.gateway_fakes import (
+from tests.fakes.gateway import (
     HANG,
     START,
     FakeMonotonicClock,

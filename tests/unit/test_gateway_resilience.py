@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from services.gateway.domain.resilience import BreakerState, CircuitBreaker, RetryPolicy
-from tests.unit.gateway_fakes import FakeMonotonicClock
+from tests.fakes.gateway import FakeMonotonicClock
 
 THRESHOLD = 3
 OPEN_SECONDS = 10.0

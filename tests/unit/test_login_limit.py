@@ -9,7 +9,7 @@ import pytest
 from services.runtime.errors import InvalidArgument, ResourceExhausted, Unauthenticated
 from services.user.domain.accounts import LOGIN_THROTTLED
 from services.user.domain.validation import login_account
-from tests.unit.test_accounts import PASSWORD, World
+from tests.fakes.user import PASSWORD, World
 
 WRONG = "wrong password 1"
 

@@ -15,8 +15,7 @@ from services.runtime.auth import Caller, TokenVerifier, cutoff_for, is_revoked_
 from services.runtime.errors import Unauthenticated
 from services.user.adapters.tokens import JwtIssuer, LocalPublicKeys
 from services.user.domain.model import Role
-from tests.unit.test_accounts import PASSWORD, World, caller_of
-from tests.unit.test_tokens import signing_key
+from tests.fakes.user import PASSWORD, FakeRevocationCheck, World, caller_of, signing_key
 
 
 @pytest.fixture
@@ -76,15 +75,6 @@ def test_a_caller_without_an_issue_time_is_older_than_any_cutoff() -> None:
     assert is_revoked_by(legacy, None, b"1")
 
 
-class RecordingCheck:
-    def __init__(self) -> None:
-        self.asked: list[Caller] = []
-
-    async def is_revoked(self, caller: Caller) -> bool:
-        self.asked.append(caller)
-        return False
-
-
 async def test_the_verifier_asks_with_the_tokens_subject_and_issue_time(tmp_path: Path) -> None:
     key = signing_key(tmp_path)
     # Late in a second: `iat` keeps the whole second.
@@ -92,7 +82,7 @@ async def test_the_verifier_asks_with_the_tokens_subject_and_issue_time(tmp_path
     token = JwtIssuer(key, issuer="i", audience="a", lifetime_seconds=900).issue(
         "user-7", frozenset({Role.USER}), issued_at
     )
-    check = RecordingCheck()
+    check = FakeRevocationCheck()
     verifier = TokenVerifier(LocalPublicKeys(key), check, issuer="i", audience="a")
     await verifier.verify(token.token)
     await verifier.verify(token.token)  # from the verifier's cache: asked again

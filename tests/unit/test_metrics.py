@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import httpx
@@ -24,7 +24,7 @@ from services.runtime.metrics import RpcMetrics, start_metrics_server, watch_poo
 from services.transaction import metrics as ledger_metrics
 from services.transaction.domain.model import Posted, TransactionType
 from services.user.metrics import LOGINS
-from tests.unit.test_ledger_domain import transaction
+from tests.fakes.ledger import transaction
 
 # Each test gets its own gRPC service name, so its counts start from nothing.
 _services = itertools.count()
@@ -48,7 +48,13 @@ async def _stream(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -
     yield request
 
 
-class _Echo(grpc.GenericRpcHandler):
+if TYPE_CHECKING:
+    RawHandler = grpc.GenericRpcHandler[bytes, bytes]
+else:  # generic in grpc-stubs only
+    RawHandler = grpc.GenericRpcHandler
+
+
+class _Echo(RawHandler):
     def __init__(self, service: str) -> None:
         self._service = service
 
@@ -100,7 +106,7 @@ async def _recorded(service: str, method: str) -> None:
 async def test_ok_calls_are_counted_and_timed(echo: tuple[str, grpc.aio.Channel]) -> None:
     service, channel = echo
     for _ in range(2):
-        assert await channel.unary_unary(f"/{service}/Ok")(b"hi") == b"hi"
+        assert await channel.unary_unary(f"/{service}/Ok", None, None)(b"hi") == b"hi"
     assert _requests(service, "Ok", "OK") == 2
     assert _duration(service, "Ok", "count") == 2
     assert (_duration(service, "Ok", "sum") or 0) >= 2 * SLEEP
@@ -111,7 +117,7 @@ async def test_ok_calls_are_counted_and_timed(echo: tuple[str, grpc.aio.Channel]
 async def test_aborted_call_counts_its_status(echo: tuple[str, grpc.aio.Channel]) -> None:
     service, channel = echo
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await channel.unary_unary(f"/{service}/Refuse")(b"")
+        await channel.unary_unary(f"/{service}/Refuse", None, None)(b"")
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     await _recorded(service, "Refuse")
     assert _requests(service, "Refuse", "INVALID_ARGUMENT") == 1
@@ -124,7 +130,7 @@ async def test_unexpected_exception_is_answered_and_counted_internal(
 ) -> None:
     service, channel = echo
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await channel.unary_unary(f"/{service}/Crash")(b"")
+        await channel.unary_unary(f"/{service}/Crash", None, None)(b"")
     # Not gRPC's own UNKNOWN, which would carry the exception's text to the caller.
     assert caught.value.code() == grpc.StatusCode.INTERNAL
     assert "secret" not in (caught.value.details() or "")
@@ -136,9 +142,9 @@ async def test_streams_and_unknown_methods_pass_uncounted(
     echo: tuple[str, grpc.aio.Channel],
 ) -> None:
     service, channel = echo
-    assert [m async for m in channel.unary_stream(f"/{service}/Stream")(b"x")] == [b"x"]
+    assert [m async for m in channel.unary_stream(f"/{service}/Stream", None, None)(b"x")] == [b"x"]
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await channel.unary_unary(f"/{service}/Nope")(b"")
+        await channel.unary_unary(f"/{service}/Nope", None, None)(b"")
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert _duration(service, "Stream", "count") is None
     assert _duration(service, "Nope", "count") is None

@@ -55,7 +55,7 @@ async def test_a_call_without_a_message_is_invalid_argument(
         yield b""  # an async generator that sends no message, then half-closes
 
     # A stream-unary call of zero messages: on the wire, a unary call with no message.
-    call = channel.stream_unary(METHOD)(nothing(), timeout=30)
+    call = channel.stream_unary(METHOD, None, None)(nothing(), timeout=30)
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await call
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -69,7 +69,7 @@ async def test_a_body_that_is_no_message_is_invalid_argument(
     channel, recorder = served
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         # Field 1 (email) declared 100 bytes long, 1 byte sent: no protobuf parses it.
-        await channel.unary_unary(METHOD)(b"\x0a\x64x", timeout=30)
+        await channel.unary_unary(METHOD, None, None)(b"\x0a\x64x", timeout=30)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert refused.value.details() == NOT_A_MESSAGE
     assert recorder.emails == []

@@ -19,6 +19,7 @@ from services.ratelimit.limiter import COOLDOWN
 from services.ratelimit.limits import ClassLimit, parse_limits
 from services.ratelimit.server import RateLimitSettings, build_app
 from services.runtime.config import ConfigError
+from tests.fakes.ratelimit import Clock
 
 LIMITS = parse_limits(
     """
@@ -29,14 +30,6 @@ LIMITS = parse_limits(
     """
 )
 MONEY = LIMITS.classes["money"]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def allowed_in_a_row(buckets: FairShareBuckets, limit: ClassLimit, key: str) -> int:

@@ -10,11 +10,11 @@ import logging
 import pytest
 from prometheus_client import REGISTRY
 
-from services.ratelimit.buckets import Decision, Mode
+from services.ratelimit.buckets import Mode
 from services.ratelimit.fair_share import FairShareBuckets
 from services.ratelimit.limiter import Limiter
-from services.ratelimit.limits import ClassLimit, parse_limits
-from services.runtime.errors import Unavailable
+from services.ratelimit.limits import parse_limits
+from tests.fakes.ratelimit import Clock, Store
 
 MONEY = parse_limits(
     """
@@ -24,31 +24,6 @@ MONEY = parse_limits(
     """
 ).classes["money"]
 COOLDOWN = 1.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Store:
-    """Answers every take (allowed, 7 left) unless `down`; holds takes while `held`."""
-
-    def __init__(self) -> None:
-        self.down = False
-        self.asked = 0
-        self.held: asyncio.Event | None = None
-
-    async def take(self, limit: ClassLimit, key_value: str, hits: int) -> Decision:
-        self.asked += 1
-        if self.held is not None:
-            await self.held.wait()
-        if self.down:
-            raise Unavailable("rate-limit store unavailable: ConnectionError()")
-        return Decision(True, 7, 1.0, Mode.SHARED)
 
 
 @pytest.fixture

@@ -75,8 +75,8 @@ def test_redacting_filter_scrubs_record_extras() -> None:
     )
     assert RedactingFilter().filter(record)
     assert record.getMessage() == f"login {REDACTED}"
-    assert record.password == REDACTED
-    assert json.dumps(record.user) == '"u1"'
+    assert record.__dict__["password"] == REDACTED
+    assert json.dumps(record.__dict__["user"]) == '"u1"'
 
 
 def test_json_log_lines_carry_service_instance_and_iso_time(

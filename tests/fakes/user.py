@@ -1,11 +1,19 @@
-"""In-memory stand-ins for the user service's ports (domain tests only)."""
+"""In-memory stand-ins for the user service's ports (domain tests only), and the world of
+them its use cases run in: `World` wires them into `Accounts`."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from services.runtime.auth import Caller
+from services.user.adapters.tokens import SigningKey
+from services.user.domain.accounts import Accounts, Registration
 from services.user.domain.model import (
     Credentials,
     IssuedAccessToken,
@@ -187,6 +195,19 @@ class FakeRevoker:
         self.all_revoked[user_id] = token_lifetime_seconds
 
 
+class FakeRevocationCheck:
+    """The token verifier's revocation check: the token ids given are revoked; records
+    every caller it was asked about."""
+
+    def __init__(self, *token_ids: str) -> None:
+        self.token_ids = set(token_ids)
+        self.asked: list[Caller] = []
+
+    async def is_revoked(self, caller: Caller) -> bool:
+        self.asked.append(caller)
+        return caller.token_id in self.token_ids
+
+
 class FakeLoginThrottle:
     """A bucket of `burst` tries per account that never refills unless told to."""
 
@@ -224,3 +245,50 @@ class FakeProfileCache:
 
     async def invalidate(self, user_id: str) -> None:
         self.entries.pop(user_id, None)
+
+
+def signing_key(tmp_path: Path, name: str = "key.pem") -> SigningKey:
+    """A fresh Ed25519 signing key, written where the service would read it."""
+    path = tmp_path / name
+    path.write_bytes(
+        Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return SigningKey.from_pem_file(path)
+
+
+PASSWORD = "correct horse battery"
+
+
+class World:
+    def __init__(self) -> None:
+        self.clock = FakeClock()
+        self.users = FakeUsers(self.clock)
+        self.refresh_tokens = FakeRefreshTokens()
+        self.passwords = FakePasswords()
+        self.access_tokens = FakeAccessTokens()
+        self.revoker = FakeRevoker()
+        self.cache = FakeProfileCache()
+        self.login_throttle = FakeLoginThrottle()
+        self.accounts = Accounts(
+            self.users,
+            self.refresh_tokens,
+            self.passwords,
+            self.access_tokens,
+            self.revoker,
+            self.cache,
+            self.clock,
+            login_throttle=self.login_throttle,
+            refresh_lifetime=timedelta(days=1),
+        )
+
+    async def register(self, email: str = "ada@example.com", **overrides: str) -> User:
+        fields = {"password": PASSWORD, "display_name": "Ada", "phone": ""} | overrides
+        return await self.accounts.register(Registration(email=email, **fields))
+
+
+def caller_of(user: User, *roles: str) -> Caller:
+    return Caller(user.id, frozenset(roles or ("user",)), "jti-1", 2_000_000_000)
