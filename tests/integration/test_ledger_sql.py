@@ -19,6 +19,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
+from services.transaction.adapters.codec import HoldJson, TransactionJson, WalletJson
 from tests.integration.ledger_client import (
     OPERATOR,
     LedgerClient,
@@ -29,53 +30,11 @@ from tests.integration.ledger_client import (
 )
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "services" / "transaction" / "migrations"
-TXN_KEYS = {
-    "id",
-    "type",
-    "status",
-    "amount",
-    "currency",
-    "fee",
-    "source_account_id",
-    "destination_account_id",
-    "source_owner_id",
-    "destination_owner_id",
-    "memo",
-    "metadata",
-    "receipt_number",
-    "refunded_amount",
-    "refund_of",
-    "hold_id",
-    "payment_provider",
-    "failure_code",
-    "failure_message",
-    "initiated_by",
-    "created_at",
-}
-WALLET_KEYS = {
-    "id",
-    "owner_id",
-    "currency",
-    "balance",
-    "held",
-    "overdraft_limit",
-    "status",
-    "created_at",
-}
-HOLD_KEYS = {
-    "id",
-    "account_id",
-    "merchant_account_id",
-    "currency",
-    "amount",
-    "captured_amount",
-    "status",
-    "expires_at",
-    "memo",
-    "capture_transaction_id",
-    "created_by",
-    "created_at",
-}
+# The keys of the ledger's JSON documents: the codec's, one definition
+# (tests/integration/test_ledger_contract.py checks them against the SQL too).
+TXN_KEYS = set(TransactionJson.__annotations__)
+WALLET_KEYS = set(WalletJson.__annotations__)
+HOLD_KEYS = set(HoldJson.__annotations__)
 
 
 # --- fixtures and helpers ---------------------------------------------------------------
