@@ -169,7 +169,6 @@ def keyed(caller: Caller, request: Any, key: str, operation: str) -> Idempotency
     canonical.CopyFrom(request)
     canonical.ClearField("request_id")
     return IdempotencyKey(
-        caller.user_id,
         key,
         # The operation is part of the hash: a key reused for another call is refused.
         request_hash(operation, canonical.SerializeToString(deterministic=True)),

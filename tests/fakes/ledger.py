@@ -62,7 +62,7 @@ class ScriptedStore:
     async def adjust(self, *args: Any) -> LedgerResult:
         return self._result("adjust", *args)
 
-    async def replay(self, key: IdempotencyKey) -> LedgerResult | None:
+    async def replay(self, owner_id: str, key: IdempotencyKey) -> LedgerResult | None:
         return self.stored
 
     async def wallet(self, wallet_id: str) -> Wallet | None:

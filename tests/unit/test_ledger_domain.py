@@ -63,7 +63,7 @@ def ada(*roles: str) -> Caller:
 
 
 def key(value: str = "k-1") -> IdempotencyKey:
-    return IdempotencyKey(ADA, value, request_hash("CreateTransfer", b"x"))
+    return IdempotencyKey(value, request_hash("CreateTransfer", b"x"))
 
 
 EUR_5 = AmountInput("EUR", 500, "")
@@ -142,7 +142,7 @@ async def test_transfer_by_email_resolves_the_recipients_wallet(
         ada(), TransferRequest(key(), ADA_EUR, "", EUR_5, recipient_email="BOB@example.com")
     )
     _, args = store.calls[0]
-    assert args[2] == BOB_EUR
+    assert (args[0], args[3]) == (ADA, BOB_EUR)  # the owner, explicit; the recipient found
     with pytest.raises(InvalidArgument):
         await ledger.transfer(
             ada(),

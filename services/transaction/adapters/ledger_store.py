@@ -122,8 +122,8 @@ _TRANSACTION_BY_ID = (
 )
 
 
-def _key_params(key: IdempotencyKey) -> dict[str, Any]:
-    return {"owner": key.owner_id, "key": key.key, "hash": key.request_hash}
+def _key_params(owner_id: str, key: IdempotencyKey) -> dict[str, Any]:
+    return {"owner": owner_id, "key": key.key, "hash": key.request_hash}
 
 
 class SqlLedgerStore:
@@ -148,14 +148,17 @@ class SqlLedgerStore:
         document = await self._one(sql, params)
         return result_from_json(document if isinstance(document, dict) else json.loads(document))
 
-    async def create_wallet(self, key: IdempotencyKey, currency: str) -> LedgerResult:
+    async def create_wallet(
+        self, owner_id: str, key: IdempotencyKey, currency: str
+    ) -> LedgerResult:
         return await self._call(
             "SELECT ledger_create_wallet(CAST(:owner AS uuid), :key, :hash, :currency)",
-            {**_key_params(key), "currency": currency},
+            {**_key_params(owner_id, key), "currency": currency},
         )
 
     async def transfer(
         self,
+        owner_id: str,
         key: IdempotencyKey,
         source_wallet_id: str,
         destination_wallet_id: str,
@@ -167,7 +170,7 @@ class SqlLedgerStore:
             "SELECT ledger_transfer(CAST(:owner AS uuid), :key, :hash, CAST(:source AS uuid),"
             " CAST(:destination AS uuid), :amount, :currency, :memo, CAST(:metadata AS jsonb))",
             {
-                **_key_params(key),
+                **_key_params(owner_id, key),
                 "source": source_wallet_id,
                 "destination": destination_wallet_id,
                 "amount": money.amount,
@@ -200,6 +203,7 @@ class SqlLedgerStore:
 
     async def create_hold(
         self,
+        owner_id: str,
         key: IdempotencyKey,
         wallet_id: str,
         merchant_wallet_id: str,
@@ -211,7 +215,7 @@ class SqlLedgerStore:
             "SELECT ledger_create_hold(CAST(:owner AS uuid), :key, :hash, CAST(:wallet AS uuid),"
             " CAST(:merchant AS uuid), :amount, :currency, :expires_at, :memo)",
             {
-                **_key_params(key),
+                **_key_params(owner_id, key),
                 "wallet": wallet_id,
                 "merchant": merchant_wallet_id,
                 "amount": money.amount,
@@ -222,22 +226,23 @@ class SqlLedgerStore:
         )
 
     async def capture_hold(
-        self, key: IdempotencyKey, hold_id: str, amount: int | None, now: datetime
+        self, owner_id: str, key: IdempotencyKey, hold_id: str, amount: int | None, now: datetime
     ) -> LedgerResult:
         return await self._call(
             "SELECT ledger_capture_hold(CAST(:owner AS uuid), :key, :hash, CAST(:hold AS uuid),"
             " CAST(:amount AS bigint), :now)",
-            {**_key_params(key), "hold": hold_id, "amount": amount, "now": now},
+            {**_key_params(owner_id, key), "hold": hold_id, "amount": amount, "now": now},
         )
 
-    async def void_hold(self, key: IdempotencyKey, hold_id: str) -> LedgerResult:
+    async def void_hold(self, owner_id: str, key: IdempotencyKey, hold_id: str) -> LedgerResult:
         return await self._call(
             "SELECT ledger_void_hold(CAST(:owner AS uuid), :key, :hash, CAST(:hold AS uuid))",
-            {**_key_params(key), "hold": hold_id},
+            {**_key_params(owner_id, key), "hold": hold_id},
         )
 
     async def refund(
         self,
+        owner_id: str,
         key: IdempotencyKey,
         transaction_id: str,
         amount: int | None,
@@ -248,7 +253,7 @@ class SqlLedgerStore:
             "SELECT ledger_refund(CAST(:owner AS uuid), :key, :hash, CAST(:txn AS uuid),"
             " CAST(:amount AS bigint), :reason, :is_admin)",
             {
-                **_key_params(key),
+                **_key_params(owner_id, key),
                 "txn": transaction_id,
                 "amount": amount,
                 "reason": reason,
@@ -257,13 +262,13 @@ class SqlLedgerStore:
         )
 
     async def adjust(
-        self, key: IdempotencyKey, wallet_id: str, money: Money, reason: str
+        self, owner_id: str, key: IdempotencyKey, wallet_id: str, money: Money, reason: str
     ) -> LedgerResult:
         return await self._call(
             "SELECT ledger_adjust(CAST(:owner AS uuid), :key, :hash, CAST(:wallet AS uuid),"
             " :amount, :currency, :reason)",
             {
-                **_key_params(key),
+                **_key_params(owner_id, key),
                 "wallet": wallet_id,
                 "amount": money.amount,
                 "currency": money.currency,
@@ -272,22 +277,30 @@ class SqlLedgerStore:
         )
 
     async def set_wallet_status(
-        self, key: IdempotencyKey, wallet_id: str, status: WalletStatus, reason: str
+        self, owner_id: str, key: IdempotencyKey, wallet_id: str, status: WalletStatus, reason: str
     ) -> LedgerResult:
         return await self._call(
             "SELECT ledger_set_wallet_status(CAST(:owner AS uuid), :key, :hash,"
             " CAST(:wallet AS uuid), :status, :reason)",
-            {**_key_params(key), "wallet": wallet_id, "status": status.value, "reason": reason},
+            {
+                **_key_params(owner_id, key),
+                "wallet": wallet_id,
+                "status": status.value,
+                "reason": reason,
+            },
         )
 
-    async def close_wallet(self, key: IdempotencyKey, wallet_id: str) -> LedgerResult:
+    async def close_wallet(
+        self, owner_id: str, key: IdempotencyKey, wallet_id: str
+    ) -> LedgerResult:
         return await self._call(
             "SELECT ledger_close_wallet(CAST(:owner AS uuid), :key, :hash, CAST(:wallet AS uuid))",
-            {**_key_params(key), "wallet": wallet_id},
+            {**_key_params(owner_id, key), "wallet": wallet_id},
         )
 
     async def begin_external(
         self,
+        owner_id: str,
         key: IdempotencyKey,
         kind: TransactionType,
         wallet_id: str,
@@ -300,7 +313,7 @@ class SqlLedgerStore:
             "SELECT ledger_begin_external(CAST(:owner AS uuid), :key, :hash, :type,"
             " CAST(:wallet AS uuid), :amount, :currency, :provider, :instrument, :first_check)",
             {
-                **_key_params(key),
+                **_key_params(owner_id, key),
                 "type": kind.value,
                 "wallet": wallet_id,
                 "amount": money.amount,
@@ -312,11 +325,11 @@ class SqlLedgerStore:
         )
 
     async def release_unsent_external(
-        self, key: IdempotencyKey, kind: TransactionType, wallet_id: str
+        self, owner_id: str, key: IdempotencyKey, kind: TransactionType, wallet_id: str
     ) -> bool:
         released = await self._one(
             "SELECT ledger_release_unsent_external(CAST(:owner AS uuid), :key, :hash, :type)",
-            {**_key_params(key), "type": kind.value},
+            {**_key_params(owner_id, key), "type": kind.value},
         )
         return bool(released)
 
@@ -362,11 +375,11 @@ class SqlLedgerStore:
         )
         return int(rows[0].n), float(rows[0].age)
 
-    async def replay(self, key: IdempotencyKey) -> LedgerResult | None:
+    async def replay(self, owner_id: str, key: IdempotencyKey) -> LedgerResult | None:
         rows = await self._rows(
             "SELECT operation, request_hash, result FROM idempotency_keys"
             " WHERE owner_id = CAST(:owner AS uuid) AND idempotency_key = :key",
-            {"owner": key.owner_id, "key": key.key},
+            {"owner": owner_id, "key": key.key},
         )
         if not rows:
             return None

@@ -111,6 +111,7 @@ class Funding:
     ) -> Posted:
         return await self._external(
             TransactionType.TOP_UP,
+            caller.user_id,
             key,
             wallet_id,
             amount,
@@ -130,6 +131,7 @@ class Funding:
     ) -> Posted:
         return await self._external(
             TransactionType.WITHDRAWAL,
+            caller.user_id,
             key,
             wallet_id,
             amount,
@@ -141,6 +143,7 @@ class Funding:
     async def _external(
         self,
         kind: TransactionType,
+        owner_id: str,
         key: IdempotencyKey,
         wallet_id: str,
         amount: AmountInput,
@@ -166,7 +169,7 @@ class Funding:
         for _ in range(2):
             result = accepted(
                 await self._store.begin_external(
-                    key, kind, wallet_id, money, provider, instrument, first_check
+                    owner_id, key, kind, wallet_id, money, provider, instrument, first_check
                 )
             )
             assert result.transaction is not None
@@ -180,7 +183,7 @@ class Funding:
             transaction = await self._store.transaction(transaction.id) or transaction
             if not (
                 _failed_unsent(transaction)
-                and await self._store.release_unsent_external(key, kind, wallet_id)
+                and await self._store.release_unsent_external(owner_id, key, kind, wallet_id)
             ):
                 break
         if not replayed:

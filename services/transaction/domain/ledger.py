@@ -246,7 +246,7 @@ class Ledger:
         code = check_currency(currency.strip().upper(), "currency", errors)
         errors.raise_if_any()
         assert code is not None
-        result = accepted(await self._store.create_wallet(key, code))
+        result = accepted(await self._store.create_wallet(caller.user_id, key, code))
         assert result.wallet is not None
         await self._cache.invalidate({result.wallet.id}, {caller.user_id})
         return result.wallet
@@ -273,7 +273,7 @@ class Ledger:
         check_key(key, errors)
         wallet_id = errors.uuid(wallet_id, "wallet_id")
         errors.raise_if_any()
-        result = accepted(await self._store.close_wallet(key, wallet_id))
+        result = accepted(await self._store.close_wallet(caller.user_id, key, wallet_id))
         assert result.wallet is not None
         await self._cache.invalidate({wallet_id}, {caller.user_id})
         return result.wallet
@@ -300,7 +300,7 @@ class Ledger:
         errors.raise_if_any()
         assert money is not None
         if not destination_wallet_id:
-            replay = await self._replay(key)
+            replay = await self._replay(caller.user_id, key)
             if replay is not None:
                 return _posted(accepted(replay))
             destination_wallet_id = await self._wallet_for_email(
@@ -308,7 +308,7 @@ class Ledger:
             )
         result = accepted(
             await self._store.transfer(
-                key, source_wallet_id, destination_wallet_id, money, memo, metadata
+                caller.user_id, key, source_wallet_id, destination_wallet_id, money, memo, metadata
             )
         )
         posted = _posted(result)
@@ -370,12 +370,12 @@ class Ledger:
             )
         return wallet.id
 
-    async def _replay(self, key: IdempotencyKey) -> LedgerResult | None:
+    async def _replay(self, owner_id: str, key: IdempotencyKey) -> LedgerResult | None:
         """A key's stored result, checked before work that must not run twice
         (looking a recipient up could give another answer the second time)."""
         if not key.key:
             return None
-        return await self._store.replay(key)
+        return await self._store.replay(owner_id, key)
 
     async def create_hold(
         self,
@@ -405,7 +405,7 @@ class Ledger:
         )
         result = accepted(
             await self._store.create_hold(
-                key, wallet_id, merchant_wallet_id, money, expires_at, memo
+                caller.user_id, key, wallet_id, merchant_wallet_id, money, expires_at, memo
             )
         )
         assert result.hold is not None
@@ -448,7 +448,7 @@ class Ledger:
                 raise InvalidArgument.single("amount.currency", "must be the hold's currency")
         result = accepted(
             await self._store.capture_hold(
-                key, hold_id, money.amount if money else None, self._clock.now()
+                caller.user_id, key, hold_id, money.amount if money else None, self._clock.now()
             )
         )
         assert result.hold is not None
@@ -461,7 +461,7 @@ class Ledger:
         check_key(key, errors)
         hold_id = errors.uuid(hold_id, "hold_id")
         errors.raise_if_any()
-        result = accepted(await self._store.void_hold(key, hold_id))
+        result = accepted(await self._store.void_hold(caller.user_id, key, hold_id))
         assert result.hold is not None
         payer = await self._store.wallet(result.hold.wallet_id)
         await self._cache.invalidate({result.hold.wallet_id}, {payer.owner_id} if payer else set())
@@ -501,7 +501,12 @@ class Ledger:
                 )
         result = accepted(
             await self._store.refund(
-                key, transaction_id, money.amount if money else None, reason, caller.is_admin
+                caller.user_id,
+                key,
+                transaction_id,
+                money.amount if money else None,
+                reason,
+                caller.is_admin,
             )
         )
         posted = _posted(result)
@@ -526,7 +531,7 @@ class Ledger:
         wallet = await self._store.wallet(wallet_id)
         if wallet is not None and wallet.currency != money.currency:
             raise InvalidArgument.single("amount.currency", "must be the wallet's currency")
-        result = accepted(await self._store.adjust(key, wallet_id, money, reason))
+        result = accepted(await self._store.adjust(caller.user_id, key, wallet_id, money, reason))
         assert result.wallet is not None
         posted = _posted(result)
         await invalidate_for(self._cache, posted.transaction)
@@ -546,7 +551,9 @@ class Ledger:
         wallet_id = errors.uuid(wallet_id, "wallet_id")
         reason = self._required_reason(reason, errors)
         errors.raise_if_any()
-        result = accepted(await self._store.set_wallet_status(key, wallet_id, status, reason))
+        result = accepted(
+            await self._store.set_wallet_status(caller.user_id, key, wallet_id, status, reason)
+        )
         assert result.wallet is not None
         await self._cache.invalidate({wallet_id}, {result.wallet.owner_id})
         return _posted(result), result.wallet

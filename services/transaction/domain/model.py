@@ -186,9 +186,9 @@ class HistoryCursor:
 
 @dataclass(frozen=True)
 class IdempotencyKey:
-    """Who asked, with which key, and a hash of the operation and the request."""
+    """A caller's key for one request, and a hash of the operation and the request. (Whose
+    key it is, the owner, is a parameter of its own wherever it is used.)"""
 
-    owner_id: str
     key: str
     request_hash: str
 

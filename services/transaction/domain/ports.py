@@ -108,10 +108,13 @@ class LedgerStore(Protocol):
     """The ledger in PostgreSQL. Every mutating call is one database function:
     one round trip, one transaction, idempotent by its key."""
 
-    async def create_wallet(self, key: IdempotencyKey, currency: str) -> LedgerResult: ...
+    async def create_wallet(
+        self, owner_id: str, key: IdempotencyKey, currency: str
+    ) -> LedgerResult: ...
 
     async def transfer(
         self,
+        owner_id: str,
         key: IdempotencyKey,
         source_wallet_id: str,
         destination_wallet_id: str,
@@ -127,6 +130,7 @@ class LedgerStore(Protocol):
 
     async def create_hold(
         self,
+        owner_id: str,
         key: IdempotencyKey,
         wallet_id: str,
         merchant_wallet_id: str,
@@ -136,13 +140,14 @@ class LedgerStore(Protocol):
     ) -> LedgerResult: ...
 
     async def capture_hold(
-        self, key: IdempotencyKey, hold_id: str, amount: int | None, now: datetime
+        self, owner_id: str, key: IdempotencyKey, hold_id: str, amount: int | None, now: datetime
     ) -> LedgerResult: ...
 
-    async def void_hold(self, key: IdempotencyKey, hold_id: str) -> LedgerResult: ...
+    async def void_hold(self, owner_id: str, key: IdempotencyKey, hold_id: str) -> LedgerResult: ...
 
     async def refund(
         self,
+        owner_id: str,
         key: IdempotencyKey,
         transaction_id: str,
         amount: int | None,
@@ -151,17 +156,20 @@ class LedgerStore(Protocol):
     ) -> LedgerResult: ...
 
     async def adjust(
-        self, key: IdempotencyKey, wallet_id: str, money: Money, reason: str
+        self, owner_id: str, key: IdempotencyKey, wallet_id: str, money: Money, reason: str
     ) -> LedgerResult: ...
 
     async def set_wallet_status(
-        self, key: IdempotencyKey, wallet_id: str, status: WalletStatus, reason: str
+        self, owner_id: str, key: IdempotencyKey, wallet_id: str, status: WalletStatus, reason: str
     ) -> LedgerResult: ...
 
-    async def close_wallet(self, key: IdempotencyKey, wallet_id: str) -> LedgerResult: ...
+    async def close_wallet(
+        self, owner_id: str, key: IdempotencyKey, wallet_id: str
+    ) -> LedgerResult: ...
 
     async def begin_external(
         self,
+        owner_id: str,
         key: IdempotencyKey,
         kind: TransactionType,
         wallet_id: str,
@@ -174,7 +182,7 @@ class LedgerStore(Protocol):
         ...
 
     async def release_unsent_external(
-        self, key: IdempotencyKey, kind: TransactionType, wallet_id: str
+        self, owner_id: str, key: IdempotencyKey, kind: TransactionType, wallet_id: str
     ) -> bool:
         """Frees the key of a top-up or withdrawal that failed with nothing sent (its
         provider unavailable), so the same request can be tried again; False (nothing
@@ -199,7 +207,7 @@ class LedgerStore(Protocol):
         """How many are pending, and the age in seconds of the oldest."""
         ...
 
-    async def replay(self, key: IdempotencyKey) -> LedgerResult | None:
+    async def replay(self, owner_id: str, key: IdempotencyKey) -> LedgerResult | None:
         """The stored result of a key already used: outcome "replayed", or
         "key_mismatch" if it was used for another request; None if unused."""
         ...
