@@ -17,13 +17,19 @@ from services.runtime.pagination import PageTokens
 from services.runtime.protos import timestamp
 from services.transaction import metrics
 from services.transaction.domain import receipts
-from services.transaction.domain.funding import Funding
-from services.transaction.domain.ledger import (
+from services.transaction.domain.commands import (
+    AdjustmentRequest,
     AmountInput,
-    Ledger,
+    CaptureRequest,
+    HoldRequest,
+    RefundRequest,
+    StatusChange,
+    TopUpRequest,
     TransferRequest,
-    request_hash,
+    WithdrawalRequest,
 )
+from services.transaction.domain.funding import Funding
+from services.transaction.domain.ledger import Ledger, request_hash
 from services.transaction.domain.model import (
     HistoryCursor,
     HistoryFilter,
@@ -302,11 +308,13 @@ class TransactionApi(transaction_service_pb2_grpc.TransactionServiceServicer):
         key = idempotency_key(caller, request, context, "TopUpWallet")
         posted = await self._funding.top_up(
             caller,
-            key,
-            request.wallet_id,
-            required_amount(request),
-            request.payment_method,
-            request.provider,
+            TopUpRequest(
+                key,
+                request.wallet_id,
+                required_amount(request),
+                request.payment_method,
+                request.provider,
+            ),
         )
         metrics.record_external(posted)
         return pb.TopUpWalletResponse(transaction=transaction_message(posted.transaction))
@@ -319,11 +327,13 @@ class TransactionApi(transaction_service_pb2_grpc.TransactionServiceServicer):
         key = idempotency_key(caller, request, context, "WithdrawFromWallet")
         posted = await self._funding.withdraw(
             caller,
-            key,
-            request.wallet_id,
-            required_amount(request),
-            request.destination,
-            request.provider,
+            WithdrawalRequest(
+                key,
+                request.wallet_id,
+                required_amount(request),
+                request.destination,
+                request.provider,
+            ),
         )
         metrics.record_external(posted)
         return pb.WithdrawFromWalletResponse(transaction=transaction_message(posted.transaction))
@@ -335,12 +345,14 @@ class TransactionApi(transaction_service_pb2_grpc.TransactionServiceServicer):
         key = idempotency_key(caller, request, context, "CreateHold")
         hold = await self._ledger.create_hold(
             caller,
-            key,
-            request.wallet_id,
-            request.merchant_wallet_id,
-            required_amount(request),
-            request.expires_in_seconds,
-            request.memo,
+            HoldRequest(
+                key,
+                request.wallet_id,
+                request.merchant_wallet_id,
+                required_amount(request),
+                request.expires_in_seconds,
+                request.memo,
+            ),
         )
         return pb.CreateHoldResponse(hold=hold_message(hold))
 
@@ -355,7 +367,7 @@ class TransactionApi(transaction_service_pb2_grpc.TransactionServiceServicer):
         caller = current_caller()
         key = idempotency_key(caller, request, context, "CaptureHold")
         hold, posted = await self._ledger.capture_hold(
-            caller, key, request.hold_id, amount_input(request.amount)
+            caller, CaptureRequest(key, request.hold_id, amount_input(request.amount))
         )
         metrics.record_posted(posted)
         return pb.CaptureHoldResponse(
@@ -375,7 +387,10 @@ class TransactionApi(transaction_service_pb2_grpc.TransactionServiceServicer):
         caller = current_caller()
         key = idempotency_key(caller, request, context, "RefundTransaction")
         posted = await self._ledger.refund(
-            caller, key, request.transaction_id, amount_input(request.amount), request.reason
+            caller,
+            RefundRequest(
+                key, request.transaction_id, amount_input(request.amount), request.reason
+            ),
         )
         metrics.record_posted(posted)
         return pb.RefundTransactionResponse(transaction=transaction_message(posted.transaction))
@@ -458,7 +473,8 @@ class TransactionApi(transaction_service_pb2_grpc.TransactionServiceServicer):
         caller = current_caller()
         key = idempotency_key(caller, request, context, "AdjustWallet")
         posted, wallet = await self._ledger.adjust(
-            caller, key, request.wallet_id, required_amount(request), request.reason
+            caller,
+            AdjustmentRequest(key, request.wallet_id, required_amount(request), request.reason),
         )
         metrics.record_posted(posted)
         return pb.AdjustWalletResponse(
@@ -472,7 +488,7 @@ class TransactionApi(transaction_service_pb2_grpc.TransactionServiceServicer):
         caller = current_caller()
         key = idempotency_key(caller, request, context, "FreezeWallet")
         posted, wallet = await self._ledger.set_status(
-            caller, key, request.wallet_id, WalletStatus.FROZEN, request.reason
+            caller, StatusChange(key, request.wallet_id, WalletStatus.FROZEN, request.reason)
         )
         metrics.record_posted(posted)
         return pb.FreezeWalletResponse(
@@ -486,7 +502,7 @@ class TransactionApi(transaction_service_pb2_grpc.TransactionServiceServicer):
         caller = current_caller()
         key = idempotency_key(caller, request, context, "UnfreezeWallet")
         posted, wallet = await self._ledger.set_status(
-            caller, key, request.wallet_id, WalletStatus.ACTIVE, request.reason
+            caller, StatusChange(key, request.wallet_id, WalletStatus.ACTIVE, request.reason)
         )
         metrics.record_posted(posted)
         return pb.UnfreezeWalletResponse(

@@ -17,7 +17,8 @@ from services.runtime.errors import (
     NotFound,
     PermissionDenied,
 )
-from services.transaction.domain.ledger import AmountInput, Ledger, TransferRequest, request_hash
+from services.transaction.domain.commands import AdjustmentRequest, AmountInput, TransferRequest
+from services.transaction.domain.ledger import Ledger, request_hash
 from services.transaction.domain.model import (
     HistoryFilter,
     IdempotencyKey,
@@ -185,13 +186,21 @@ async def test_someone_elses_wallet_is_not_found_but_admins_see_it(
 
 async def test_adjust_needs_admin_and_a_reason(ledger: Ledger, store: ScriptedStore) -> None:
     with pytest.raises(PermissionDenied):
-        await ledger.adjust(ada(), key(), ADA_EUR, AmountInput("EUR", 100, ""), "bonus")
+        await ledger.adjust(
+            ada(), AdjustmentRequest(key(), ADA_EUR, AmountInput("EUR", 100, ""), "bonus")
+        )
     with pytest.raises(InvalidArgument) as caught:
-        await ledger.adjust(ada("admin"), key(), ADA_EUR, AmountInput("EUR", 100, ""), "  ")
+        await ledger.adjust(
+            ada("admin"), AdjustmentRequest(key(), ADA_EUR, AmountInput("EUR", 100, ""), "  ")
+        )
     assert caught.value.violations[0].field == "reason"
     with pytest.raises(InvalidArgument):
-        await ledger.adjust(ada("admin"), key(), ADA_EUR, AmountInput("USD", 100, ""), "bonus")
-    await ledger.adjust(ada("admin"), key(), ADA_EUR, AmountInput("EUR", -100, ""), "fix")
+        await ledger.adjust(
+            ada("admin"), AdjustmentRequest(key(), ADA_EUR, AmountInput("USD", 100, ""), "bonus")
+        )
+    await ledger.adjust(
+        ada("admin"), AdjustmentRequest(key(), ADA_EUR, AmountInput("EUR", -100, ""), "fix")
+    )
     assert [name for name, _ in store.calls] == ["adjust"]
 
 

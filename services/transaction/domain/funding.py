@@ -30,10 +30,15 @@ from services.runtime.errors import (
     Unavailable,
     ViolationCollector,
 )
-from services.runtime.money import Money, parse_amount
-from services.transaction.domain.ledger import AmountInput, accepted, check_key, invalidate_for
+from services.runtime.money import Money
+from services.transaction.domain.commands import TopUpRequest, WithdrawalRequest
+from services.transaction.domain.ledger import (
+    accepted,
+    check_amount,
+    check_key,
+    invalidate_for,
+)
 from services.transaction.domain.model import (
-    IdempotencyKey,
     LedgerOutcome,
     Posted,
     Transaction,
@@ -100,67 +105,45 @@ class Funding:
 
     # --- the caller's requests ---------------------------------------------------------
 
-    async def top_up(
-        self,
-        caller: Caller,
-        key: IdempotencyKey,
-        wallet_id: str,
-        amount: AmountInput,
-        payment_method: str,
-        provider: str,
-    ) -> Posted:
+    async def top_up(self, caller: Caller, request: TopUpRequest) -> Posted:
         return await self._external(
             TransactionType.TOP_UP,
             caller.user_id,
-            key,
-            wallet_id,
-            amount,
-            payment_method,
+            request,
+            request.payment_method,
             "payment_method",
-            provider,
         )
 
-    async def withdraw(
-        self,
-        caller: Caller,
-        key: IdempotencyKey,
-        wallet_id: str,
-        amount: AmountInput,
-        destination: str,
-        provider: str,
-    ) -> Posted:
+    async def withdraw(self, caller: Caller, request: WithdrawalRequest) -> Posted:
         return await self._external(
             TransactionType.WITHDRAWAL,
             caller.user_id,
-            key,
-            wallet_id,
-            amount,
-            destination,
+            request,
+            request.destination,
             "destination",
-            provider,
         )
 
     async def _external(
         self,
         kind: TransactionType,
         owner_id: str,
-        key: IdempotencyKey,
-        wallet_id: str,
-        amount: AmountInput,
+        request: TopUpRequest | WithdrawalRequest,
         instrument: str,
         instrument_field: str,
-        provider: str,
     ) -> Posted:
+        """A top-up or a withdrawal; `instrument` is where the money comes from or goes
+        to, as the provider knows it (a token), sent in the field `instrument_field`."""
+        key = request.key
         errors = ViolationCollector()
         check_key(key, errors)
-        wallet_id = errors.uuid(wallet_id, "wallet_id")
-        money = parse_amount(amount.currency, amount.amount, amount.decimal, "amount", errors)
+        wallet_id = errors.uuid(request.wallet_id, "wallet_id")
+        money = check_amount(request.amount, errors)
         instrument = instrument.strip()
         if not instrument:
             errors.add(instrument_field, "is required: a provider token (card data never)")
         elif len(instrument) > 255:
             errors.add(instrument_field, "must be at most 255 characters")
-        provider = provider.strip() or self._default_provider
+        provider = request.provider.strip() or self._default_provider
         if not _PROVIDER_NAME.match(provider):
             errors.add("provider", "must be a provider name such as sandbox, stripe or paypal")
         errors.raise_if_any()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import timedelta
 
 from services.runtime.auth import Caller
@@ -25,7 +25,16 @@ from services.runtime.errors import (
     PermissionDenied,
     ViolationCollector,
 )
-from services.runtime.money import check_currency, parse_amount
+from services.runtime.money import Money, check_currency, parse_amount
+from services.transaction.domain.commands import (
+    AdjustmentRequest,
+    AmountInput,
+    CaptureRequest,
+    HoldRequest,
+    RefundRequest,
+    StatusChange,
+    TransferRequest,
+)
 from services.transaction.domain.model import (
     ACCEPTED_OUTCOMES,
     HistoryCursor,
@@ -40,7 +49,6 @@ from services.transaction.domain.model import (
     Transaction,
     UserProfile,
     Wallet,
-    WalletStatus,
 )
 from services.transaction.domain.ports import (
     Clock,
@@ -62,33 +70,6 @@ HOLD_MAX_SECONDS = 7 * 86_400
 SUMMARY_RECENT = 5
 BATCH_MAX = 100
 HOUSE = "Wallet mesh (settlement)"
-
-
-@dataclass(frozen=True)
-class TransferRequest:
-    """One transfer as the client asked for it (alone, or as an item of a batch): to a
-    wallet, or to a person by email (alone only)."""
-
-    key: IdempotencyKey
-    source_wallet_id: str
-    destination_wallet_id: str
-    amount: AmountInput
-    memo: str = ""
-    metadata: dict[str, str] = field(default_factory=dict)
-    recipient_email: str = ""
-
-
-@dataclass(frozen=True)
-class AmountInput:
-    """An amount as the client sent it: minor units and/or a decimal string."""
-
-    currency: str
-    amount: int
-    decimal: str
-
-    @property
-    def given(self) -> bool:
-        return bool(self.currency or self.amount or self.decimal)
 
 
 # Ledger outcomes that are refusals, as the errors a caller sees.
@@ -210,6 +191,14 @@ def check_key(key: IdempotencyKey, errors: ViolationCollector) -> None:
         errors.add("request_id", "must be at most 255 characters")
 
 
+def check_amount(
+    amount: AmountInput, errors: ViolationCollector, *, signed: bool = False
+) -> Money | None:
+    return parse_amount(
+        amount.currency, amount.amount, amount.decimal, "amount", errors, signed=signed
+    )
+
+
 def _check_text(value: str, field: str, limit: int, errors: ViolationCollector) -> str:
     text = value.strip()
     if len(text) > limit:
@@ -281,22 +270,19 @@ class Ledger:
     # --- moving money ----------------------------------------------------------------
 
     async def transfer(self, caller: Caller, request: TransferRequest) -> Posted:
-        key, source_wallet_id = request.key, request.source_wallet_id
-        destination_wallet_id, recipient_email = (
-            request.destination_wallet_id,
-            request.recipient_email,
-        )
-        amount, memo, metadata = request.amount, request.memo, request.metadata
+        key = request.key
         errors = ViolationCollector()
         check_key(key, errors)
-        source_wallet_id = errors.uuid(source_wallet_id, "source_wallet_id")
+        source_wallet_id = errors.uuid(request.source_wallet_id, "source_wallet_id")
+        destination_wallet_id = request.destination_wallet_id
+        recipient_email = request.recipient_email.strip()
         if destination_wallet_id:
             destination_wallet_id = errors.uuid(destination_wallet_id, "destination_wallet_id")
-        elif not recipient_email.strip():
+        elif not recipient_email:
             errors.add("destination", "give destination_wallet_id or recipient_email")
-        money = parse_amount(amount.currency, amount.amount, amount.decimal, "amount", errors)
-        memo = _check_text(memo, "memo", MEMO_MAX, errors)
-        _check_metadata(metadata, errors)
+        money = check_amount(request.amount, errors)
+        memo = _check_text(request.memo, "memo", MEMO_MAX, errors)
+        _check_metadata(request.metadata, errors)
         errors.raise_if_any()
         assert money is not None
         if not destination_wallet_id:
@@ -304,11 +290,17 @@ class Ledger:
             if replay is not None:
                 return _posted(accepted(replay))
             destination_wallet_id = await self._wallet_for_email(
-                caller, recipient_email.strip(), money.currency
+                caller, recipient_email, money.currency
             )
         result = accepted(
             await self._store.transfer(
-                caller.user_id, key, source_wallet_id, destination_wallet_id, money, memo, metadata
+                caller.user_id,
+                key,
+                source_wallet_id,
+                destination_wallet_id,
+                money,
+                memo,
+                request.metadata,
             )
         )
         posted = _posted(result)
@@ -330,10 +322,7 @@ class Ledger:
             check_key(request.key, item_errors)
             source = item_errors.uuid(request.source_wallet_id, "source_wallet_id")
             destination = item_errors.uuid(request.destination_wallet_id, "destination_wallet_id")
-            amount = request.amount
-            money = parse_amount(
-                amount.currency, amount.amount, amount.decimal, "amount", item_errors
-            )
+            money = check_amount(request.amount, item_errors)
             memo = _check_text(request.memo, "memo", MEMO_MAX, item_errors)
             _check_metadata(request.metadata, item_errors)
             for violation in item_errors.violations:
@@ -377,35 +366,26 @@ class Ledger:
             return None
         return await self._store.replay(owner_id, key)
 
-    async def create_hold(
-        self,
-        caller: Caller,
-        key: IdempotencyKey,
-        wallet_id: str,
-        merchant_wallet_id: str,
-        amount: AmountInput,
-        expires_in_seconds: int,
-        memo: str,
-    ) -> Hold:
+    async def create_hold(self, caller: Caller, request: HoldRequest) -> Hold:
         errors = ViolationCollector()
-        check_key(key, errors)
-        wallet_id = errors.uuid(wallet_id, "wallet_id")
-        merchant_wallet_id = errors.uuid(merchant_wallet_id, "merchant_wallet_id")
-        money = parse_amount(amount.currency, amount.amount, amount.decimal, "amount", errors)
-        if not 0 <= expires_in_seconds <= HOLD_MAX_SECONDS:
+        check_key(request.key, errors)
+        wallet_id = errors.uuid(request.wallet_id, "wallet_id")
+        merchant_wallet_id = errors.uuid(request.merchant_wallet_id, "merchant_wallet_id")
+        money = check_amount(request.amount, errors)
+        if not 0 <= request.expires_in_seconds <= HOLD_MAX_SECONDS:
             errors.add(
                 "expires_in_seconds",
                 f"must be between 1 and {HOLD_MAX_SECONDS} (0: {HOLD_DEFAULT_SECONDS})",
             )
-        memo = _check_text(memo, "memo", MEMO_MAX, errors)
+        memo = _check_text(request.memo, "memo", MEMO_MAX, errors)
         errors.raise_if_any()
         assert money is not None
         expires_at = self._clock.now() + timedelta(
-            seconds=expires_in_seconds or HOLD_DEFAULT_SECONDS
+            seconds=request.expires_in_seconds or HOLD_DEFAULT_SECONDS
         )
         result = accepted(
             await self._store.create_hold(
-                caller.user_id, key, wallet_id, merchant_wallet_id, money, expires_at, memo
+                caller.user_id, request.key, wallet_id, merchant_wallet_id, money, expires_at, memo
             )
         )
         assert result.hold is not None
@@ -430,17 +410,11 @@ class Ledger:
                 return True
         return False
 
-    async def capture_hold(
-        self, caller: Caller, key: IdempotencyKey, hold_id: str, amount: AmountInput
-    ) -> tuple[Hold, Posted]:
+    async def capture_hold(self, caller: Caller, request: CaptureRequest) -> tuple[Hold, Posted]:
         errors = ViolationCollector()
-        check_key(key, errors)
-        hold_id = errors.uuid(hold_id, "hold_id")
-        money = (
-            parse_amount(amount.currency, amount.amount, amount.decimal, "amount", errors)
-            if amount.given
-            else None
-        )
+        check_key(request.key, errors)
+        hold_id = errors.uuid(request.hold_id, "hold_id")
+        money = check_amount(request.amount, errors) if request.amount.given else None
         errors.raise_if_any()
         if money is not None:
             hold = await self._store.hold(hold_id)
@@ -448,7 +422,11 @@ class Ledger:
                 raise InvalidArgument.single("amount.currency", "must be the hold's currency")
         result = accepted(
             await self._store.capture_hold(
-                caller.user_id, key, hold_id, money.amount if money else None, self._clock.now()
+                caller.user_id,
+                request.key,
+                hold_id,
+                money.amount if money else None,
+                self._clock.now(),
             )
         )
         assert result.hold is not None
@@ -475,23 +453,12 @@ class Ledger:
             )
         return len(released)
 
-    async def refund(
-        self,
-        caller: Caller,
-        key: IdempotencyKey,
-        transaction_id: str,
-        amount: AmountInput,
-        reason: str,
-    ) -> Posted:
+    async def refund(self, caller: Caller, request: RefundRequest) -> Posted:
         errors = ViolationCollector()
-        check_key(key, errors)
-        transaction_id = errors.uuid(transaction_id, "transaction_id")
-        money = (
-            parse_amount(amount.currency, amount.amount, amount.decimal, "amount", errors)
-            if amount.given
-            else None
-        )
-        reason = _check_text(reason, "reason", REASON_MAX, errors)
+        check_key(request.key, errors)
+        transaction_id = errors.uuid(request.transaction_id, "transaction_id")
+        money = check_amount(request.amount, errors) if request.amount.given else None
+        reason = _check_text(request.reason, "reason", REASON_MAX, errors)
         errors.raise_if_any()
         if money is not None:
             original = await self._store.transaction(transaction_id)
@@ -502,7 +469,7 @@ class Ledger:
         result = accepted(
             await self._store.refund(
                 caller.user_id,
-                key,
+                request.key,
                 transaction_id,
                 money.amount if money else None,
                 reason,
@@ -515,44 +482,37 @@ class Ledger:
 
     # --- operators -------------------------------------------------------------------
 
-    async def adjust(
-        self, caller: Caller, key: IdempotencyKey, wallet_id: str, amount: AmountInput, reason: str
-    ) -> tuple[Posted, Wallet]:
+    async def adjust(self, caller: Caller, request: AdjustmentRequest) -> tuple[Posted, Wallet]:
         caller.require_admin()
         errors = ViolationCollector()
-        check_key(key, errors)
-        wallet_id = errors.uuid(wallet_id, "wallet_id")
-        money = parse_amount(
-            amount.currency, amount.amount, amount.decimal, "amount", errors, signed=True
-        )
-        reason = self._required_reason(reason, errors)
+        check_key(request.key, errors)
+        wallet_id = errors.uuid(request.wallet_id, "wallet_id")
+        money = check_amount(request.amount, errors, signed=True)
+        reason = self._required_reason(request.reason, errors)
         errors.raise_if_any()
         assert money is not None
         wallet = await self._store.wallet(wallet_id)
         if wallet is not None and wallet.currency != money.currency:
             raise InvalidArgument.single("amount.currency", "must be the wallet's currency")
-        result = accepted(await self._store.adjust(caller.user_id, key, wallet_id, money, reason))
+        result = accepted(
+            await self._store.adjust(caller.user_id, request.key, wallet_id, money, reason)
+        )
         assert result.wallet is not None
         posted = _posted(result)
         await invalidate_for(self._cache, posted.transaction)
         return posted, result.wallet
 
-    async def set_status(
-        self,
-        caller: Caller,
-        key: IdempotencyKey,
-        wallet_id: str,
-        status: WalletStatus,
-        reason: str,
-    ) -> tuple[Posted, Wallet]:
+    async def set_status(self, caller: Caller, change: StatusChange) -> tuple[Posted, Wallet]:
         caller.require_admin()
         errors = ViolationCollector()
-        check_key(key, errors)
-        wallet_id = errors.uuid(wallet_id, "wallet_id")
-        reason = self._required_reason(reason, errors)
+        check_key(change.key, errors)
+        wallet_id = errors.uuid(change.wallet_id, "wallet_id")
+        reason = self._required_reason(change.reason, errors)
         errors.raise_if_any()
         result = accepted(
-            await self._store.set_wallet_status(caller.user_id, key, wallet_id, status, reason)
+            await self._store.set_wallet_status(
+                caller.user_id, change.key, wallet_id, change.status, reason
+            )
         )
         assert result.wallet is not None
         await self._cache.invalidate({wallet_id}, {result.wallet.owner_id})
