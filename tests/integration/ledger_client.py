@@ -274,10 +274,14 @@ class LedgerClient:
         account = self.account(account_id)
         return int(account["balance"]), int(account["held"])
 
-    def settlement(self, currency: str = "EUR") -> str:
+    def settlement(self, wallet: str, currency: str = "EUR") -> str:
+        """The settlement account of `currency` on `wallet`'s shard."""
         return str(
             self.scalar(
-                "SELECT id FROM accounts WHERE kind = 'settlement' AND currency = %s", currency
+                "SELECT id FROM accounts WHERE kind = 'settlement' AND currency = %s"
+                " AND ledger_shard_of(id) = ledger_shard_of(%s)",
+                currency,
+                wallet,
             )
         )
 

@@ -31,7 +31,7 @@ from tests.integration.ledger_client import (
 def test_top_up_is_pending_without_postings_then_settles_once(ledger: LedgerClient) -> None:
     ada = uuid.uuid4()
     wallet = funded_wallet(ledger, ada, 1_000)
-    settlement = ledger.settlement()
+    settlement = ledger.settlement(wallet)
     settlement_before = ledger.money(settlement)
 
     begun = ledger.top_up(ada, wallet, 2_500, instrument="pm_card_visa")
@@ -141,7 +141,7 @@ def test_concurrent_settles_of_one_top_up_credit_it_once(
     wallet = funded_wallet(ledger, ada, 0)
     ledger.adjust(OPERATOR, wallet, 1, "EUR", "funding")  # creates the settlement account
     txn = ledger.top_up(ada, wallet, 5_000)["transaction"]["id"]
-    settlement = ledger.settlement()
+    settlement = ledger.settlement(wallet)
     settlement_before = ledger.money(settlement)[0]
     barrier = threading.Barrier(8, timeout=30)
     outcomes: list[str] = []
@@ -205,7 +205,7 @@ def test_concurrent_mixed_settles_of_one_withdrawal_settle_it_once(
 def test_withdrawal_holds_then_a_failure_releases_the_hold(ledger: LedgerClient) -> None:
     ada = uuid.uuid4()
     wallet = funded_wallet(ledger, ada, 10_000)
-    settlement = ledger.settlement()
+    settlement = ledger.settlement(wallet)
     settlement_before = ledger.money(settlement)
 
     begun = ledger.withdraw(ada, wallet, 3_000)
@@ -240,7 +240,7 @@ def test_withdrawal_that_succeeds_posts_the_debit_and_releases_the_hold(
 ) -> None:
     ada = uuid.uuid4()
     wallet = funded_wallet(ledger, ada, 10_000)
-    settlement = ledger.settlement()
+    settlement = ledger.settlement(wallet)
     settlement_before = ledger.money(settlement)[0]
     txn = ledger.withdraw(ada, wallet, 3_000)["transaction"]["id"]
     assert ledger.money(wallet) == (10_000, 3_000)
@@ -350,7 +350,9 @@ def test_wallets_that_cannot_take_a_payment_refuse_and_write_nothing(ledger: Led
         assert ledger.begin(ada, kind, active, 10, "USD") == {"outcome": "currency_mismatch"}
         assert ledger.begin(dan, kind, usd, 10, "EUR") == {"outcome": "currency_mismatch"}
         # A settlement account is not a wallet.
-        assert ledger.begin(ada, kind, ledger.settlement(), 10) == {"outcome": "wallet_not_found"}
+        assert ledger.begin(ada, kind, ledger.settlement(active), 10) == {
+            "outcome": "wallet_not_found"
+        }
 
     assert ledger.snapshot() == before
 

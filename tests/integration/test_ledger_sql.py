@@ -65,6 +65,44 @@ def test_create_wallet_returns_the_contract_shape(ledger: LedgerClient) -> None:
     assert ledger.create_wallet(owner, "EUR") == {"outcome": "wallet_exists"}
 
 
+def shard_of(id_: str) -> int:
+    return uuid.UUID(id_).bytes[15]
+
+
+def test_every_id_the_ledger_makes_names_its_shard(ledger: LedgerClient) -> None:
+    """A wallet on its owner's home shard (the last byte of the user id), a transaction on
+    its source account's, a hold on its payer's; the receipt number names the shard too."""
+    ada, bob = user_on_shard(3), user_on_shard(250)
+    a, b = funded_wallet(ledger, ada, 1_000), funded_wallet(ledger, bob, 1_000)
+    assert (shard_of(a), shard_of(b)) == (3, 250)
+    paid = ledger.transfer(ada, a, b, 100)["transaction"]
+    assert shard_of(paid["id"]) == 3
+    assert paid["receipt_number"].startswith("R-03-")
+    back = ledger.transfer(bob, b, a, 40)["transaction"]
+    assert (shard_of(back["id"]), back["receipt_number"][:5]) == (250, "R-fa-")
+    hold = ledger.create_hold(bob, b, a, 10)["hold"]
+    assert shard_of(hold["id"]) == 250
+    assert shard_of(ledger.capture_hold(ada, hold["id"], None)["transaction"]["id"]) == 250
+    refund = ledger.refund(bob, paid["id"], 10)["transaction"]
+    assert shard_of(refund["id"]) == 250  # the refunder pays
+    frozen = ledger.set_status(OPERATOR, a, "frozen")["transaction"]
+    assert shard_of(frozen["id"]) == 3  # no source: the wallet's shard
+    # Money from outside comes through the settlement account of the wallet's shard.
+    assert {shard_of(ledger.settlement(w)) for w in (a, b)} == {3, 250}
+    assert ledger.audit() == []
+
+
+def test_a_database_claims_its_shards_once(ledger: LedgerClient) -> None:
+    """The first claim is what the database holds; a later, different one changes nothing
+    (moving a shard is another procedure)."""
+    held = ledger.scalar("SELECT ledger_held_shards()")
+    if not held:
+        assert ledger.scalar("SELECT ledger_claim_shards('{0,1,2}')") == [0, 1, 2]
+        held = [0, 1, 2]
+    assert ledger.scalar("SELECT ledger_claim_shards('{9}')") == held
+    assert ledger.scalar("SELECT ledger_held_shards()") == held
+
+
 def test_transfer_moves_money_with_balanced_versioned_postings(ledger: LedgerClient) -> None:
     ada, bob = uuid.uuid4(), uuid.uuid4()
     source = funded_wallet(ledger, ada, 10_000)
@@ -89,7 +127,7 @@ def test_transfer_moves_money_with_balanced_versioned_postings(ledger: LedgerCli
     assert (txn["memo"], txn["metadata"], txn["initiated_by"]) == ("lunch", {"x": "y"}, str(ada))
     assert txn["refund_of"] is None
     assert txn["hold_id"] is None
-    assert re.fullmatch(r"R-\d{11}", txn["receipt_number"])
+    assert re.fullmatch(r"R-[0-9a-f]{2}-\d{11}", txn["receipt_number"])
 
     assert ledger.balance(source) == 7_500
     assert ledger.balance(destination) == 3_000
@@ -111,7 +149,7 @@ def test_receipt_numbers_are_unique_and_increase(ledger: LedgerClient) -> None:
         ledger.transfer(ada, source, destination, 10)["transaction"]["receipt_number"]
         for _ in range(20)
     ]
-    assert all(re.fullmatch(r"R-\d{11}", r) for r in receipts)
+    assert all(re.fullmatch(r"R-[0-9a-f]{2}-\d{11}", r) for r in receipts)
     assert receipts == sorted(receipts)
     assert len(set(receipts)) == len(receipts)
     stored = ledger.conn.execute(
@@ -611,7 +649,11 @@ def test_constraints_refuse_impossible_accounts(ledger: LedgerClient) -> None:
         ("UPDATE accounts SET held = 101 WHERE id = %s", (wallet,)),
         ("UPDATE accounts SET held = -1 WHERE id = %s", (wallet,)),
         ("UPDATE accounts SET status = 'closed' WHERE id = %s", (wallet,)),
-        ("INSERT INTO accounts (kind, currency) VALUES ('user_wallet', 'EUR')", ()),
+        (
+            "INSERT INTO accounts (id, kind, currency)"
+            " VALUES (gen_random_uuid(), 'user_wallet', 'EUR')",
+            (),
+        ),
         (
             "INSERT INTO accounts (kind, owner_id, currency) VALUES ('settlement', %s, 'EUR')",
             (owner,),
@@ -624,8 +666,15 @@ def test_constraints_refuse_impossible_accounts(ledger: LedgerClient) -> None:
     for statement, args in statements:
         with pytest.raises(psycopg.errors.CheckViolation):
             ledger.conn.execute(statement, args)
-    with pytest.raises(psycopg.errors.UniqueViolation):  # one settlement account per currency
-        ledger.conn.execute("INSERT INTO accounts (kind, currency) VALUES ('settlement', 'EUR')")
+    # One settlement account per currency and shard; a system account's id names its shard.
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        ledger.conn.execute(
+            "INSERT INTO accounts (id, kind, currency)"
+            " VALUES (ledger_new_id(ledger_shard_of(%s)), 'settlement', 'EUR')",
+            (wallet,),
+        )
+    with pytest.raises(psycopg.errors.NotNullViolation):
+        ledger.conn.execute("INSERT INTO accounts (kind, currency) VALUES ('settlement', 'USD')")
 
 
 # --- holds --------------------------------------------------------------------------------
@@ -1026,10 +1075,18 @@ def test_concurrent_refunds_and_captures_happen_once(
     assert ledger.audit() == []
 
 
-def test_concurrent_first_adjustments_create_one_settlement_account(
+def user_on_shard(shard: int) -> uuid.UUID:
+    """A random user id whose home shard is `shard` (its last byte)."""
+    return uuid.UUID(bytes=uuid.uuid4().bytes[:15] + bytes([shard]))
+
+
+def test_concurrent_first_adjustments_create_one_settlement_account_per_shard(
     ledger: LedgerClient, ledger_conninfo: str
 ) -> None:
-    wallets = [ledger.create_wallet(uuid.uuid4(), "CHF")["wallet"]["id"] for _ in range(8)]
+    wallets = [
+        ledger.create_wallet(user_on_shard(7 if i % 2 else 200), "CHF")["wallet"]["id"]
+        for i in range(8)
+    ]
 
     def worker(index: int) -> None:
         with psycopg.connect(ledger_conninfo, autocommit=True) as conn:
@@ -1038,7 +1095,11 @@ def test_concurrent_first_adjustments_create_one_settlement_account(
             )
 
     assert run_threads(8, worker) == []
-    assert ledger.scalar("SELECT count(*) FROM accounts WHERE kind = 'settlement'") == 1
+    settlement = (
+        "SELECT array_agg(ledger_shard_of(id) ORDER BY ledger_shard_of(id)) FROM accounts"
+        " WHERE kind = 'settlement' AND currency = 'CHF'"
+    )
+    assert ledger.scalar(settlement) == [7, 200]
     assert ledger.audit() == []
 
 
@@ -1166,8 +1227,10 @@ def test_audit_reports_a_wallet_below_its_floor(
     )  # rolled back with the rest
     conn.execute("UPDATE accounts SET held = held + 10000 WHERE id = %s", (ids["a"],))
     conn.execute(
-        "INSERT INTO holds (account_id, merchant_account_id, currency, amount, expires_at,"
-        " created_by) VALUES (%s, %s, 'EUR', 10000, now() + interval '1 day', %s)",
+        # With the triggers off, the id too (holds_place_on_shard gives it otherwise).
+        "INSERT INTO holds (id, account_id, merchant_account_id, currency, amount, expires_at,"
+        " created_by) VALUES (gen_random_uuid(), %s, %s, 'EUR', 10000,"
+        " now() + interval '1 day', %s)",
         (ids["a"], ids["b"], str(uuid.uuid4())),
     )
     assert audit_in(conn) == {("wallet_available", ids["a"], ">= 0", "-9350")}
