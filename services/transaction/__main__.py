@@ -1,9 +1,12 @@
 """The transaction service's commands:
 
 python -m services.transaction serve     run one instance (env: TRANSACTION_*)
-python -m services.transaction migrate   apply the ledger's database migrations
+python -m services.transaction migrate   apply the ledger's migrations to each of its
+                                         databases, each holding its logical shards
 python -m services.transaction audit     recompute every ledger invariant; exit 1 on any
-                                         difference (env: TRANSACTION_DATABASE_URL)
+                                         difference
+(env: TRANSACTION_DATABASE_URL, one or several separated by spaces, and
+TRANSACTION_SHARD_RANGES; see services/transaction/adapters/shards.py)
 """
 
 from __future__ import annotations
@@ -12,11 +15,12 @@ import argparse
 import asyncio
 import sys
 
-from services.runtime import db, migrations
-from services.runtime.config import env
+from services.runtime import db
+from services.runtime.config import env, env_optional
 from services.runtime.server import run_service
 from services.transaction.adapters.ledger_store import SqlLedgerStore
-from services.transaction.server import ENV_PREFIX, MIGRATIONS, TransactionSettings, build_app
+from services.transaction.adapters.shards import ShardConfig, ShardMap
+from services.transaction.server import ENV_PREFIX, TransactionSettings, build_app, migrate
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "migrate":
-        migrations.upgrade_to_head(MIGRATIONS, env(ENV_PREFIX, "DATABASE_URL"))
+        migrate(shard_config())
         return 0
     if args.command == "audit":
         return asyncio.run(audit())
@@ -48,13 +52,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def shard_config() -> ShardConfig:
+    return ShardConfig.parse(
+        env(ENV_PREFIX, "DATABASE_URL"), env_optional(ENV_PREFIX, "SHARD_RANGES") or ""
+    )
+
+
 async def audit() -> int:
-    pool = db.create_driver_pool(env(ENV_PREFIX, "DATABASE_URL"), size=1)
-    await pool.open()
+    databases = ShardMap.of(shard_config(), lambda url: db.create_driver_pool(url, size=1))
+    for pool in databases.databases():
+        await pool.open()
     try:
-        findings = await SqlLedgerStore(pool).audit()
+        findings = await SqlLedgerStore(databases).audit()
     finally:
-        await pool.close()
+        for pool in databases.databases():
+            await pool.close()
     for finding in findings:
         print(
             f"FAIL {finding.check}: {finding.subject}: expected {finding.expected},"

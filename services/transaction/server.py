@@ -10,22 +10,23 @@ from pathlib import Path
 
 import grpc
 
-from services.runtime import db
+from services.runtime import db, migrations
 from services.runtime.auth import RevokedTokens, ServiceCredential, TokenVerifier
 from services.runtime.cache import create_redis
 from services.runtime.clock import SystemClock
-from services.runtime.config import RuntimeSettings, env, env_int
+from services.runtime.config import RuntimeSettings, env, env_int, env_optional
 from services.runtime.jwks import RemotePublicKeys
 from services.runtime.metrics import watch_driver_pool
 from services.runtime.pagination import PageTokens
 from services.runtime.server import GrpcApp, service_interceptors
 from services.transaction import metrics
 from services.transaction.adapters.ledger_cache import RedisLedgerCache
-from services.transaction.adapters.ledger_store import SqlLedgerStore
+from services.transaction.adapters.ledger_store import SqlLedgerStore, claim_shards
 from services.transaction.adapters.payment_gateway import (
     GrpcPaymentGateway,
     gateway_service_channel,
 )
+from services.transaction.adapters.shards import ShardConfig, ShardMap
 from services.transaction.adapters.user_directory import GrpcUserDirectory, user_service_channel
 from services.transaction.api import FundingApi, TransactionApi
 from services.transaction.domain.funding import Funding, ReconcilerSettings
@@ -41,6 +42,9 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class TransactionSettings:
     runtime: RuntimeSettings
+    # The ledger's databases (runtime.database_url: one, or several separated by spaces)
+    # and the logical shards each holds (adapters/shards.py).
+    shards: ShardConfig
     # Every user-service instance, e.g. "ipv4:127.0.0.1:50051,127.0.0.1:50052".
     user_service_target: str
     hold_sweep_seconds: int
@@ -56,8 +60,10 @@ class TransactionSettings:
     @classmethod
     def from_env(cls) -> TransactionSettings:
         p = ENV_PREFIX
+        runtime = RuntimeSettings.from_env("transaction", p)
         return cls(
-            runtime=RuntimeSettings.from_env("transaction", p),
+            runtime=runtime,
+            shards=ShardConfig.parse(runtime.database_url, env_optional(p, "SHARD_RANGES") or ""),
             user_service_target=env(p, "USER_SERVICE_TARGET"),
             hold_sweep_seconds=env_int(p, "HOLD_SWEEP_SECONDS", 1),
             gateway_service_target=env(p, "GATEWAY_SERVICE_TARGET"),
@@ -72,14 +78,26 @@ class TransactionSettings:
         )
 
 
+def migrate(shards: ShardConfig) -> None:
+    """The ledger's migrations on each of its databases, and each holding its shards."""
+    for url, held in zip(shards.database_urls, shards.shards, strict=True):
+        migrations.upgrade_to_head(MIGRATIONS, url)
+        claim_shards(url, held)
+
+
 def build_app(settings: TransactionSettings) -> tuple[GrpcApp, Ledger]:
     runtime = settings.runtime
-    pool = db.create_driver_pool(runtime.database_url, size=runtime.database_pool_size)
-    watch_driver_pool(runtime.service, pool)
+    databases = ShardMap.of(
+        settings.shards,
+        lambda url: db.create_driver_pool(url, size=runtime.database_pool_size),
+    )
+    pools = databases.databases()
+    for pool in pools:
+        watch_driver_pool(runtime.service, pool)
     redis = create_redis(runtime.redis_url)
     channel = user_service_channel(settings.user_service_target)
     users = GrpcUserDirectory(channel)
-    store = SqlLedgerStore(pool)
+    store = SqlLedgerStore(databases)
     cache = RedisLedgerCache(redis)
     ledger = Ledger(store, cache, users, SystemClock())
     credential = ServiceCredential.from_env()
@@ -132,7 +150,23 @@ def build_app(settings: TransactionSettings) -> tuple[GrpcApp, Ledger]:
         await gateway_channel.close(grace=None)
         await channel.close(grace=None)
         await redis.aclose()
-        await pool.close()
+        for pool in pools:
+            await pool.close()
+
+    async def open_pools() -> None:
+        for pool in pools:
+            await pool.open(wait=False)
+
+    shards_checked = False
+
+    async def ready() -> None:
+        # Every database answers, and (once) holds the shards the map gives it.
+        nonlocal shards_checked
+        for pool in pools:
+            await db.ping_pool(pool)
+        if not shards_checked:
+            await store.check_shards()
+            shards_checked = True
 
     api = TransactionApi(ledger, funding, PageTokens.for_mesh(credential))
     funding_api = FundingApi(funding)
@@ -152,8 +186,8 @@ def build_app(settings: TransactionSettings) -> tuple[GrpcApp, Ledger]:
             internal_services=(FUNDING_SERVICE_NAME,),
             credential=credential,
         ),
-        readiness_check=lambda: db.ping_pool(pool),
-        on_startup=[lambda: pool.open(wait=False)],
+        readiness_check=ready,
+        on_startup=[open_pools],
         on_shutdown=[close],
         background=[sweep_expired_holds, reconcile_payments],
     )

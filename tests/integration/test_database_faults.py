@@ -28,6 +28,7 @@ from services.runtime.config import RuntimeSettings
 from services.runtime.migrations import upgrade_to_head
 from services.runtime.server import LIVENESS_SERVICE
 from services.transaction import server as transaction_server
+from services.transaction.adapters.shards import ShardConfig
 from services.transaction.domain.funding import ReconcilerSettings
 from services.user import server as user_server
 from tests.eventually import eventually_async
@@ -47,12 +48,10 @@ HEALTH_TIMEOUT = 30.0  # seconds; generous, for a busy machine
 def own_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
     server = PostgresServer(tmp_path_factory.mktemp("postgres-faults"), free_port())
     server.start()
-    for name, migrations in (
-        ("users", user_server.MIGRATIONS),
-        ("ledger", transaction_server.MIGRATIONS),
-    ):
-        server.create_database(name)
-        upgrade_to_head(migrations, server.dsn(name))
+    server.create_database("users")
+    upgrade_to_head(user_server.MIGRATIONS, server.dsn("users"))
+    server.create_database("ledger")
+    transaction_server.migrate(ShardConfig.parse(server.dsn("ledger")))
     yield server
     server.destroy()
 
@@ -96,6 +95,7 @@ async def running_services(
     ledger_app, _ = transaction_server.build_app(
         transaction_server.TransactionSettings(
             runtime=_runtime("transaction", postgres.dsn("ledger"), redis_server),
+            shards=ShardConfig.parse(postgres.dsn("ledger")),
             user_service_target=f"127.0.0.1:{user_running.port}",
             hold_sweep_seconds=60,
             # No gateway in this test: no top-ups, and the reconciler finds nothing.

@@ -10,7 +10,13 @@ which carry their idempotency key (a retry of one that committed before the
 connection died returns the stored result: one transaction, never two); and the
 sweeps without a key, which act on the database's current state only
 (`ledger_settle_external` settles a pending payment once, `ledger_expire_holds`
-expires what is due, `ledger_claim_due_external` pushes back a look)."""
+expires what is due, `ledger_claim_due_external` pushes back a look).
+
+Each call goes to the database of the shard it concerns (adapters/shards.py): a
+caller's own wallets, keys and history to their home shard's; a call about a hold or
+a transaction to the database its id names; sweeps, the reconciler's queue and the
+audit to every database. A movement between wallets of two databases is not built yet
+(issue 14: the saga); it is refused, before anything is written."""
 
 from __future__ import annotations
 
@@ -20,10 +26,12 @@ import re
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import namedtuple_row
 
-from services.runtime.db import DriverPool, RetryingPool
+from services.runtime.db import DriverPool, RetryingPool, driver_conninfo
+from services.runtime.errors import FailedPrecondition
 from services.runtime.money import Money
 from services.transaction.adapters.codec import (
     hold_from_json,
@@ -31,6 +39,7 @@ from services.transaction.adapters.codec import (
     transaction_from_json,
     wallet_from_json,
 )
+from services.transaction.adapters.shards import ShardMap, ShardMapError, format_ranges
 from services.transaction.domain.model import (
     HistoryCursor,
     HistoryFilter,
@@ -126,32 +135,72 @@ def _key_params(owner_id: str, key: IdempotencyKey) -> dict[str, Any]:
     return {"owner": owner_id, "key": key.key, "hash": key.request_hash}
 
 
+def _one_database(shards: ShardMap[RetryingPool], *ids: str) -> RetryingPool:
+    """The database of all these ids' shards; refused if they are on several."""
+    if not shards.same_database(*ids):
+        raise FailedPrecondition(
+            "the wallets are in different ledger databases, and moving money between"
+            " databases is not available yet",
+            reason="CROSS_DATABASE_MOVEMENT",
+        )
+    return shards.for_id(ids[0])
+
+
+def claim_shards(database_url: str, shards: frozenset[int]) -> None:
+    """Has the database hold `shards` (its first claim; `migrate` makes it), or checks
+    that it does: ShardMapError if it holds others."""
+    with psycopg.connect(driver_conninfo(database_url), autocommit=True) as connection:
+        row = connection.execute("SELECT ledger_claim_shards(%s)", (sorted(shards),)).fetchone()
+    held = frozenset(row[0] if row else ())
+    if held != shards:
+        raise ShardMapError(_held_other(database_url, held, shards))
+
+
+def _held_other(database: str, held: frozenset[int], shards: frozenset[int]) -> str:
+    return (
+        f"{database} holds shards {format_ranges(held) or 'none'}, the shard map gives it"
+        f" {format_ranges(shards)}: adding a database does not move shards to it"
+    )
+
+
 class SqlLedgerStore:
-    def __init__(self, pool: DriverPool) -> None:
+    def __init__(self, databases: ShardMap[DriverPool]) -> None:
         # Autocommit connections: each ledger function commits by itself, with no
         # BEGIN/COMMIT round trips around it.
-        self._pool = RetryingPool(pool)
+        self._shards = databases.map(RetryingPool)
 
-    async def _rows(self, sql: str, params: dict[str, Any]) -> list[Any]:
+    async def check_shards(self) -> None:
+        """ShardMapError unless every database holds the shards the map gives it."""
+        for number, (database, shards) in enumerate(self._shards.held(), start=1):
+            held = frozenset(await self._one(database, "SELECT ledger_held_shards()", {}) or ())
+            if held != shards:
+                raise ShardMapError(_held_other(f"database {number}", held, shards))
+
+    def _of(self, id_: str) -> RetryingPool:
+        return self._shards.for_id(id_)
+
+    @staticmethod
+    async def _rows(database: RetryingPool, sql: str, params: dict[str, Any]) -> list[Any]:
         async def fetch(connection: AsyncConnection[Any]) -> list[Any]:
             cursor = connection.cursor(row_factory=namedtuple_row)
             await cursor.execute(_driver_sql(sql), params)
             return await cursor.fetchall()
 
-        return await self._pool.run(fetch)
+        return await database.run(fetch)
 
-    async def _one(self, sql: str, params: dict[str, Any]) -> Any:
-        rows = await self._rows(sql, params)
+    async def _one(self, database: RetryingPool, sql: str, params: dict[str, Any]) -> Any:
+        rows = await self._rows(database, sql, params)
         return rows[0][0] if rows else None
 
-    async def _call(self, sql: str, params: dict[str, Any]) -> LedgerResult:
-        document = await self._one(sql, params)
+    async def _call(self, database: RetryingPool, sql: str, params: dict[str, Any]) -> LedgerResult:
+        document = await self._one(database, sql, params)
         return result_from_json(document if isinstance(document, dict) else json.loads(document))
 
     async def create_wallet(
         self, owner_id: str, key: IdempotencyKey, currency: str
     ) -> LedgerResult:
         return await self._call(
+            self._of(owner_id),
             "SELECT ledger_create_wallet(CAST(:owner AS uuid), :key, :hash, :currency)",
             {**_key_params(owner_id, key), "currency": currency},
         )
@@ -167,6 +216,7 @@ class SqlLedgerStore:
         metadata: dict[str, str],
     ) -> LedgerResult:
         return await self._call(
+            _one_database(self._shards, owner_id, source_wallet_id, destination_wallet_id),
             "SELECT ledger_transfer(CAST(:owner AS uuid), :key, :hash, CAST(:source AS uuid),"
             " CAST(:destination AS uuid), :amount, :currency, :memo, CAST(:metadata AS jsonb))",
             {
@@ -194,7 +244,9 @@ class SqlLedgerStore:
             }
             for item in items
         ]
+        database = _one_database(self._shards, owner_id, *(i.destination_wallet_id for i in items))
         document = await self._one(
+            database,
             "SELECT ledger_transfer_batch(CAST(:owner AS uuid), CAST(:items AS jsonb))",
             {"owner": owner_id, "items": json.dumps(payload)},
         )
@@ -212,6 +264,7 @@ class SqlLedgerStore:
         memo: str,
     ) -> LedgerResult:
         return await self._call(
+            _one_database(self._shards, owner_id, wallet_id, merchant_wallet_id),
             "SELECT ledger_create_hold(CAST(:owner AS uuid), :key, :hash, CAST(:wallet AS uuid),"
             " CAST(:merchant AS uuid), :amount, :currency, :expires_at, :memo)",
             {
@@ -229,6 +282,7 @@ class SqlLedgerStore:
         self, owner_id: str, key: IdempotencyKey, hold_id: str, amount: int | None, now: datetime
     ) -> LedgerResult:
         return await self._call(
+            self._of(hold_id),
             "SELECT ledger_capture_hold(CAST(:owner AS uuid), :key, :hash, CAST(:hold AS uuid),"
             " CAST(:amount AS bigint), :now)",
             {**_key_params(owner_id, key), "hold": hold_id, "amount": amount, "now": now},
@@ -236,6 +290,7 @@ class SqlLedgerStore:
 
     async def void_hold(self, owner_id: str, key: IdempotencyKey, hold_id: str) -> LedgerResult:
         return await self._call(
+            self._of(hold_id),
             "SELECT ledger_void_hold(CAST(:owner AS uuid), :key, :hash, CAST(:hold AS uuid))",
             {**_key_params(owner_id, key), "hold": hold_id},
         )
@@ -250,6 +305,7 @@ class SqlLedgerStore:
         is_admin: bool,
     ) -> LedgerResult:
         return await self._call(
+            self._of(transaction_id),
             "SELECT ledger_refund(CAST(:owner AS uuid), :key, :hash, CAST(:txn AS uuid),"
             " CAST(:amount AS bigint), :reason, :is_admin)",
             {
@@ -265,6 +321,7 @@ class SqlLedgerStore:
         self, owner_id: str, key: IdempotencyKey, wallet_id: str, money: Money, reason: str
     ) -> LedgerResult:
         return await self._call(
+            self._of(wallet_id),
             "SELECT ledger_adjust(CAST(:owner AS uuid), :key, :hash, CAST(:wallet AS uuid),"
             " :amount, :currency, :reason)",
             {
@@ -280,6 +337,7 @@ class SqlLedgerStore:
         self, owner_id: str, key: IdempotencyKey, wallet_id: str, status: WalletStatus, reason: str
     ) -> LedgerResult:
         return await self._call(
+            self._of(wallet_id),
             "SELECT ledger_set_wallet_status(CAST(:owner AS uuid), :key, :hash,"
             " CAST(:wallet AS uuid), :status, :reason)",
             {
@@ -294,6 +352,7 @@ class SqlLedgerStore:
         self, owner_id: str, key: IdempotencyKey, wallet_id: str
     ) -> LedgerResult:
         return await self._call(
+            self._of(owner_id),
             "SELECT ledger_close_wallet(CAST(:owner AS uuid), :key, :hash, CAST(:wallet AS uuid))",
             {**_key_params(owner_id, key), "wallet": wallet_id},
         )
@@ -310,6 +369,7 @@ class SqlLedgerStore:
         first_check_at: datetime,
     ) -> LedgerResult:
         return await self._call(
+            self._of(owner_id),
             "SELECT ledger_begin_external(CAST(:owner AS uuid), :key, :hash, :type,"
             " CAST(:wallet AS uuid), :amount, :currency, :provider, :instrument, :first_check)",
             {
@@ -328,6 +388,7 @@ class SqlLedgerStore:
         self, owner_id: str, key: IdempotencyKey, kind: TransactionType, wallet_id: str
     ) -> bool:
         released = await self._one(
+            self._of(owner_id),
             "SELECT ledger_release_unsent_external(CAST(:owner AS uuid), :key, :hash, :type)",
             {**_key_params(owner_id, key), "type": kind.value},
         )
@@ -337,6 +398,7 @@ class SqlLedgerStore:
         self, transaction_id: str, succeeded: bool, failure_code: str, failure_message: str
     ) -> LedgerResult:
         return await self._call(
+            self._of(transaction_id),
             "SELECT ledger_settle_external(CAST(:txn AS uuid), :succeeded, :code, :message)",
             {
                 "txn": transaction_id,
@@ -349,10 +411,15 @@ class SqlLedgerStore:
     async def claim_due_external(
         self, now: datetime, limit: int, base_seconds: float, max_seconds: float
     ) -> list[DueExternal]:
-        rows = await self._rows(
-            "SELECT * FROM ledger_claim_due_external(:now, :limit, :base, :max)",
-            {"now": now, "limit": limit, "base": base_seconds, "max": max_seconds},
-        )
+        rows = [
+            row
+            for database in self._shards.databases()
+            for row in await self._rows(
+                database,
+                "SELECT * FROM ledger_claim_due_external(:now, :limit, :base, :max)",
+                {"now": now, "limit": limit, "base": base_seconds, "max": max_seconds},
+            )
+        ]
         return [
             DueExternal(
                 transaction_id=str(row.transaction_id),
@@ -368,15 +435,20 @@ class SqlLedgerStore:
         ]
 
     async def external_backlog(self, now: datetime) -> tuple[int, float]:
-        rows = await self._rows(
-            "SELECT count(*) AS n, coalesce(extract(epoch FROM :now - min(created_at)), 0)"
-            " AS age FROM external_payments WHERE pending",
-            {"now": now},
-        )
-        return int(rows[0].n), float(rows[0].age)
+        pending, oldest = 0, 0.0
+        for database in self._shards.databases():
+            rows = await self._rows(
+                database,
+                "SELECT count(*) AS n, coalesce(extract(epoch FROM :now - min(created_at)), 0)"
+                " AS age FROM external_payments WHERE pending",
+                {"now": now},
+            )
+            pending, oldest = pending + int(rows[0].n), max(oldest, float(rows[0].age))
+        return pending, oldest
 
     async def replay(self, owner_id: str, key: IdempotencyKey) -> LedgerResult | None:
         rows = await self._rows(
+            self._of(owner_id),
             "SELECT operation, request_hash, result FROM idempotency_keys"
             " WHERE owner_id = CAST(:owner AS uuid) AND idempotency_key = :key",
             {"owner": owner_id, "key": key.key},
@@ -392,17 +464,19 @@ class SqlLedgerStore:
 
     async def wallet(self, wallet_id: str) -> Wallet | None:
         document = await self._one(
+            self._of(wallet_id),
             _WALLET_BY_ID,
             {"id": wallet_id},
         )
         return wallet_from_json(document) if document else None
 
     async def wallets_of(self, owner_id: str) -> list[Wallet]:
-        rows = await self._rows(_WALLETS_OF_OWNER, {"owner": owner_id})
+        rows = await self._rows(self._of(owner_id), _WALLETS_OF_OWNER, {"owner": owner_id})
         return [wallet_from_json(row[0]) for row in rows]
 
     async def wallet_of(self, owner_id: str, currency: str) -> Wallet | None:
         document = await self._one(
+            self._of(owner_id),
             _WALLET_OF_OWNER,
             {"owner": owner_id, "currency": currency},
         )
@@ -410,6 +484,7 @@ class SqlLedgerStore:
 
     async def transaction(self, transaction_id: str) -> Transaction | None:
         document = await self._one(
+            self._of(transaction_id),
             _TRANSACTION_BY_ID,
             {"id": transaction_id},
         )
@@ -417,6 +492,7 @@ class SqlLedgerStore:
 
     async def hold(self, hold_id: str) -> Hold | None:
         document = await self._one(
+            self._of(hold_id),
             "SELECT json_build_object('id', h.id, 'account_id', h.account_id,"
             " 'merchant_account_id', h.merchant_account_id, 'currency', h.currency,"
             " 'amount', h.amount, 'captured_amount', h.captured_amount, 'status', h.status,"
@@ -441,16 +517,30 @@ class SqlLedgerStore:
             "after_id": after.transaction_id if after else None,
             "limit": limit,
         }
-        rows = await self._rows(_HISTORY, params)
+        rows = await self._rows(self._of(owner_id), _HISTORY, params)
         return [transaction_from_json(row[0]) for row in rows]
 
     async def expire_holds(self, now: datetime, limit: int) -> list[tuple[str, str]]:
-        rows = await self._rows(
-            "SELECT account_id, owner_id FROM ledger_expire_holds(:now, :limit)",
-            {"now": now, "limit": limit},
-        )
+        rows = [
+            row
+            for database in self._shards.databases()
+            for row in await self._rows(
+                database,
+                "SELECT account_id, owner_id FROM ledger_expire_holds(:now, :limit)",
+                {"now": now, "limit": limit},
+            )
+        ]
         return [(str(row.account_id), str(row.owner_id)) for row in rows]
 
     async def audit(self) -> list[AuditFinding]:
-        rows = await self._rows("SELECT * FROM ledger_audit()", {})
-        return [AuditFinding(r.check_name, r.subject, r.expected, r.actual) for r in rows]
+        """Every database's invariants (a subject names its database when there are
+        several)."""
+        findings = []
+        databases = self._shards.databases()
+        for number, database in enumerate(databases, start=1):
+            where = f"database {number}: " if len(databases) > 1 else ""
+            rows = await self._rows(database, "SELECT * FROM ledger_audit()", {})
+            findings += [
+                AuditFinding(r.check_name, where + r.subject, r.expected, r.actual) for r in rows
+            ]
+        return findings

@@ -1,0 +1,150 @@
+"""The ledger over two databases (two logical-shard ranges of one PostgreSQL server):
+`migrate` has each hold its shards, every call goes to the database of the shard it
+concerns, the sweeps and the audit see both, and a movement between the two is refused
+before anything is written (until the cross-shard saga, issue 14)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from services.localmesh.postgres import PostgresServer
+from services.runtime import db
+from services.runtime.errors import FailedPrecondition
+from services.runtime.money import Money
+from services.transaction import server
+from services.transaction.adapters.ledger_store import SqlLedgerStore
+from services.transaction.adapters.shards import ShardConfig, ShardMap, ShardMapError
+from services.transaction.domain.model import HistoryFilter, IdempotencyKey, LedgerOutcome
+
+NAMES = ("ledger_shard_a", "ledger_shard_b")
+OPERATOR = str(uuid.uuid4())
+
+
+def on_shard(shard: int) -> str:
+    return str(uuid.UUID(bytes=uuid.uuid4().bytes[:15] + bytes([shard])))
+
+
+def key() -> IdempotencyKey:
+    return IdempotencyKey(str(uuid.uuid4()), uuid.uuid4().hex)
+
+
+@pytest.fixture(scope="module")
+def config(postgres: PostgresServer) -> ShardConfig:
+    for name in NAMES:
+        postgres.create_database(name)
+    shards = ShardConfig.parse(" ".join(postgres.dsn(name) for name in NAMES))
+    server.migrate(shards)
+    server.migrate(shards)  # a second migrate finds the claims its own
+    return shards
+
+
+@pytest.fixture
+async def store(config: ShardConfig) -> AsyncIterator[SqlLedgerStore]:
+    databases = ShardMap.of(config, lambda url: db.create_driver_pool(url, size=2))
+    for pool in databases.databases():
+        await pool.open()
+    yield SqlLedgerStore(databases)
+    for pool in databases.databases():
+        await pool.close()
+
+
+def rows_in(postgres: PostgresServer, name: str, query: str, *args: object) -> list[str]:
+    with psycopg.connect(postgres.conninfo(name)) as connection:
+        return [str(row[0]) for row in connection.execute(query, args).fetchall()]
+
+
+async def funded(store: SqlLedgerStore, owner: str, amount: int) -> str:
+    made = await store.create_wallet(owner, key(), "EUR")
+    assert made.wallet is not None
+    if not amount:
+        return made.wallet.id
+    adjusted = await store.adjust(OPERATOR, key(), made.wallet.id, Money("EUR", amount), "fund")
+    assert adjusted.outcome is LedgerOutcome.OK
+    return made.wallet.id
+
+
+async def test_each_database_holds_its_range_and_the_rows_of_its_shards(
+    store: SqlLedgerStore, postgres: PostgresServer
+) -> None:
+    await store.check_shards()
+    held = [rows_in(postgres, name, "SELECT unnest(ledger_held_shards())") for name in NAMES]
+    assert held == [[str(s) for s in range(128)], [str(s) for s in range(128, 256)]]
+    ada, bob, cat = on_shard(5), on_shard(100), on_shard(200)
+    a, b, c = [await funded(store, who, 1_000) for who in (ada, bob, cat)]
+    assert a in rows_in(postgres, NAMES[0], "SELECT id FROM accounts")
+    assert c in rows_in(postgres, NAMES[1], "SELECT id FROM accounts")
+    assert c not in rows_in(postgres, NAMES[0], "SELECT id FROM accounts")
+
+    # Within one database: one call, as ever; read back by id and by owner.
+    paid = await store.transfer(ada, key(), a, b, Money("EUR", 300), "lunch", {})
+    assert paid.outcome is LedgerOutcome.OK
+    assert paid.transaction is not None
+    assert (await store.transaction(paid.transaction.id)) == paid.transaction
+    assert next(t.id for t in await store.history(bob, HistoryFilter(), None, 10)) == (
+        paid.transaction.id
+    )
+    wallet_c = await store.wallet(c)
+    assert wallet_c is not None
+    assert wallet_c.balance == 1_000
+    assert [w.id for w in await store.wallets_of(cat)] == [c]
+
+    # Between the two: refused, and nothing written on either side.
+    before = [rows_in(postgres, n, "SELECT count(*) FROM transactions") for n in NAMES]
+    with pytest.raises(FailedPrecondition) as refused:
+        await store.transfer(ada, key(), a, c, Money("EUR", 100), "", {})
+    assert refused.value.reason == "CROSS_DATABASE_MOVEMENT"
+    with pytest.raises(FailedPrecondition):
+        await store.create_hold(
+            cat, key(), c, a, Money("EUR", 10), datetime.now(UTC) + timedelta(hours=1), ""
+        )
+    assert [rows_in(postgres, n, "SELECT count(*) FROM transactions") for n in NAMES] == before
+    assert await store.audit() == []
+
+
+async def test_sweeps_and_the_audit_cover_every_database(
+    store: SqlLedgerStore, postgres: PostgresServer
+) -> None:
+    payer, merchant = on_shard(250), on_shard(251)
+    p, m = await funded(store, payer, 500), await funded(store, merchant, 0)
+    soon = datetime.now(UTC) + timedelta(seconds=1)
+    held = await store.create_hold(payer, key(), p, m, Money("EUR", 50), soon, "")
+    assert held.hold is not None
+    released = await store.expire_holds(soon + timedelta(seconds=1), 100)
+    assert (p, payer) in released
+    # A finding on the second database is reported as that database's.
+    # (Committed, for the store's connections to see it; put back after.)
+    tamper = "UPDATE accounts SET balance = balance + %s WHERE id = %s"
+    with psycopg.connect(postgres.conninfo(NAMES[1]), autocommit=True) as connection:
+        connection.execute("SET session_replication_role = replica")  # no guards
+        connection.execute(tamper, (1, p))
+        try:
+            findings = [f.subject for f in await store.audit()]
+        finally:
+            connection.execute(tamper, (-1, p))
+    assert findings
+    assert all(subject.startswith("database 2: ") for subject in findings)
+    assert await store.audit() == []
+
+
+async def test_a_database_holding_other_shards_is_refused(
+    config: ShardConfig, postgres: PostgresServer
+) -> None:
+    """Adding a database to a ledger does not move shards to it: the map that says so
+    is refused by migrate and by the store."""
+    regrouped = ShardConfig(config.database_urls, (frozenset(range(64)), frozenset(range(64, 256))))
+    with pytest.raises(ShardMapError, match="holds shards 0-127, the shard map gives it 0-63"):
+        server.migrate(regrouped)
+    databases = ShardMap.of(regrouped, lambda url: db.create_driver_pool(url, size=1))
+    for pool in databases.databases():
+        await pool.open()
+    try:
+        with pytest.raises(ShardMapError, match="database 1 holds shards 0-127"):
+            await SqlLedgerStore(databases).check_shards()
+    finally:
+        for pool in databases.databases():
+            await pool.close()
