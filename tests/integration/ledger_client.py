@@ -325,6 +325,49 @@ class LedgerClient:
         return state
 
 
+def batch_item(
+    source: str, destination: str, amount: int, key: str | None = None, currency: str = "EUR"
+) -> dict[str, Any]:
+    """An item as the service sends it; hashed like the single transfer's request."""
+    key = key or str(uuid.uuid4())
+    hashed = request_hash(
+        "ledger_transfer",
+        uuid.UUID(source),
+        uuid.UUID(destination),
+        amount,
+        currency,
+        None,
+        Jsonb({}),
+    )
+    return {
+        "key": key,
+        "hash": hashed,
+        "source": source,
+        "destination": destination,
+        "amount": amount,
+        "currency": currency,
+        "memo": None,
+        "metadata": {},
+    }
+
+
+def transfer_batch(
+    client: LedgerClient, owner: uuid.UUID, items: list[dict[str, Any]]
+) -> list[Result]:
+    results: list[Result] = client.call("ledger_transfer_batch", owner, Jsonb(items))
+    return results
+
+
+# The shard the tests of one shard's rules put everyone on (the last byte of a user id is
+# their home shard); tests of movements between shards name their own.
+HOME_SHARD = 7
+
+
+def user(shard: int = HOME_SHARD) -> uuid.UUID:
+    """A random user id whose home shard is `shard`."""
+    return uuid.UUID(bytes=uuid.uuid4().bytes[:15] + bytes([shard]))
+
+
 def funded_wallet(
     ledger: LedgerClient, owner: uuid.UUID, amount: int, currency: str = "EUR"
 ) -> str:

@@ -23,13 +23,14 @@ from tests.integration.ledger_client import (
     funded_wallet,
     request_hash,
     run_threads,
+    user,
 )
 
 # --- top-ups ------------------------------------------------------------------------------
 
 
 def test_top_up_is_pending_without_postings_then_settles_once(ledger: LedgerClient) -> None:
-    ada = uuid.uuid4()
+    ada = user()
     wallet = funded_wallet(ledger, ada, 1_000)
     settlement = ledger.settlement(wallet)
     settlement_before = ledger.money(settlement)
@@ -86,7 +87,7 @@ def test_top_up_is_pending_without_postings_then_settles_once(ledger: LedgerClie
 
 
 def test_failed_top_up_moves_no_money_and_stays_failed(ledger: LedgerClient) -> None:
-    ada = uuid.uuid4()
+    ada = user()
     wallet = funded_wallet(ledger, ada, 1_000)
     txn = ledger.top_up(ada, wallet, 700)["transaction"]["id"]
 
@@ -108,7 +109,7 @@ def test_failed_top_up_moves_no_money_and_stays_failed(ledger: LedgerClient) -> 
 
 
 def test_settle_refuses_bad_arguments_and_unknown_transactions(ledger: LedgerClient) -> None:
-    ada, bob = uuid.uuid4(), uuid.uuid4()
+    ada, bob = user(), user()
     wallet = funded_wallet(ledger, ada, 1_000)
     other = funded_wallet(ledger, bob, 0)
     txn = ledger.top_up(ada, wallet, 100)["transaction"]["id"]
@@ -137,7 +138,7 @@ def test_settle_refuses_bad_arguments_and_unknown_transactions(ledger: LedgerCli
 def test_concurrent_settles_of_one_top_up_credit_it_once(
     ledger: LedgerClient, ledger_conninfo: str
 ) -> None:
-    ada = uuid.uuid4()
+    ada = user()
     wallet = funded_wallet(ledger, ada, 0)
     ledger.adjust(OPERATOR, wallet, 1, "EUR", "funding")  # creates the settlement account
     txn = ledger.top_up(ada, wallet, 5_000)["transaction"]["id"]
@@ -169,7 +170,7 @@ def test_concurrent_mixed_settles_of_one_withdrawal_settle_it_once(
 ) -> None:
     """Half the callers say it succeeded, half that it failed: the first one wins, and the
     wallet agrees with the status it left."""
-    ada = uuid.uuid4()
+    ada = user()
     wallet = funded_wallet(ledger, ada, 10_000)
     txn = ledger.withdraw(ada, wallet, 4_000)["transaction"]["id"]
     barrier = threading.Barrier(8, timeout=30)
@@ -203,7 +204,7 @@ def test_concurrent_mixed_settles_of_one_withdrawal_settle_it_once(
 
 
 def test_withdrawal_holds_then_a_failure_releases_the_hold(ledger: LedgerClient) -> None:
-    ada = uuid.uuid4()
+    ada = user()
     wallet = funded_wallet(ledger, ada, 10_000)
     settlement = ledger.settlement(wallet)
     settlement_before = ledger.money(settlement)
@@ -238,7 +239,7 @@ def test_withdrawal_holds_then_a_failure_releases_the_hold(ledger: LedgerClient)
 def test_withdrawal_that_succeeds_posts_the_debit_and_releases_the_hold(
     ledger: LedgerClient,
 ) -> None:
-    ada = uuid.uuid4()
+    ada = user()
     wallet = funded_wallet(ledger, ada, 10_000)
     settlement = ledger.settlement(wallet)
     settlement_before = ledger.money(settlement)[0]
@@ -259,7 +260,7 @@ def test_withdrawal_that_succeeds_posts_the_debit_and_releases_the_hold(
 
 
 def test_withdrawal_beyond_the_available_amount_writes_nothing(ledger: LedgerClient) -> None:
-    ada = uuid.uuid4()
+    ada = user()
     wallet = funded_wallet(ledger, ada, 1_000)
     assert ledger.withdraw(ada, wallet, 400)["outcome"] == "ok"  # 600 available
     before = ledger.snapshot()
@@ -277,7 +278,7 @@ def test_withdrawal_beyond_the_available_amount_writes_nothing(ledger: LedgerCli
 
 
 def test_same_key_and_request_replays_and_moves_nothing(ledger: LedgerClient) -> None:
-    ada = uuid.uuid4()
+    ada = user()
     wallet = funded_wallet(ledger, ada, 5_000)
     first = ledger.withdraw(ada, wallet, 1_000, key="w-1")
     assert first["outcome"] == "ok"
@@ -302,7 +303,7 @@ def test_same_key_and_request_replays_and_moves_nothing(ledger: LedgerClient) ->
 
 
 def test_same_key_with_another_request_is_a_mismatch(ledger: LedgerClient) -> None:
-    ada = uuid.uuid4()
+    ada = user()
     wallet = funded_wallet(ledger, ada, 5_000)
     assert ledger.withdraw(ada, wallet, 1_000, key="k")["outcome"] == "ok"
     before = ledger.snapshot()
@@ -333,7 +334,7 @@ def test_same_key_with_another_request_is_a_mismatch(ledger: LedgerClient) -> No
 
 
 def test_wallets_that_cannot_take_a_payment_refuse_and_write_nothing(ledger: LedgerClient) -> None:
-    ada, bob, cat, dan = (uuid.uuid4() for _ in range(4))
+    ada, bob, cat, dan = (user() for _ in range(4))
     active = funded_wallet(ledger, ada, 1_000)
     frozen = funded_wallet(ledger, bob, 1_000)
     closed = funded_wallet(ledger, cat, 0)
@@ -360,7 +361,7 @@ def test_wallets_that_cannot_take_a_payment_refuse_and_write_nothing(ledger: Led
 def test_a_refusal_in_a_new_currency_creates_no_settlement_account(ledger: LedgerClient) -> None:
     """The settlement account of a currency is created on first use, and a refused
     call is no use: it writes nothing, not even that account."""
-    ada, bob = uuid.uuid4(), uuid.uuid4()
+    ada, bob = user(), user()
     frozen = funded_wallet(ledger, ada, 0, "GBP")
     assert ledger.set_status(OPERATOR, frozen, "frozen")["outcome"] == "ok"
     empty = ledger.new_wallet(bob, "CHF")
@@ -379,7 +380,7 @@ def test_a_refusal_in_a_new_currency_creates_no_settlement_account(ledger: Ledge
 
 
 def test_programming_errors_raise(ledger: LedgerClient) -> None:
-    ada = uuid.uuid4()
+    ada = user()
     wallet = funded_wallet(ledger, ada, 1_000)
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="type"):
         ledger.begin(ada, "transfer", wallet, 10)
@@ -397,7 +398,7 @@ def test_programming_errors_raise(ledger: LedgerClient) -> None:
 
 
 def test_a_pending_top_up_keeps_the_wallet_open(ledger: LedgerClient) -> None:
-    ada = uuid.uuid4()
+    ada = user()
     wallet = ledger.new_wallet(ada)
     txn = ledger.top_up(ada, wallet, 500)["transaction"]["id"]
 
@@ -412,7 +413,7 @@ def test_a_pending_top_up_keeps_the_wallet_open(ledger: LedgerClient) -> None:
 
 
 def test_a_settled_top_up_leaves_the_wallet_closable_once_emptied(ledger: LedgerClient) -> None:
-    ada = uuid.uuid4()
+    ada = user()
     wallet = ledger.new_wallet(ada)
     top_up = ledger.top_up(ada, wallet, 500)["transaction"]["id"]
     assert ledger.close_wallet(ada, wallet) == {"outcome": "payment_pending"}
@@ -434,7 +435,7 @@ def test_a_settled_top_up_leaves_the_wallet_closable_once_emptied(ledger: Ledger
 
 @pytest.fixture
 def settled_payments(ledger: LedgerClient) -> dict[str, str]:
-    ada = uuid.uuid4()
+    ada = user()
     wallet = funded_wallet(ledger, ada, 10_000)
     posted = ledger.top_up(ada, wallet, 100)["transaction"]["id"]
     failed = ledger.withdraw(ada, wallet, 100)["transaction"]["id"]
@@ -495,7 +496,7 @@ def test_guard_trigger_lets_a_pending_payment_settle_once(
 
 
 def test_claim_returns_only_due_pending_payments_and_pushes_them_back(ledger: LedgerClient) -> None:
-    ada = uuid.uuid4()
+    ada = user()
     wallet = funded_wallet(ledger, ada, 10_000)
     now = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
     due_top_up = ledger.top_up(ada, wallet, 100, first_check_at=now - timedelta(minutes=1))
@@ -535,7 +536,7 @@ def test_claim_returns_only_due_pending_payments_and_pushes_them_back(ledger: Le
 
 
 def test_claim_respects_its_limit_and_caps_the_backoff(ledger: LedgerClient) -> None:
-    ada = uuid.uuid4()
+    ada = user()
     wallet = funded_wallet(ledger, ada, 0)
     now = datetime(2030, 1, 1, tzinfo=UTC)
     ids = [
@@ -561,7 +562,7 @@ def test_claim_respects_its_limit_and_caps_the_backoff(ledger: LedgerClient) -> 
 
 
 def test_claim_skips_rows_another_claim_holds(ledger: LedgerClient, ledger_conninfo: str) -> None:
-    ada = uuid.uuid4()
+    ada = user()
     wallet = funded_wallet(ledger, ada, 0)
     now = datetime(2030, 1, 1, tzinfo=UTC)
     for i in range(6):
@@ -582,7 +583,7 @@ def test_claim_skips_rows_another_claim_holds(ledger: LedgerClient, ledger_conni
 def test_concurrent_claims_never_return_the_same_row(
     ledger: LedgerClient, ledger_conninfo: str
 ) -> None:
-    ada = uuid.uuid4()
+    ada = user()
     wallet = funded_wallet(ledger, ada, 0)
     now = datetime(2030, 1, 1, tzinfo=UTC)
     expected = {
@@ -616,7 +617,7 @@ def test_concurrent_claims_never_return_the_same_row(
 
 
 def mixed_payments(ledger: LedgerClient) -> dict[str, str]:
-    ada, bob = uuid.uuid4(), uuid.uuid4()
+    ada, bob = user(), user()
     ids = {"a": funded_wallet(ledger, ada, 20_000), "b": funded_wallet(ledger, bob, 5_000)}
     for name, owner, wallet, kind, amount in (
         ("top_pending", ada, "a", "top_up", 1_000),

@@ -17,16 +17,18 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg.types.json import Jsonb
 
 from services.transaction.adapters.codec import HoldJson, TransactionJson, WalletJson
 from tests.integration.ledger_client import (
     OPERATOR,
     LedgerClient,
     Result,
+    batch_item,
     funded_wallet,
     request_hash,
     run_threads,
+    transfer_batch,
+    user,
 )
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "services" / "transaction" / "migrations"
@@ -52,7 +54,7 @@ def postings_of(ledger: LedgerClient, transaction_id: str) -> list[tuple[Any, ..
 
 
 def test_create_wallet_returns_the_contract_shape(ledger: LedgerClient) -> None:
-    owner = uuid.uuid4()
+    owner = user()
     result = ledger.create_wallet(owner, "EUR")
     assert set(result) == {"outcome", "wallet"}
     wallet = result["wallet"]
@@ -72,7 +74,7 @@ def shard_of(id_: str) -> int:
 def test_every_id_the_ledger_makes_names_its_shard(ledger: LedgerClient) -> None:
     """A wallet on its owner's home shard (the last byte of the user id), a transaction on
     its source account's, a hold on its payer's; the receipt number names the shard too."""
-    ada, bob = user_on_shard(3), user_on_shard(250)
+    ada, bob = user(3), user(250)
     a, b = funded_wallet(ledger, ada, 1_000), funded_wallet(ledger, bob, 1_000)
     assert (shard_of(a), shard_of(b)) == (3, 250)
     paid = ledger.transfer(ada, a, b, 100)["transaction"]
@@ -82,7 +84,10 @@ def test_every_id_the_ledger_makes_names_its_shard(ledger: LedgerClient) -> None
     assert (shard_of(back["id"]), back["receipt_number"][:5]) == (250, "R-fa-")
     hold = ledger.create_hold(bob, b, a, 10)["hold"]
     assert shard_of(hold["id"]) == 250
-    assert shard_of(ledger.capture_hold(ada, hold["id"], None)["transaction"]["id"]) == 250
+    # The merchant's answer is their leg, on their shard; the hold's capture the payer's.
+    captured = ledger.capture_hold(ada, hold["id"], None)
+    assert shard_of(captured["transaction"]["id"]) == 3
+    assert shard_of(captured["hold"]["capture_transaction_id"]) == 250
     refund = ledger.refund(bob, paid["id"], 10)["transaction"]
     assert shard_of(refund["id"]) == 250  # the refunder pays
     frozen = ledger.set_status(OPERATOR, a, "frozen")["transaction"]
@@ -104,7 +109,7 @@ def test_a_database_claims_its_shards_once(ledger: LedgerClient) -> None:
 
 
 def test_transfer_moves_money_with_balanced_versioned_postings(ledger: LedgerClient) -> None:
-    ada, bob = uuid.uuid4(), uuid.uuid4()
+    ada, bob = user(), user()
     source = funded_wallet(ledger, ada, 10_000)
     destination = funded_wallet(ledger, bob, 500)
 
@@ -142,7 +147,7 @@ def test_transfer_moves_money_with_balanced_versioned_postings(ledger: LedgerCli
 
 
 def test_receipt_numbers_are_unique_and_increase(ledger: LedgerClient) -> None:
-    ada, bob = uuid.uuid4(), uuid.uuid4()
+    ada, bob = user(), user()
     source = funded_wallet(ledger, ada, 1_000)
     destination = funded_wallet(ledger, bob, 0)
     receipts = [
@@ -159,7 +164,7 @@ def test_receipt_numbers_are_unique_and_increase(ledger: LedgerClient) -> None:
 
 
 def test_overdraft_limit_is_the_floor(ledger: LedgerClient) -> None:
-    ada, bob = uuid.uuid4(), uuid.uuid4()
+    ada, bob = user(), user()
     source = funded_wallet(ledger, ada, 1_000)
     destination = funded_wallet(ledger, bob, 0)
     ledger.conn.execute("UPDATE accounts SET overdraft_limit = 300 WHERE id = %s", (source,))
@@ -172,7 +177,7 @@ def test_overdraft_limit_is_the_floor(ledger: LedgerClient) -> None:
 
 
 def test_programming_errors_raise_instead_of_refusing(ledger: LedgerClient) -> None:
-    ada, bob = uuid.uuid4(), uuid.uuid4()
+    ada, bob = user(), user()
     source = funded_wallet(ledger, ada, 1_000)
     destination = funded_wallet(ledger, bob, 0)
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="amount"):
@@ -463,7 +468,7 @@ def test_every_documented_refusal_is_exercised() -> None:
 
 
 def test_a_refused_key_can_be_used_again_once_fixed(ledger: LedgerClient) -> None:
-    ada, bob = uuid.uuid4(), uuid.uuid4()
+    ada, bob = user(), user()
     source = funded_wallet(ledger, ada, 100)
     destination = funded_wallet(ledger, bob, 0)
     first = ledger.transfer(ada, source, destination, 150, key="pay-bob")
@@ -477,7 +482,7 @@ def test_a_refused_key_can_be_used_again_once_fixed(ledger: LedgerClient) -> Non
 
 
 def test_replay_returns_the_identical_result_and_moves_nothing(ledger: LedgerClient) -> None:
-    ada, bob = uuid.uuid4(), uuid.uuid4()
+    ada, bob = user(), user()
     source = funded_wallet(ledger, ada, 1_000)
     destination = funded_wallet(ledger, bob, 0)
     first = ledger.transfer(ada, source, destination, 300, key="k1")
@@ -492,7 +497,7 @@ def test_replay_returns_the_identical_result_and_moves_nothing(ledger: LedgerCli
 
 
 def test_same_key_different_request_is_a_mismatch(ledger: LedgerClient) -> None:
-    ada, bob = uuid.uuid4(), uuid.uuid4()
+    ada, bob = user(), user()
     source = funded_wallet(ledger, ada, 1_000)
     destination = funded_wallet(ledger, bob, 0)
     assert ledger.transfer(ada, source, destination, 300, key="k1")["outcome"] == "ok"
@@ -513,7 +518,7 @@ def test_same_key_different_request_is_a_mismatch(ledger: LedgerClient) -> None:
 def test_key_held_by_an_open_transaction_is_in_progress(
     ledger: LedgerClient, ledger_conninfo: str
 ) -> None:
-    ada, bob = uuid.uuid4(), uuid.uuid4()
+    ada, bob = user(), user()
     source = funded_wallet(ledger, ada, 1_000)
     destination = funded_wallet(ledger, bob, 0)
     with psycopg.connect(ledger_conninfo) as other:  # not autocommit: stays open
@@ -562,7 +567,7 @@ def test_every_mutating_function_replays(ledger: LedgerClient, world: World) -> 
 
 @pytest.fixture
 def one_transfer(ledger: LedgerClient) -> tuple[str, str, str]:
-    ada, bob = uuid.uuid4(), uuid.uuid4()
+    ada, bob = user(), user()
     source = funded_wallet(ledger, ada, 1_000)
     destination = funded_wallet(ledger, bob, 0)
     txn = ledger.transfer(ada, source, destination, 300)["transaction"]["id"]
@@ -596,7 +601,7 @@ def test_history_cannot_be_rewritten(
 
 
 def test_refunded_amount_never_decreases(ledger: LedgerClient) -> None:
-    ada, bob = uuid.uuid4(), uuid.uuid4()
+    ada, bob = user(), user()
     source = funded_wallet(ledger, ada, 1_000)
     destination = funded_wallet(ledger, bob, 0)
     txn = ledger.transfer(ada, source, destination, 300)["transaction"]["id"]
@@ -642,7 +647,7 @@ def test_a_posting_in_another_currency_than_its_account_is_refused(
 
 
 def test_constraints_refuse_impossible_accounts(ledger: LedgerClient) -> None:
-    owner = uuid.uuid4()
+    owner = user()
     wallet = funded_wallet(ledger, owner, 100)
     statements = [
         ("UPDATE accounts SET balance = -1 WHERE id = %s", (wallet,)),
@@ -682,7 +687,7 @@ def test_constraints_refuse_impossible_accounts(ledger: LedgerClient) -> None:
 
 @pytest.fixture
 def shop(ledger: LedgerClient) -> tuple[uuid.UUID, str, uuid.UUID, str]:
-    payer, merchant = uuid.uuid4(), uuid.uuid4()
+    payer, merchant = user(), user()
     return payer, funded_wallet(ledger, payer, 1_000), merchant, funded_wallet(ledger, merchant, 0)
 
 
@@ -781,7 +786,7 @@ def test_expiry_releases_holds_and_capture_after_expiry_is_refused(
 
 
 def test_partial_then_full_refund(ledger: LedgerClient) -> None:
-    ada, bob = uuid.uuid4(), uuid.uuid4()
+    ada, bob = user(), user()
     source = funded_wallet(ledger, ada, 1_000)
     destination = funded_wallet(ledger, bob, 0)
     original = ledger.transfer(ada, source, destination, 1_000)["transaction"]["id"]
@@ -814,7 +819,7 @@ def test_admin_refunds_a_payment(
     payer, wallet, merchant, shop_wallet = shop
     hold = ledger.create_hold(payer, wallet, shop_wallet, 500)["hold"]["id"]
     payment = ledger.capture_hold(merchant, hold, None)["transaction"]["id"]
-    admin = uuid.uuid4()
+    admin = user()
     assert ledger.refund(admin, payment, 200) == {"outcome": "not_owner"}
     refund = ledger.refund(admin, payment, 200, is_admin=True)["transaction"]
     assert refund["initiated_by"] == str(admin)
@@ -826,7 +831,7 @@ def test_admin_refunds_a_payment(
 
 
 def test_adjustments_flow_through_the_settlement_account(ledger: LedgerClient) -> None:
-    owner = uuid.uuid4()
+    owner = user()
     wallet = ledger.create_wallet(owner)["wallet"]["id"]
     credit = ledger.adjust(OPERATOR, wallet, 1_000, reason="card top-up")
     assert set(credit) == {"outcome", "transaction", "wallet"}
@@ -855,7 +860,7 @@ def test_adjustments_flow_through_the_settlement_account(ledger: LedgerClient) -
 
 
 def test_freeze_blocks_debits_not_credits_and_unfreeze_restores(ledger: LedgerClient) -> None:
-    ada, bob = uuid.uuid4(), uuid.uuid4()
+    ada, bob = user(), user()
     a = funded_wallet(ledger, ada, 1_000)
     b = funded_wallet(ledger, bob, 1_000)
     frozen = ledger.set_status(OPERATOR, a, "frozen", reason="fraud review")
@@ -881,7 +886,7 @@ def test_freeze_blocks_debits_not_credits_and_unfreeze_restores(ledger: LedgerCl
 
 
 def test_close_needs_an_empty_wallet_and_is_final(ledger: LedgerClient) -> None:
-    ada, bob = uuid.uuid4(), uuid.uuid4()
+    ada, bob = user(), user()
     a = funded_wallet(ledger, ada, 100)
     b = funded_wallet(ledger, bob, 0)
     assert ledger.close_wallet(ada, a) == {"outcome": "balance_not_zero"}
@@ -908,7 +913,7 @@ def test_concurrent_transfers_keep_every_invariant(
     ledger: LedgerClient, ledger_conninfo: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     threads, per_thread, funding = 8, 250, 100_000
-    owners = [uuid.uuid4() for _ in range(6)]
+    owners = [user() for _ in range(6)]
     wallets = [funded_wallet(ledger, owner, funding) for owner in owners]
     rng = random.Random(20261201)
     requests = []
@@ -985,7 +990,7 @@ def test_every_function_racing_every_other_never_deadlocks(
     """Transfers, holds, captures, voids, refunds, adjustments, freezes and expiry, all at
     once on few wallets: each takes its locks in the fixed order, so none may fail with a
     deadlock (or anything else), and the ledger stays sound."""
-    owners = [uuid.uuid4() for _ in range(6)]
+    owners = [user() for _ in range(6)]
     wallets = [funded_wallet(ledger, owner, 50_000) for owner in owners]
     owner_of = dict(zip(wallets, owners, strict=True))
     holds: list[tuple[str, uuid.UUID]] = []  # (hold, merchant's owner)
@@ -1054,7 +1059,7 @@ def test_every_function_racing_every_other_never_deadlocks(
 def test_concurrent_refunds_and_captures_happen_once(
     ledger: LedgerClient, ledger_conninfo: str
 ) -> None:
-    ada, bob = uuid.uuid4(), uuid.uuid4()
+    ada, bob = user(), user()
     a = funded_wallet(ledger, ada, 10_000)
     b = funded_wallet(ledger, bob, 0)
     original = ledger.transfer(ada, a, b, 1_000)["transaction"]["id"]
@@ -1075,17 +1080,11 @@ def test_concurrent_refunds_and_captures_happen_once(
     assert ledger.audit() == []
 
 
-def user_on_shard(shard: int) -> uuid.UUID:
-    """A random user id whose home shard is `shard` (its last byte)."""
-    return uuid.UUID(bytes=uuid.uuid4().bytes[:15] + bytes([shard]))
-
-
 def test_concurrent_first_adjustments_create_one_settlement_account_per_shard(
     ledger: LedgerClient, ledger_conninfo: str
 ) -> None:
     wallets = [
-        ledger.create_wallet(user_on_shard(7 if i % 2 else 200), "CHF")["wallet"]["id"]
-        for i in range(8)
+        ledger.create_wallet(user(7 if i % 2 else 200), "CHF")["wallet"]["id"] for i in range(8)
     ]
 
     def worker(index: int) -> None:
@@ -1106,7 +1105,7 @@ def test_concurrent_first_adjustments_create_one_settlement_account_per_shard(
 def test_concurrent_wallet_creation_makes_one_wallet(
     ledger: LedgerClient, ledger_conninfo: str
 ) -> None:
-    owner = uuid.uuid4()
+    owner = user()
     results: list[str] = []
 
     def worker(index: int) -> None:
@@ -1126,7 +1125,7 @@ def tampering(
 ) -> Iterator[tuple[psycopg.Connection[Any], dict[str, str]]]:
     """A sound ledger, and a connection in a transaction that is rolled back at the end:
     what a test breaks there is never committed."""
-    ada, bob = uuid.uuid4(), uuid.uuid4()
+    ada, bob = user(), user()
     ids = {
         "a": funded_wallet(ledger, ada, 1_000),
         "b": funded_wallet(ledger, bob, 0),
@@ -1171,6 +1170,7 @@ def test_audit_reports_an_unbalanced_posting(
     assert {name for name, *_ in found} == {
         "transaction_balanced",
         "currency_balanced",
+        "shard_balanced",
         "account_balance",
         "account_version",
         "transaction_postings",
@@ -1189,6 +1189,7 @@ def test_audit_reports_a_rewritten_posting(
     assert names == {
         "transaction_balanced",
         "currency_balanced",
+        "shard_balanced",
         "account_balance",
         "posting_balance_after",
         "transaction_postings",
@@ -1239,41 +1240,8 @@ def test_audit_reports_a_wallet_below_its_floor(
 # --- batches ----------------------------------------------------------------------------
 
 
-def batch_item(
-    source: str, destination: str, amount: int, key: str | None = None, currency: str = "EUR"
-) -> dict[str, Any]:
-    """An item as the service sends it; hashed like the single transfer's request."""
-    key = key or str(uuid.uuid4())
-    hashed = request_hash(
-        "ledger_transfer",
-        uuid.UUID(source),
-        uuid.UUID(destination),
-        amount,
-        currency,
-        None,
-        Jsonb({}),
-    )
-    return {
-        "key": key,
-        "hash": hashed,
-        "source": source,
-        "destination": destination,
-        "amount": amount,
-        "currency": currency,
-        "memo": None,
-        "metadata": {},
-    }
-
-
-def transfer_batch(
-    client: LedgerClient, owner: uuid.UUID, items: list[dict[str, Any]]
-) -> list[Result]:
-    results: list[Result] = client.call("ledger_transfer_batch", owner, Jsonb(items))
-    return results
-
-
 def test_a_batch_books_each_transfer_with_its_own_outcome(ledger: LedgerClient) -> None:
-    ada, bob, cat = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    ada, bob, cat = user(), user(), user()
     a = funded_wallet(ledger, ada, 1_000)
     b = funded_wallet(ledger, bob, 0)
     c = funded_wallet(ledger, cat, 0)
@@ -1310,7 +1278,7 @@ def test_a_batch_books_each_transfer_with_its_own_outcome(ledger: LedgerClient) 
 def test_a_batch_cannot_spend_another_owners_wallet_and_must_be_well_formed(
     ledger: LedgerClient,
 ) -> None:
-    ada, bob = uuid.uuid4(), uuid.uuid4()
+    ada, bob = user(), user()
     a = funded_wallet(ledger, ada, 1_000)
     b = funded_wallet(ledger, bob, 1_000)
     results = transfer_batch(ledger, ada, [batch_item(b, a, 10)])
@@ -1330,7 +1298,7 @@ def test_batches_crossing_each_other_never_deadlock(
 ) -> None:
     """Each batch locks all its wallets in id order first: two batches over the same
     wallets in opposite orders, and single transfers among them, all go through."""
-    owners = [uuid.uuid4() for _ in range(6)]
+    owners = [user() for _ in range(6)]
     wallets = [funded_wallet(ledger, owner, 100_000) for owner in owners]
 
     def worker(index: int) -> None:

@@ -64,15 +64,23 @@ def _driver_sql(statement: str) -> str:
 
 # The documents the store's own reads build (json_build_object, cheaper than a call of
 # the ledger's jsonb functions on the hot read path): the keys of the codec's WalletJson
-# and TransactionJson, checked by tests/integration/test_ledger_contract.py.
+# and TransactionJson, checked by tests/integration/test_ledger_contract.py. A leg of a
+# movement between shards shows the other side's wallet and owner in place of its
+# in-transit account, as ledger_txn_json does (sql/0008_legs/results.sql).
 WALLET_JSON_SQL = """json_build_object('id', a.id, 'owner_id', a.owner_id, 'currency', a.currency,
     'balance', a.balance, 'held', a.held, 'overdraft_limit', a.overdraft_limit,
     'status', a.status, 'created_at', a.created_at)"""
 
 TRANSACTION_JSON_SQL = """json_build_object('id', t.id, 'type', t.type, 'status', t.status,
     'amount', t.amount, 'currency', t.currency, 'fee', t.fee,
-    'source_account_id', t.source_account_id, 'destination_account_id', t.destination_account_id,
-    'source_owner_id', sa.owner_id, 'destination_owner_id', da.owner_id, 'memo', t.memo,
+    'source_account_id',
+    CASE WHEN t.leg = 'credit' THEN t.counterparty_account_id ELSE t.source_account_id END,
+    'destination_account_id',
+    CASE WHEN t.leg = 'debit' THEN t.counterparty_account_id ELSE t.destination_account_id END,
+    'source_owner_id',
+    CASE WHEN t.leg = 'credit' THEN t.counterparty_owner_id ELSE sa.owner_id END,
+    'destination_owner_id',
+    CASE WHEN t.leg = 'debit' THEN t.counterparty_owner_id ELSE da.owner_id END, 'memo', t.memo,
     'metadata', t.metadata, 'receipt_number', t.receipt_number,
     'refunded_amount', t.refunded_amount, 'refund_of', t.refund_of, 'hold_id', t.hold_id,
     'initiated_by', t.initiated_by, 'created_at', t.created_at,
