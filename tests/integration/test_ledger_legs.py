@@ -62,8 +62,9 @@ def test_a_transfer_between_shards_is_two_legs_each_balanced_on_its_shard(
     assert credit["counterpart_id"] == debit["id"]
     assert shard_of(credit["id"]) == PAYEE_SHARD
     assert (debit["counterparty_account_id"], credit["counterparty_account_id"]) == (b, a)
-    assert credit["memo"] == "rent"
-    assert credit["receipt_number"].startswith("R-fa-")
+    # Both legs are one movement to the people in it: one receipt number, one time.
+    assert (credit["memo"], credit["receipt_number"]) == ("rent", debit["receipt_number"])
+    assert credit["created_at"] == debit["created_at"]
     # Each leg moves money within its shard: wallet and the shard's in-transit account.
     assert {shard_of(account) for account, _ in ledger.postings(debit["id"])} == {PAYER_SHARD}
     assert {shard_of(account) for account, _ in ledger.postings(credit["id"])} == {PAYEE_SHARD}
@@ -97,28 +98,28 @@ def test_a_hold_is_captured_across_shards_and_refunded_back(ledger: LedgerClient
     assert shard_of(hold["id"]) == PAYER_SHARD
     captured = ledger.capture_hold(shop, hold["id"], 250)
     assert captured["outcome"] == "ok"
-    # The merchant's answer is their leg; the hold names the payer's.
+    # Shown as one payment, with the debit leg's id: the one the hold names.
     payment = captured["transaction"]
-    assert shard_of(payment["id"]) == PAYEE_SHARD
+    assert payment["id"] == captured["hold"]["capture_transaction_id"]
+    assert shard_of(payment["id"]) == PAYER_SHARD
     assert (payment["source_account_id"], payment["destination_account_id"]) == (p, s)
-    assert (
-        captured["hold"]["capture_transaction_id"] == leg(ledger, payment["id"])["counterpart_id"]
-    )
-    assert leg(ledger, captured["hold"]["capture_transaction_id"])["hold_id"] == hold["id"]
+    assert payment["hold_id"] == hold["id"]
+    shops_leg = leg(ledger, payment["id"])["counterpart_id"]
+    assert (leg(ledger, shops_leg)["hold_id"], shard_of(shops_leg)) == (hold["id"], PAYEE_SHARD)
     assert ledger.money(p) == (750, 0)  # the rest of the hold released
     assert ledger.balance(s) == 250
 
-    # The shop refunds part with its own leg's id, then the rest with the payer's.
+    # The shop refunds part by the id it was shown, then the rest by its own leg's.
     part = ledger.refund(shop, payment["id"], 100)
     assert part["outcome"] == "ok"
     refund = part["transaction"]
     assert shard_of(refund["id"]) == PAYEE_SHARD
     assert (refund["source_account_id"], refund["destination_account_id"]) == (s, p)
     assert refund["refund_of"] == payment["id"]
-    rest = ledger.refund(shop, captured["hold"]["capture_transaction_id"], None)
+    rest = ledger.refund(shop, shops_leg, None)
     assert rest["outcome"] == "ok"
     assert rest["transaction"]["amount"] == 150
-    for side in (payment["id"], captured["hold"]["capture_transaction_id"]):
+    for side in (payment["id"], shops_leg):
         assert (leg(ledger, side)["refunded_amount"], leg(ledger, side)["status"]) == (
             250,
             "refunded",

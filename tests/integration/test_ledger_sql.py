@@ -84,10 +84,10 @@ def test_every_id_the_ledger_makes_names_its_shard(ledger: LedgerClient) -> None
     assert (shard_of(back["id"]), back["receipt_number"][:5]) == (250, "R-fa-")
     hold = ledger.create_hold(bob, b, a, 10)["hold"]
     assert shard_of(hold["id"]) == 250
-    # The merchant's answer is their leg, on their shard; the hold's capture the payer's.
+    # Between shards, a movement is shown with its debit leg's id, on the payer's shard.
     captured = ledger.capture_hold(ada, hold["id"], None)
-    assert shard_of(captured["transaction"]["id"]) == 3
-    assert shard_of(captured["hold"]["capture_transaction_id"]) == 250
+    assert shard_of(captured["transaction"]["id"]) == 250
+    assert captured["hold"]["capture_transaction_id"] == captured["transaction"]["id"]
     refund = ledger.refund(bob, paid["id"], 10)["transaction"]
     assert shard_of(refund["id"]) == 250  # the refunder pays
     frozen = ledger.set_status(OPERATOR, a, "frozen")["transaction"]

@@ -71,7 +71,10 @@ WALLET_JSON_SQL = """json_build_object('id', a.id, 'owner_id', a.owner_id, 'curr
     'balance', a.balance, 'held', a.held, 'overdraft_limit', a.overdraft_limit,
     'status', a.status, 'created_at', a.created_at)"""
 
-TRANSACTION_JSON_SQL = """json_build_object('id', t.id, 'type', t.type, 'status', t.status,
+# The id a transaction is shown with: a credit leg shows its debit leg's.
+_SHOWN_ID = "CASE WHEN t.leg = 'credit' THEN t.counterpart_id ELSE t.id END"
+
+TRANSACTION_JSON_SQL = f"""json_build_object('id', {_SHOWN_ID}, 'type', t.type, 'status', t.status,
     'amount', t.amount, 'currency', t.currency, 'fee', t.fee,
     'source_account_id',
     CASE WHEN t.leg = 'credit' THEN t.counterparty_account_id ELSE t.source_account_id END,
@@ -82,7 +85,9 @@ TRANSACTION_JSON_SQL = """json_build_object('id', t.id, 'type', t.type, 'status'
     'destination_owner_id',
     CASE WHEN t.leg = 'debit' THEN t.counterparty_owner_id ELSE da.owner_id END, 'memo', t.memo,
     'metadata', t.metadata, 'receipt_number', t.receipt_number,
-    'refunded_amount', t.refunded_amount, 'refund_of', t.refund_of, 'hold_id', t.hold_id,
+    'refunded_amount', t.refunded_amount,
+    'refund_of', CASE WHEN t.refund_of IS NOT NULL THEN ledger_shown_refund_of(t) END,
+    'hold_id', t.hold_id,
     'initiated_by', t.initiated_by, 'created_at', t.created_at,
     'payment_provider', t.payment_provider, 'failure_code', t.failure_code,
     'failure_message', t.failure_message)"""
@@ -95,33 +100,33 @@ _TRANSACTION_FROM = """FROM transactions t
 # The caller's history: for each of their wallets, the newest matching rows as
 # source and as destination (each branch walks its own index), merged, then cut
 # to one page. A plain "source IN (...) OR destination IN (...)" scans the table.
-_HISTORY_BRANCH = """
-        (SELECT t.id, t.created_at FROM transactions t
-          WHERE t.{side}_account_id = w.id
+_HISTORY_BRANCH = f"""
+        (SELECT t.id, t.created_at, {_SHOWN_ID} AS shown_id FROM transactions t
+          WHERE t.{{side}}_account_id = w.id
             AND (CAST(:type AS text) IS NULL OR t.type = CAST(:type AS text))
             AND (CAST(:status AS text) IS NULL OR t.status = CAST(:status AS text))
             AND (CAST(:start AS timestamptz) IS NULL OR t.created_at >= CAST(:start AS timestamptz))
             AND (CAST(:end AS timestamptz) IS NULL OR t.created_at < CAST(:end AS timestamptz))
             AND (CAST(:after_time AS timestamptz) IS NULL
-                 OR (t.created_at, t.id)
+                 OR (t.created_at, {_SHOWN_ID})
                     < (CAST(:after_time AS timestamptz), CAST(:after_id AS uuid)))
-          ORDER BY t.created_at DESC, t.id DESC
+          ORDER BY t.created_at DESC, {_SHOWN_ID} DESC
           LIMIT :limit)"""
 
 _HISTORY = f"""
     SELECT {TRANSACTION_JSON_SQL} AS doc
-      FROM (SELECT DISTINCT hit.id, hit.created_at
+      FROM (SELECT DISTINCT hit.id, hit.created_at, hit.shown_id
               FROM accounts w
               CROSS JOIN LATERAL ({_HISTORY_BRANCH.format(side="source")}
                                   UNION ALL {_HISTORY_BRANCH.format(side="destination")}) hit
              WHERE w.owner_id = CAST(:owner AS uuid)
                AND (CAST(:wallet AS uuid) IS NULL OR w.id = CAST(:wallet AS uuid))
-             ORDER BY hit.created_at DESC, hit.id DESC
+             ORDER BY hit.created_at DESC, hit.shown_id DESC
              LIMIT :limit) page
       JOIN transactions t ON t.id = page.id
       LEFT JOIN accounts sa ON sa.id = t.source_account_id
       LEFT JOIN accounts da ON da.id = t.destination_account_id
-     ORDER BY t.created_at DESC, t.id DESC
+     ORDER BY page.created_at DESC, page.shown_id DESC
     """
 
 

@@ -66,7 +66,17 @@ SELECT 'legs_paired', t.id::text,
   FROM transactions AS t LEFT JOIN transactions AS c ON c.id = t.counterpart_id
  WHERE t.leg IS NOT NULL
    AND (c.id IS NULL OR c.counterpart_id <> t.id OR c.leg = t.leg OR c.amount <> t.amount
-        OR c.refunded_amount <> t.refunded_amount OR c.type <> t.type)
+        OR c.refunded_amount <> t.refunded_amount OR c.type <> t.type
+        OR c.receipt_number <> t.receipt_number OR c.hold_id IS DISTINCT FROM t.hold_id)
+UNION ALL
+-- A payment names the hold it captured (a credit leg names its debit leg's, on the payer's
+-- shard, so without a foreign key; this checks the others).
+SELECT 'payment_hold', t.id::text, 'hold ' || t.hold_id || ' captured by it',
+       coalesce('captured by ' || coalesce(h.capture_transaction_id::text, 'nothing'),
+                'no such hold')
+  FROM transactions AS t LEFT JOIN holds AS h ON h.id = t.hold_id
+ WHERE t.hold_id IS NOT NULL AND t.leg IS DISTINCT FROM 'credit'
+   AND (h.id IS NULL OR h.capture_transaction_id IS DISTINCT FROM t.id)
 UNION ALL
 SELECT 'account_balance', a.id::text, coalesce(s.total, 0)::text, a.balance::text
   FROM accounts AS a LEFT JOIN per_account AS s ON s.account_id = a.id

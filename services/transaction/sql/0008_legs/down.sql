@@ -12,6 +12,11 @@ DROP FUNCTION ledger_book_legs(
     accounts, accounts, bigint, bigint, text, text, jsonb, uuid, uuid, uuid, uuid
 );
 DROP FUNCTION ledger_transit_account(text, smallint, smallint);
+DROP FUNCTION ledger_shown_refund_of(transactions);
+ALTER TABLE transactions ADD CONSTRAINT transactions_hold_id_fkey FOREIGN KEY (hold_id)
+REFERENCES holds (id);
+DROP INDEX transactions_receipt_number_key;
+ALTER TABLE transactions ADD CONSTRAINT transactions_receipt_number_key UNIQUE (receipt_number);
 ALTER TABLE transactions DROP CONSTRAINT transactions_counterpart_id_key;
 ALTER TABLE transactions DROP CONSTRAINT transactions_leg_check;
 ALTER TABLE transactions DROP COLUMN counterpart_id;

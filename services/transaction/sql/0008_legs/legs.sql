@@ -31,8 +31,7 @@ $$;
 
 -- Books p_amount from p_payer to p_payee (both locked, on different shards) as the two
 -- legs, and returns them, debit first. p_release comes off the payer's held amount (a
--- capture). The debit leg carries the hold and the refund_of of the payer's side; the
--- credit leg the refund_of of the payee's side (each names a transaction of its shard).
+-- capture). Each leg's refund_of names the refunded movement's leg on its own shard.
 CREATE OR REPLACE FUNCTION ledger_book_legs(
     p_payer accounts, p_payee accounts, p_amount bigint, p_release bigint, p_type text,
     p_memo text, p_metadata jsonb, p_initiated_by uuid, p_hold uuid,
@@ -65,13 +64,16 @@ BEGIN
     RETURNING * INTO v_debit;
     PERFORM ledger_move(v_debit.id, p_payer.id, v_out, p_amount, p_release);
 
+    -- The credit leg is the same movement seen from the payee's shard: the debit leg's
+    -- receipt number, hold and time.
     INSERT INTO transactions (id, type, amount, currency, source_account_id,
-                              destination_account_id, memo, metadata, initiated_by,
+                              destination_account_id, memo, metadata, initiated_by, hold_id,
                               refund_of, leg, counterparty_account_id, counterparty_owner_id,
-                              counterpart_id, created_at)
+                              counterpart_id, receipt_number, created_at)
     VALUES (v_credit_id, p_type, p_amount, p_payer.currency, v_in, p_payee.id, p_memo,
-            coalesce(p_metadata, '{}'), p_initiated_by, p_credit_refund_of, 'credit',
-            p_payer.id, p_payer.owner_id, v_debit_id, v_debit.created_at)
+            coalesce(p_metadata, '{}'), p_initiated_by, p_hold, p_credit_refund_of, 'credit',
+            p_payer.id, p_payer.owner_id, v_debit_id, v_debit.receipt_number,
+            v_debit.created_at)
     RETURNING * INTO v_credit;
     PERFORM ledger_move(v_credit.id, v_in, p_payee.id, p_amount, 0);
 

@@ -1,7 +1,8 @@
 -- The JSON shapes of the results the ledger functions return (read by
 -- services/transaction/adapters/ledger_store.py). A leg of a movement between shards
 -- (legs.sql) shows the wallet and owner on the other side in place of its in-transit
--- account: each side sees a transfer from the payer to the payee.
+-- account, and the credit leg the debit leg's id: payer and payee see one movement, with
+-- one id and one receipt number.
 
 CREATE OR REPLACE FUNCTION ledger_wallet_json(a accounts) RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT jsonb_build_object(
@@ -10,11 +11,26 @@ CREATE OR REPLACE FUNCTION ledger_wallet_json(a accounts) RETURNS jsonb LANGUAGE
         'created_at', a.created_at)
 $$;
 
+-- What a refund shows it refunds: the movement as both sides see it (a refund's debit
+-- leg names the refunded movement's credit leg, on its own shard, whose debit leg's id is
+-- the one shown).
+CREATE OR REPLACE FUNCTION ledger_shown_refund_of(t transactions) RETURNS uuid
+LANGUAGE sql STABLE AS $$
+    SELECT CASE
+        WHEN t.refund_of IS NULL THEN NULL
+        WHEN t.leg = 'debit'
+            THEN (SELECT coalesce(o.counterpart_id, o.id) FROM transactions AS o
+                   WHERE o.id = t.refund_of)
+        ELSE t.refund_of
+    END
+$$;
+
 CREATE OR REPLACE FUNCTION ledger_txn_json(
     t transactions, p_source_owner uuid, p_destination_owner uuid
 ) RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT jsonb_build_object(
-        'id', t.id, 'type', t.type, 'status', t.status, 'amount', t.amount,
+        'id', CASE WHEN t.leg = 'credit' THEN t.counterpart_id ELSE t.id END,
+        'type', t.type, 'status', t.status, 'amount', t.amount,
         'currency', t.currency, 'fee', t.fee,
         'source_account_id',
         CASE WHEN t.leg = 'credit' THEN t.counterparty_account_id ELSE t.source_account_id END,
@@ -26,7 +42,8 @@ CREATE OR REPLACE FUNCTION ledger_txn_json(
         'destination_owner_id',
         CASE WHEN t.leg = 'debit' THEN t.counterparty_owner_id ELSE p_destination_owner END,
         'memo', t.memo, 'metadata', t.metadata, 'receipt_number', t.receipt_number,
-        'refunded_amount', t.refunded_amount, 'refund_of', t.refund_of, 'hold_id', t.hold_id,
+        'refunded_amount', t.refunded_amount, 'refund_of', ledger_shown_refund_of(t),
+        'hold_id', t.hold_id,
         'initiated_by', t.initiated_by, 'created_at', t.created_at,
         'payment_provider', t.payment_provider, 'failure_code', t.failure_code,
         'failure_message', t.failure_message)

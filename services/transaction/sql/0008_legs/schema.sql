@@ -36,3 +36,12 @@ ALTER TABLE transactions ADD CONSTRAINT transactions_leg_check CHECK (
     AND (leg IS NULL) = (counterparty_owner_id IS NULL)
 );
 ALTER TABLE transactions ADD CONSTRAINT transactions_counterpart_id_key UNIQUE (counterpart_id);
+
+-- Payer and payee see one movement: the credit leg shows the debit leg's id (results.sql)
+-- and carries its receipt number and hold. So receipt numbers are unique among the rest,
+-- and a leg's hold is on the payer's shard, not always its own: no foreign key (the
+-- audit checks what the key did).
+ALTER TABLE transactions DROP CONSTRAINT transactions_receipt_number_key;
+CREATE UNIQUE INDEX transactions_receipt_number_key ON transactions (receipt_number)
+WHERE leg IS DISTINCT FROM 'credit';
+ALTER TABLE transactions DROP CONSTRAINT transactions_hold_id_fkey;
