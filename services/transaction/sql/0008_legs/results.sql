@@ -14,15 +14,17 @@ $$;
 -- What a refund shows it refunds: the movement as both sides see it (a refund's debit
 -- leg names the refunded movement's credit leg, on its own shard, whose debit leg's id is
 -- the one shown).
+-- (plpgsql: its plan is kept for the session, where a sql function with a subquery would
+-- be planned again at every call; callers skip it when refund_of is null.)
 CREATE OR REPLACE FUNCTION ledger_shown_refund_of(t transactions) RETURNS uuid
-LANGUAGE sql STABLE AS $$
-    SELECT CASE
-        WHEN t.refund_of IS NULL THEN NULL
-        WHEN t.leg = 'debit'
-            THEN (SELECT coalesce(o.counterpart_id, o.id) FROM transactions AS o
-                   WHERE o.id = t.refund_of)
-        ELSE t.refund_of
-    END
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF t.leg = 'debit' THEN
+        RETURN (SELECT coalesce(o.counterpart_id, o.id) FROM transactions AS o
+                 WHERE o.id = t.refund_of);
+    END IF;
+    RETURN t.refund_of;
+END
 $$;
 
 CREATE OR REPLACE FUNCTION ledger_txn_json(
@@ -42,7 +44,8 @@ CREATE OR REPLACE FUNCTION ledger_txn_json(
         'destination_owner_id',
         CASE WHEN t.leg = 'debit' THEN t.counterparty_owner_id ELSE p_destination_owner END,
         'memo', t.memo, 'metadata', t.metadata, 'receipt_number', t.receipt_number,
-        'refunded_amount', t.refunded_amount, 'refund_of', ledger_shown_refund_of(t),
+        'refunded_amount', t.refunded_amount,
+        'refund_of', CASE WHEN t.refund_of IS NOT NULL THEN ledger_shown_refund_of(t) END,
         'hold_id', t.hold_id,
         'initiated_by', t.initiated_by, 'created_at', t.created_at,
         'payment_provider', t.payment_provider, 'failure_code', t.failure_code,
