@@ -137,15 +137,21 @@ def watch_pool(service: str, engine: AsyncEngine) -> None:
     DB_POOL_CONNECTIONS.labels(service, "size").set_function(pool.size)
 
 
-def watch_driver_pool(service: str, pool: AsyncConnectionPool[Any]) -> None:
-    """The same, for a plain psycopg pool (the ledger's hot path)."""
+def watch_driver_pool(service: str, *pools: AsyncConnectionPool[Any]) -> None:
+    """The same, for plain psycopg pools (the ledger's hot path), summed over the pools
+    of a service (one per ledger database)."""
 
     def in_use() -> float:
-        stats = pool.get_stats()
-        return float(stats.get("pool_size", 0) - stats.get("pool_available", 0))
+        total = 0
+        for pool in pools:
+            stats = pool.get_stats()
+            total += stats.get("pool_size", 0) - stats.get("pool_available", 0)
+        return float(total)
 
     DB_POOL_CONNECTIONS.labels(service, "in_use").set_function(in_use)
-    DB_POOL_CONNECTIONS.labels(service, "size").set_function(lambda: float(pool.max_size))
+    DB_POOL_CONNECTIONS.labels(service, "size").set_function(
+        lambda: float(sum(pool.max_size for pool in pools))
+    )
 
 
 def start_metrics_server(address: str) -> WSGIServer:

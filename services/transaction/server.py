@@ -92,8 +92,7 @@ def build_app(settings: TransactionSettings) -> tuple[GrpcApp, Ledger]:
         lambda url: db.create_driver_pool(url, size=runtime.database_pool_size),
     )
     pools = databases.databases()
-    for pool in pools:
-        watch_driver_pool(runtime.service, pool)
+    watch_driver_pool(runtime.service, *pools)
     redis = create_redis(runtime.redis_url)
     channel = user_service_channel(settings.user_service_target)
     users = GrpcUserDirectory(channel)
