@@ -86,6 +86,8 @@ class ServiceSpec:
     # their signing secret (<PREFIX>SANDBOX_WEBHOOK_URL / _SECRET).
     runs_sandbox: bool = False
     resources: Resources = Resources(cpu="100m", memory="256Mi")
+    # Its database may be several (the ledger's shards: DATABASE_URL lists them).
+    sharded: bool = False
 
     @property
     def cluster(self) -> str:
@@ -151,6 +153,7 @@ TRANSACTION = ServiceSpec(
     money_methods=transaction_edge_policy.MONEY_METHODS,
     calls=("user", "gateway"),
     resources=Resources(cpu="250m", memory="256Mi"),
+    sharded=True,
 )
 
 GATEWAY = ServiceSpec(

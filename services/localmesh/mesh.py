@@ -128,6 +128,9 @@ class MeshConfig:
     # for the end-to-end tests, which kill instances to watch the edge fail over).
     supervise: bool = False
     supervision: SupervisionPolicy = field(default_factory=SupervisionPolicy)
+    # Databases of a sharded service (the ledger: `ledger`, `ledger_2`, ...), all on the
+    # mesh's PostgreSQL server (services/transaction/SHARDS.md).
+    sharded_databases: int = 1
 
     @classmethod
     def for_development(cls, repo_root: Path = REPO_ROOT) -> MeshConfig:
@@ -142,6 +145,9 @@ class MeshConfig:
         instances = os.environ.get("WALLET_INSTANCES", "")
         if instances and not (instances.isdigit() and int(instances) > 0):
             raise MeshError(f"WALLET_INSTANCES must be a positive number, got {instances!r}")
+        ledger_databases = os.environ.get("WALLET_LEDGER_DATABASES", "") or "1"
+        if not (ledger_databases.isdigit() and 0 < int(ledger_databases) <= 256):
+            raise MeshError(f"WALLET_LEDGER_DATABASES must be 1 to 256, got {ledger_databases!r}")
         return cls(
             run_dir=Path(os.environ.get("WALLET_RUN_DIR") or repo_root / ".run"),
             envoy_port=_env_port(variables["envoy_port"], 8080),
@@ -153,6 +159,7 @@ class MeshConfig:
             instances=int(instances) if instances else None,
             repo_root=repo_root,
             port_variables=variables,
+            sharded_databases=int(ledger_databases),
         )
 
     @classmethod
@@ -306,6 +313,14 @@ class Mesh:
         """host:port of each instance's Prometheus endpoint (GET /metrics)."""
         return tuple(f"{LOOPBACK}:{port}" for port in self._metrics_ports[service])
 
+    def databases(self, spec: ServiceSpec) -> tuple[str, ...]:
+        """The databases of `spec` in this mesh: its own, or for a sharded one as many as
+        configured (`ledger`, `ledger_2`, ...)."""
+        if not spec.database:
+            return ()
+        count = self.config.sharded_databases if spec.sharded else 1
+        return (spec.database, *(f"{spec.database}_{n}" for n in range(2, count + 1)))
+
     def service_env(self, spec: ServiceSpec, index: int) -> dict[str, str]:
         """The environment of instance `index` (0-based) of `spec`, also used for its
         one-shot commands (migrate, grant-admin): the catalogue's variables, filled
@@ -319,7 +334,9 @@ class Mesh:
             Setting.METRICS_ADDRESS: lambda _: self.metrics_addresses(spec.name)[index],
             Setting.INSTANCE_ID: lambda _: f"{spec.name}-{index + 1}",
             Setting.REDIS_URL: lambda _: self.redis.url,
-            Setting.DATABASE_URL: lambda _: self.postgres.dsn(spec.database or ""),
+            Setting.DATABASE_URL: lambda _: " ".join(
+                self.postgres.dsn(name) for name in self.databases(spec)
+            ),
             Setting.SERVICE_TOKEN_FILE: lambda _: str(self.service_token_path),
             Setting.SIGNING_KEY_FILE: lambda _: str(self.signing_key_path),
             Setting.LIMITS_FILE: lambda _: str(self.config.ratelimit_config),
@@ -405,8 +422,8 @@ class Mesh:
         log.info("starting PostgreSQL on port %s", self.config.postgres_port)
         self.postgres.start()
         for spec in self.config.services:
-            if spec.database:
-                self.postgres.create_database(spec.database)
+            for name in self.databases(spec):
+                self.postgres.create_database(name)
         log.info("starting Redis on port %s", self.config.redis_port)
         self.redis.start()
         if ensure_signing_key(self.signing_key_path):

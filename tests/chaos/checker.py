@@ -343,10 +343,15 @@ class Books:
 
 def read_books(mesh: Mesh) -> Books:
     with psycopg.connect(mesh.postgres.conninfo("ledger")) as conn:
+        # One row per movement: a movement between two shards is two legs, the debit
+        # leg (its id is the one shown) and the credit leg, left out here; the debit
+        # leg's destination is the in-transit account, so its counterparty is read.
         transactions = conn.execute(
             "SELECT id::text, type, status, amount, source_account_id::text,"
-            "       destination_account_id::text, metadata ->> 'chaos_key'"
-            "  FROM transactions"
+            "       (CASE WHEN leg = 'debit' THEN counterparty_account_id"
+            "             ELSE destination_account_id END)::text,"
+            "       metadata ->> 'chaos_key'"
+            "  FROM transactions WHERE leg IS DISTINCT FROM 'credit'"
         ).fetchall()
         wallets = {
             wallet: (balance, held, limit)

@@ -1,0 +1,117 @@
+"""The mesh with the ledger on two databases (`sharded_databases=2`, `make run` with
+WALLET_LEDGER_DATABASES=2): each holds half of the logical shards, a user's wallets live
+in the database of their home shard, money moves within a database through the edge, and
+the audit covers both. Between the two it is refused, precisely and before anything is
+written, until the saga (services/transaction/SHARDS.md)."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import psycopg
+import pytest
+
+from services.catalogue import TRANSACTION
+from services.localmesh.mesh import Mesh
+from tests.e2e.mesh_setup import GENEROUS_LIMITS, mesh_config_for_tests
+from tests.e2e.people import Bank, Person, audit_ledger
+
+DATABASES = ("ledger", "ledger_2")
+
+
+@pytest.fixture(scope="module")
+def two_databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    config = mesh_config_for_tests(tmp_path_factory.mktemp("ledger-databases"), GENEROUS_LIMITS)
+    with Mesh(dataclasses.replace(config, sharded_databases=2)) as mesh:
+        yield mesh
+
+
+@pytest.fixture(scope="module")
+def edge(two_databases: Mesh) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=two_databases.edge_url, timeout=10) as client:
+        yield client
+
+
+def home_database(person: Person) -> str:
+    """Shards 0-127 in the first database, 128-255 in the second (the first split)."""
+    return DATABASES[uuid.UUID(person.user_id).bytes[15] // 128]
+
+
+def people_in(bank: Bank, database: str, count: int) -> list[tuple[Person, str]]:
+    """Registers people until `count` live in `database` (each funded with 1,000)."""
+    found: list[tuple[Person, str]] = []
+    for _ in range(60):
+        person, wallet = bank.funded_person("sharded", 1_000)
+        if home_database(person) == database:
+            found.append((person, wallet))
+            if len(found) == count:
+                return found
+    raise AssertionError(f"60 registrations and not {count} people in {database}")
+
+
+def wallets_in(mesh: Mesh, database: str) -> set[str]:
+    with psycopg.connect(mesh.postgres.conninfo(database)) as connection:
+        rows = connection.execute("SELECT id::text FROM accounts WHERE kind = 'user_wallet'")
+        return {row[0] for row in rows}
+
+
+def transfer(edge: httpx.Client, payer: Person, source: str, destination: str) -> httpx.Response:
+    return edge.post(
+        "/v1/transfers",
+        json={
+            "source_wallet_id": source,
+            "destination_wallet_id": destination,
+            "amount": {"currency": "EUR", "amount": 100},
+        },
+        headers={**payer.auth, "idempotency-key": str(uuid.uuid4())},
+    )
+
+
+def test_each_user_lives_in_the_database_of_their_home_shard(
+    two_databases: Mesh, edge: httpx.Client
+) -> None:
+    bank = Bank(edge, two_databases)
+    (ada, a), (bob, b) = people_in(bank, "ledger", 2)
+    [(cat, c)] = people_in(bank, "ledger_2", 1)
+    assert {a, b} <= wallets_in(two_databases, "ledger")
+    assert c in wallets_in(two_databases, "ledger_2")
+    assert c not in wallets_in(two_databases, "ledger")
+
+    # Within a database: as ever, and both see it.
+    paid = transfer(edge, ada, a, b)
+    assert paid.status_code == 200, paid.text
+    shown = paid.json()["transaction"]["transaction_id"]
+    history = edge.get("/v1/transactions", headers=bob.auth).json()["transactions"]
+    assert history[0]["transaction_id"] == shown
+    assert bank.balance(bob, b) == (1_100, 1_100)
+
+    # Between the two: refused with its reason, nothing moved.
+    refused = transfer(edge, ada, a, c)
+    assert refused.status_code == 400, refused.text
+    assert "different ledger databases" in refused.json()["message"]
+    assert bank.balance(ada, a) == (900, 900)
+    assert bank.balance(cat, c) == (1_000, 1_000)
+
+    report = audit_ledger(two_databases)
+    assert "ledger audit: OK" in report
+
+
+def test_the_mesh_refuses_a_ledger_database_holding_other_shards(two_databases: Mesh) -> None:
+    """Migrating with a map that gives the first database other shards than it holds
+    fails, naming them: adding a database does not move shards."""
+    spec = two_databases.spec(TRANSACTION.name)
+    regrouped = {**two_databases.service_env(spec, 0), "TRANSACTION_SHARD_RANGES": "0-63 64-255"}
+    result = subprocess.run(
+        two_databases.service_command(spec, "migrate"),
+        env=regrouped,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "holds shards 0-127, the shard map gives it 0-63" in result.stdout + result.stderr
