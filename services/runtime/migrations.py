@@ -63,3 +63,11 @@ def previous_version(folder: Path, name: str) -> Path:
     if not earlier:
         raise FileNotFoundError(f"no version of {name} before {folder.name}")
     return earlier[-1]
+
+
+def restore_previous_versions(folder: Path, *names: str) -> None:
+    """A downgrade's first step after `folder`'s revision brought new versions of these
+    files: re-apply the version before of each (then the revision's down.sql drops what
+    it added)."""
+    for name in names:
+        execute_sql_script(previous_version(folder, name).read_text())

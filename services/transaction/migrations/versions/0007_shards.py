@@ -14,7 +14,7 @@ Create Date: 2026-12-02
 
 from pathlib import Path
 
-from services.runtime.migrations import execute_sql_files, execute_sql_script, previous_version
+from services.runtime.migrations import execute_sql_files, restore_previous_versions
 
 revision = "0007"
 down_revision = "0006"
@@ -30,6 +30,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for name in NEW_VERSIONS:
-        execute_sql_script(previous_version(SQL, name).read_text())
+    restore_previous_versions(SQL, *NEW_VERSIONS)
     execute_sql_files(SQL, "down.sql")

@@ -13,7 +13,7 @@ Create Date: 2026-12-02
 
 from pathlib import Path
 
-from services.runtime.migrations import execute_sql_files, execute_sql_script, previous_version
+from services.runtime.migrations import execute_sql_files, restore_previous_versions
 
 revision = "0008"
 down_revision = "0007"
@@ -36,6 +36,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for name in NEW_VERSIONS:
-        execute_sql_script(previous_version(SQL, name).read_text())
+    restore_previous_versions(SQL, *NEW_VERSIONS)
     execute_sql_files(SQL, "down.sql")
