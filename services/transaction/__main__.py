@@ -16,7 +16,6 @@ import asyncio
 import sys
 
 from services.runtime import db
-from services.runtime.config import env, env_optional
 from services.runtime.server import run_service
 from services.transaction.adapters.ledger_store import SqlLedgerStore
 from services.transaction.adapters.shards import ShardConfig, ShardMap
@@ -36,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "migrate":
-        migrate(shard_config())
+        migrate(ShardConfig.from_env(ENV_PREFIX))
         return 0
     if args.command == "audit":
         return asyncio.run(audit())
@@ -52,14 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def shard_config() -> ShardConfig:
-    return ShardConfig.parse(
-        env(ENV_PREFIX, "DATABASE_URL"), env_optional(ENV_PREFIX, "SHARD_RANGES") or ""
-    )
-
-
 async def audit() -> int:
-    databases = ShardMap.of(shard_config(), lambda url: db.create_driver_pool(url, size=1))
+    databases = ShardMap.of(
+        ShardConfig.from_env(ENV_PREFIX), lambda url: db.create_driver_pool(url, size=1)
+    )
     for pool in databases.databases():
         await pool.open()
     try:

@@ -49,6 +49,33 @@ RECONCILER_PASSES = Counter(
     "ledger_reconciler_passes_total", "Reconciler passes by result (ok, error).", ["result"]
 )
 
+LEG_DELIVERIES = Counter(
+    "ledger_leg_deliveries_total",
+    "Credit legs of movements between databases delivered, by path (sync: the call that"
+    " made the debit leg; relay) and outcome: delivered, refused (the debit leg failed,"
+    " its money back) or error (to be tried again).",
+    ["path", "outcome"],
+)
+LEGS_IN_FLIGHT = Gauge(
+    "ledger_legs_in_flight",
+    "Debit legs on their way to another database (outbox rows, whole ledger).",
+)
+LEGS_OLDEST_SECONDS = Gauge(
+    "ledger_legs_in_flight_oldest_seconds",
+    "Age of the oldest debit leg on its way to another database, in seconds (0: none).",
+)
+RELAY_PASSES = Counter(
+    "ledger_leg_relay_passes_total", "Leg relay passes by result (ok, error).", ["result"]
+)
+for _path in ("sync", "relay"):
+    for _outcome in ("delivered", "refused", "error"):
+        LEG_DELIVERIES.labels(_path, _outcome)
+
+
+def observe_leg(path: str, outcome: str) -> None:
+    LEG_DELIVERIES.labels(path, outcome).inc()
+
+
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -14,7 +15,7 @@ from services.runtime import db, migrations
 from services.runtime.auth import RevokedTokens, ServiceCredential, TokenVerifier
 from services.runtime.cache import create_redis
 from services.runtime.clock import SystemClock
-from services.runtime.config import RuntimeSettings, env, env_int, env_optional
+from services.runtime.config import RuntimeSettings, env, env_int
 from services.runtime.jwks import RemotePublicKeys
 from services.runtime.metrics import watch_driver_pool
 from services.runtime.pagination import PageTokens
@@ -26,6 +27,7 @@ from services.transaction.adapters.payment_gateway import (
     GrpcPaymentGateway,
     gateway_service_channel,
 )
+from services.transaction.adapters.saga import LegSettings
 from services.transaction.adapters.shards import ShardConfig, ShardMap
 from services.transaction.adapters.user_directory import GrpcUserDirectory, user_service_channel
 from services.transaction.api import FundingApi, TransactionApi
@@ -56,6 +58,10 @@ class TransactionSettings:
     default_provider: str
     reconciler: ReconcilerSettings
     reconcile_interval_seconds: float
+    # Movements between databases: how long a call waits for the other side, when and
+    # how often the relay tries again (adapters/saga.py).
+    legs: LegSettings
+    relay_interval_seconds: float
 
     @classmethod
     def from_env(cls) -> TransactionSettings:
@@ -63,7 +69,7 @@ class TransactionSettings:
         runtime = RuntimeSettings.from_env("transaction", p)
         return cls(
             runtime=runtime,
-            shards=ShardConfig.parse(runtime.database_url, env_optional(p, "SHARD_RANGES") or ""),
+            shards=ShardConfig.from_env(p),
             user_service_target=env(p, "USER_SERVICE_TARGET"),
             hold_sweep_seconds=env_int(p, "HOLD_SWEEP_SECONDS", 1),
             gateway_service_target=env(p, "GATEWAY_SERVICE_TARGET"),
@@ -75,6 +81,13 @@ class TransactionSettings:
                 lease=env_int(p, "GATEWAY_TIMEOUT_MS", 4_500) / 1000 + 1,
             ),
             reconcile_interval_seconds=env_int(p, "RECONCILE_INTERVAL_MS", 2_000) / 1000,
+            legs=LegSettings(
+                deliver_within=env_int(p, "LEG_DELIVER_WITHIN_MS", 1_000) / 1000,
+                relay_after=env_int(p, "LEG_RELAY_AFTER_MS", 5_000) / 1000,
+                relay_backoff=env_int(p, "LEG_RELAY_BACKOFF_MS", 1_000) / 1000,
+                relay_max_backoff=env_int(p, "LEG_RELAY_MAX_BACKOFF_MS", 60_000) / 1000,
+            ),
+            relay_interval_seconds=env_int(p, "LEG_RELAY_INTERVAL_MS", 500) / 1000,
         )
 
 
@@ -96,7 +109,7 @@ def build_app(settings: TransactionSettings) -> tuple[GrpcApp, Ledger]:
     redis = create_redis(runtime.redis_url)
     channel = user_service_channel(settings.user_service_target)
     users = GrpcUserDirectory(channel)
-    store = SqlLedgerStore(databases)
+    store = SqlLedgerStore(databases, settings.legs, metrics.observe_leg)
     cache = RedisLedgerCache(redis)
     ledger = Ledger(store, cache, users, SystemClock())
     credential = ServiceCredential.from_env()
@@ -145,7 +158,24 @@ def build_app(settings: TransactionSettings) -> tuple[GrpcApp, Ledger]:
                 metrics.RECONCILER_PASSES.labels("error").inc()
                 log.warning("reconciler pass failed", extra={"error": repr(error)})
 
+    async def relay_legs() -> None:
+        # Every instance relays; claiming pushes each leg's next attempt back (its
+        # backoff and lease), and SKIP LOCKED leaves the ones being settled.
+        while True:
+            await asyncio.sleep(settings.relay_interval_seconds)
+            try:
+                now = datetime.now(UTC)
+                await store.legs.relay(now)
+                waiting, oldest = await store.legs.backlog(now)
+                metrics.LEGS_IN_FLIGHT.set(waiting)
+                metrics.LEGS_OLDEST_SECONDS.set(oldest)
+                metrics.RELAY_PASSES.labels("ok").inc()
+            except Exception as error:
+                metrics.RELAY_PASSES.labels("error").inc()
+                log.warning("leg relay pass failed", extra={"error": repr(error)})
+
     async def close() -> None:
+        await store.legs.drain()
         await gateway_channel.close(grace=None)
         await channel.close(grace=None)
         await redis.aclose()
@@ -188,6 +218,6 @@ def build_app(settings: TransactionSettings) -> tuple[GrpcApp, Ledger]:
         readiness_check=ready,
         on_startup=[open_pools],
         on_shutdown=[close],
-        background=[sweep_expired_holds, reconcile_payments],
+        background=[sweep_expired_holds, reconcile_payments, relay_legs],
     )
     return app, ledger

@@ -1,8 +1,9 @@
 """The mesh with the ledger on two databases (`sharded_databases=2`, `make run` with
 WALLET_LEDGER_DATABASES=2): each holds half of the logical shards, a user's wallets live
 in the database of their home shard, money moves within a database through the edge, and
-the audit covers both. Between the two it is refused, precisely and before anything is
-written, until the saga (services/transaction/SHARDS.md)."""
+the audit covers both. Between the two a transfer is two legs (the saga,
+services/transaction/SHARDS.md); the movements not yet built across them are refused,
+precisely and before anything is written."""
 
 from __future__ import annotations
 
@@ -89,12 +90,30 @@ def test_each_user_lives_in_the_database_of_their_home_shard(
     assert history[0]["transaction_id"] == shown
     assert bank.balance(bob, b) == (1_100, 1_100)
 
-    # Between the two: refused with its reason, nothing moved.
-    refused = transfer(edge, ada, a, c)
+    # Between the two: two legs (a debit in ledger, a credit in ledger_2), delivered
+    # within the call; cat sees the transfer ada sees.
+    across = transfer(edge, ada, a, c)
+    assert across.status_code == 200, across.text
+    shown = across.json()["transaction"]
+    assert shown["status"] == "TRANSACTION_STATUS_POSTED"
+    history = edge.get("/v1/transactions", headers=cat.auth).json()["transactions"]
+    assert history[0]["transaction_id"] == shown["transaction_id"]
+    assert bank.balance(ada, a) == (800, 800)
+    assert bank.balance(cat, c) == (1_100, 1_100)
+
+    # A hold between them is refused with its reason, nothing moved.
+    refused = edge.post(
+        "/v1/holds",
+        json={
+            "wallet_id": a,
+            "merchant_wallet_id": c,
+            "amount": {"currency": "EUR", "amount": 100},
+        },
+        headers={**ada.auth, "idempotency-key": str(uuid.uuid4())},
+    )
     assert refused.status_code == 400, refused.text
     assert "different ledger databases" in refused.json()["message"]
-    assert bank.balance(ada, a) == (900, 900)
-    assert bank.balance(cat, c) == (1_000, 1_000)
+    assert bank.balance(ada, a) == (800, 800)
 
     report = audit_ledger(two_databases)
     assert "ledger audit: OK" in report

@@ -23,6 +23,8 @@ TABLES = (
     "postings",
     "idempotency_keys",
     "external_payments",
+    "ledger_outbox",
+    "ledger_refused_legs",
 )
 
 # The operator (an admin's id) that funds wallets by adjustment.

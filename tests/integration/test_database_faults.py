@@ -28,6 +28,7 @@ from services.runtime.config import RuntimeSettings
 from services.runtime.migrations import upgrade_to_head
 from services.runtime.server import LIVENESS_SERVICE
 from services.transaction import server as transaction_server
+from services.transaction.adapters.saga import LegSettings
 from services.transaction.adapters.shards import ShardConfig
 from services.transaction.domain.funding import ReconcilerSettings
 from services.user import server as user_server
@@ -104,6 +105,8 @@ async def running_services(
             default_provider="sandbox",
             reconciler=ReconcilerSettings(first_check_after=10, max_check_interval=60, lease=2),
             reconcile_interval_seconds=60,
+            legs=LegSettings(),
+            relay_interval_seconds=60,
         )
     )
     ledger_running = await runtime_server.start(ledger_app, "127.0.0.1:0", probe_interval=probe)

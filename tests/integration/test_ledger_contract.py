@@ -14,7 +14,7 @@ import pytest
 from services.localmesh.postgres import PostgresServer
 from services.runtime.migrations import upgrade_to_head
 from services.transaction.adapters.codec import HoldJson, TransactionJson, WalletJson
-from services.transaction.adapters.ledger_store import TRANSACTION_JSON_SQL, WALLET_JSON_SQL
+from services.transaction.adapters.ledger_sql import TRANSACTION_JSON_SQL, WALLET_JSON_SQL
 from services.transaction.domain.ledger import refusal_for
 from services.transaction.domain.model import ACCEPTED_OUTCOMES, LedgerOutcome
 

@@ -1,6 +1,6 @@
 """Movements between wallets of two logical shards (one database): two legs, each a
 balanced transaction on its own shard, through the in-transit accounts of the pair
-(`sql/0008_legs/legs.sql`). Each side sees one transfer from the payer to the payee; each
+(`sql/0006_shards/legs.sql`). Each side sees one transfer from the payer to the payee; each
 shard's books balance by themselves; the audit says so."""
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The ledger over two databases (two logical-shard ranges of one PostgreSQL server):
 `migrate` has each hold its shards, every call goes to the database of the shard it
-concerns, the sweeps and the audit see both, and a movement between the two is refused
-before anything is written (until the cross-shard saga, issue 14)."""
+concerns, the sweeps and the audit see both; a transfer between the two is two legs
+(saga.sql), the movements not yet built across them are refused before anything is
+written."""
 
 from __future__ import annotations
 
@@ -94,15 +95,22 @@ async def test_each_database_holds_its_range_and_the_rows_of_its_shards(
     assert wallet_c.balance == 1_000
     assert [w.id for w in await store.wallets_of(cat)] == [c]
 
-    # Between the two: refused, and nothing written on either side.
+    # Between the two: a transfer is two legs, a debit on ada's database and a credit on
+    # cat's (the saga, tests/integration/test_ledger_saga.py), delivered within the call.
+    across = await store.transfer(ada, key(), a, c, Money("EUR", 100), "", {})
+    assert across.transaction is not None
+    assert across.transaction.status == "posted"
+    assert across.transaction.id in rows_in(postgres, NAMES[0], "SELECT id FROM transactions")
+    assert across.transaction.id not in rows_in(postgres, NAMES[1], "SELECT id FROM transactions")
+    assert (await store.history(cat, HistoryFilter(), None, 10))[0] == across.transaction
+    assert rows_in(postgres, NAMES[0], "SELECT count(*) FROM ledger_outbox") == ["0"]
+    # A hold between them is still refused, before anything is written.
     before = [rows_in(postgres, n, "SELECT count(*) FROM transactions") for n in NAMES]
     with pytest.raises(FailedPrecondition) as refused:
-        await store.transfer(ada, key(), a, c, Money("EUR", 100), "", {})
-    assert refused.value.reason == "CROSS_DATABASE_MOVEMENT"
-    with pytest.raises(FailedPrecondition):
         await store.create_hold(
             cat, key(), c, a, Money("EUR", 10), datetime.now(UTC) + timedelta(hours=1), ""
         )
+    assert refused.value.reason == "CROSS_DATABASE_MOVEMENT"
     assert [rows_in(postgres, n, "SELECT count(*) FROM transactions") for n in NAMES] == before
     assert await store.audit() == []
 

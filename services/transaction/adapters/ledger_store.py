@@ -20,15 +20,13 @@ audit to every database. A movement between wallets of two databases is not buil
 
 from __future__ import annotations
 
-import functools
 import json
-import re
-from datetime import datetime
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from psycopg import AsyncConnection
-from psycopg.rows import namedtuple_row
 
 from services.runtime.db import DriverPool, RetryingPool, driver_conninfo
 from services.runtime.errors import FailedPrecondition
@@ -39,6 +37,16 @@ from services.transaction.adapters.codec import (
     transaction_from_json,
     wallet_from_json,
 )
+from services.transaction.adapters.ledger_sql import (
+    SHOWN_ID,
+    TRANSACTION_BY_ID,
+    TRANSACTION_JSON_SQL,
+    WALLET_JSON_SQL,
+    fetch_document,
+    fetch_one,
+    fetch_rows,
+)
+from services.transaction.adapters.saga import LegCourier, LegSettings
 from services.transaction.adapters.shards import ShardMap, ShardMapError, format_ranges
 from services.transaction.domain.model import (
     HistoryCursor,
@@ -48,69 +56,28 @@ from services.transaction.domain.model import (
     LedgerOutcome,
     LedgerResult,
     Transaction,
+    TransactionStatus,
     TransactionType,
     Wallet,
     WalletStatus,
 )
 from services.transaction.domain.ports import AuditFinding, DueExternal, TransferItem
 
-
-@functools.cache
-def _driver_sql(statement: str) -> str:
-    """`:name` parameters (readable, as in SQLAlchemy) → psycopg's `%(name)s`; each
-    constant statement is converted once."""
-    return re.sub(r"(?<![:\w]):([a-z_]+)", r"%(\1)s", statement)
-
-
-# The documents the store's own reads build (json_build_object, cheaper than a call of
-# the ledger's jsonb functions on the hot read path): the keys of the codec's WalletJson
-# and TransactionJson, checked by tests/integration/test_ledger_contract.py. A leg of a
-# movement between shards shows the other side's wallet and owner in place of its
-# in-transit account, as ledger_txn_json does (sql/0008_legs/results.sql).
-WALLET_JSON_SQL = """json_build_object('id', a.id, 'owner_id', a.owner_id, 'currency', a.currency,
-    'balance', a.balance, 'held', a.held, 'overdraft_limit', a.overdraft_limit,
-    'status', a.status, 'created_at', a.created_at)"""
-
-# The id a transaction is shown with: a credit leg shows its debit leg's.
-_SHOWN_ID = "CASE WHEN t.leg = 'credit' THEN t.counterpart_id ELSE t.id END"
-
-TRANSACTION_JSON_SQL = f"""json_build_object('id', {_SHOWN_ID}, 'type', t.type, 'status', t.status,
-    'amount', t.amount, 'currency', t.currency, 'fee', t.fee,
-    'source_account_id',
-    CASE WHEN t.leg = 'credit' THEN t.counterparty_account_id ELSE t.source_account_id END,
-    'destination_account_id',
-    CASE WHEN t.leg = 'debit' THEN t.counterparty_account_id ELSE t.destination_account_id END,
-    'source_owner_id',
-    CASE WHEN t.leg = 'credit' THEN t.counterparty_owner_id ELSE sa.owner_id END,
-    'destination_owner_id',
-    CASE WHEN t.leg = 'debit' THEN t.counterparty_owner_id ELSE da.owner_id END, 'memo', t.memo,
-    'metadata', t.metadata, 'receipt_number', t.receipt_number,
-    'refunded_amount', t.refunded_amount,
-    'refund_of', CASE WHEN t.refund_of IS NOT NULL THEN ledger_shown_refund_of(t) END,
-    'hold_id', t.hold_id,
-    'initiated_by', t.initiated_by, 'created_at', t.created_at,
-    'payment_provider', t.payment_provider, 'failure_code', t.failure_code,
-    'failure_message', t.failure_message)"""
-
-_TRANSACTION_FROM = """FROM transactions t
-    LEFT JOIN accounts sa ON sa.id = t.source_account_id
-    LEFT JOIN accounts da ON da.id = t.destination_account_id"""
-
 # Composed from the constant fragments above only; every value is a bind parameter.
 # The caller's history: for each of their wallets, the newest matching rows as
 # source and as destination (each branch walks its own index), merged, then cut
 # to one page. A plain "source IN (...) OR destination IN (...)" scans the table.
 _HISTORY_BRANCH = f"""
-        (SELECT t.id, t.created_at, {_SHOWN_ID} AS shown_id FROM transactions t
+        (SELECT t.id, t.created_at, {SHOWN_ID} AS shown_id FROM transactions t
           WHERE t.{{side}}_account_id = w.id
             AND (CAST(:type AS text) IS NULL OR t.type = CAST(:type AS text))
             AND (CAST(:status AS text) IS NULL OR t.status = CAST(:status AS text))
             AND (CAST(:start AS timestamptz) IS NULL OR t.created_at >= CAST(:start AS timestamptz))
             AND (CAST(:end AS timestamptz) IS NULL OR t.created_at < CAST(:end AS timestamptz))
             AND (CAST(:after_time AS timestamptz) IS NULL
-                 OR (t.created_at, {_SHOWN_ID})
+                 OR (t.created_at, {SHOWN_ID})
                     < (CAST(:after_time AS timestamptz), CAST(:after_id AS uuid)))
-          ORDER BY t.created_at DESC, {_SHOWN_ID} DESC
+          ORDER BY t.created_at DESC, {SHOWN_ID} DESC
           LIMIT :limit)"""
 
 _HISTORY = f"""
@@ -139,9 +106,6 @@ _WALLET_OF_OWNER = (
     f"SELECT {WALLET_JSON_SQL} FROM accounts a"
     " WHERE a.owner_id = CAST(:owner AS uuid) AND a.currency = :currency"
 )
-_TRANSACTION_BY_ID = (
-    f"SELECT {TRANSACTION_JSON_SQL} {_TRANSACTION_FROM} WHERE t.id = CAST(:id AS uuid)"
-)
 
 
 def _key_params(owner_id: str, key: IdempotencyKey) -> dict[str, Any]:
@@ -157,6 +121,10 @@ def _one_database(shards: ShardMap[RetryingPool], *ids: str) -> RetryingPool:
             reason="CROSS_DATABASE_MOVEMENT",
         )
     return shards.for_id(ids[0])
+
+
+def _ignore(path: str, outcome: str) -> None:
+    pass
 
 
 def claim_shards(database_url: str, shards: frozenset[int]) -> None:
@@ -176,38 +144,42 @@ def _held_other(database: str, held: frozenset[int], shards: frozenset[int]) -> 
     )
 
 
+# The movements that can be two legs in two databases (the others stay in one).
+_LEG_TYPES = frozenset({TransactionType.TRANSFER, TransactionType.PAYMENT, TransactionType.REFUND})
+
+
 class SqlLedgerStore:
-    def __init__(self, databases: ShardMap[DriverPool]) -> None:
+    def __init__(
+        self,
+        databases: ShardMap[DriverPool],
+        legs: LegSettings | None = None,
+        observe_leg: Callable[[str, str], None] | None = None,
+    ) -> None:
         # Autocommit connections: each ledger function commits by itself, with no
         # BEGIN/COMMIT round trips around it.
         self._shards = databases.map(RetryingPool)
+        self._legs = LegCourier(self._shards, legs or LegSettings(), observe_leg or _ignore)
+
+    @property
+    def legs(self) -> LegCourier:
+        """The courier of movements between databases (its relay runs in every
+        instance)."""
+        return self._legs
 
     async def check_shards(self) -> None:
         """ShardMapError unless every database holds the shards the map gives it."""
         for number, (database, shards) in enumerate(self._shards.held(), start=1):
-            held = frozenset(await self._one(database, "SELECT ledger_held_shards()", {}) or ())
+            held = frozenset(await fetch_one(database, "SELECT ledger_held_shards()", {}) or ())
             if held != shards:
                 raise ShardMapError(_held_other(f"database {number}", held, shards))
 
     def _of(self, id_: str) -> RetryingPool:
         return self._shards.for_id(id_)
 
-    @staticmethod
-    async def _rows(database: RetryingPool, sql: str, params: dict[str, Any]) -> list[Any]:
-        async def fetch(connection: AsyncConnection[Any]) -> list[Any]:
-            cursor = connection.cursor(row_factory=namedtuple_row)
-            await cursor.execute(_driver_sql(sql), params)
-            return await cursor.fetchall()
-
-        return await database.run(fetch)
-
-    async def _one(self, database: RetryingPool, sql: str, params: dict[str, Any]) -> Any:
-        rows = await self._rows(database, sql, params)
-        return rows[0][0] if rows else None
-
     async def _call(self, database: RetryingPool, sql: str, params: dict[str, Any]) -> LedgerResult:
-        document = await self._one(database, sql, params)
-        return result_from_json(document if isinstance(document, dict) else json.loads(document))
+        document = await fetch_document(database, sql, params)
+        assert document is not None, "every ledger function returns a result"
+        return result_from_json(document)
 
     async def create_wallet(
         self, owner_id: str, key: IdempotencyKey, currency: str
@@ -228,20 +200,55 @@ class SqlLedgerStore:
         memo: str,
         metadata: dict[str, str],
     ) -> LedgerResult:
-        return await self._call(
-            _one_database(self._shards, owner_id, source_wallet_id, destination_wallet_id),
+        if not self._shards.same_database(owner_id, source_wallet_id):
+            # A user's wallets are on their home shard: this one is not theirs.
+            return LedgerResult(outcome=LedgerOutcome.WALLET_NOT_FOUND)
+        params: dict[str, Any] = {
+            **_key_params(owner_id, key),
+            "source": source_wallet_id,
+            "destination": destination_wallet_id,
+            "amount": money.amount,
+            "currency": money.currency,
+            "memo": memo,
+            "metadata": json.dumps(metadata),
+            "payee": None,
+            "first_attempt": None,
+        }
+        between_databases = not self._shards.same_database(owner_id, destination_wallet_id)
+        if between_databases:
+            payee = await self._legs.payee(destination_wallet_id)
+            if payee is None:
+                return LedgerResult(outcome=LedgerOutcome.DESTINATION_NOT_FOUND)
+            params["payee"] = json.dumps(payee)
+            params["first_attempt"] = self._legs.first_attempt_at(datetime.now(UTC))
+        document = await fetch_document(
+            self._of(owner_id),
             "SELECT ledger_transfer(CAST(:owner AS uuid), :key, :hash, CAST(:source AS uuid),"
-            " CAST(:destination AS uuid), :amount, :currency, :memo, CAST(:metadata AS jsonb))",
-            {
-                **_key_params(owner_id, key),
-                "source": source_wallet_id,
-                "destination": destination_wallet_id,
-                "amount": money.amount,
-                "currency": money.currency,
-                "memo": memo,
-                "metadata": json.dumps(metadata),
-            },
+            " CAST(:destination AS uuid), :amount, :currency, :memo, CAST(:metadata AS jsonb),"
+            " CAST(:payee AS jsonb), CAST(:first_attempt AS timestamptz))",
+            params,
         )
+        assert document is not None, "ledger_transfer answers"
+        result = result_from_json(document)
+        if between_databases:
+            return await self._delivered(result, document.get("credit_leg"))
+        return result
+
+    async def _delivered(
+        self, result: LedgerResult, credit_leg: dict[str, Any] | None = None
+    ) -> LedgerResult:
+        """A movement whose debit leg is on its way to another database, as it stands
+        after waiting (a while) for its delivery; any other result as it is."""
+        transaction = result.transaction
+        if transaction is None or transaction.status is not TransactionStatus.PENDING:
+            return result
+        if transaction.type not in _LEG_TYPES:
+            return result  # a top-up or withdrawal: its provider settles it
+        settled = await self._legs.deliver_within(transaction.id, credit_leg)
+        if settled is None and credit_leg is None:
+            # Settled by someone else meanwhile, or still on its way: as it is now.
+            settled = await self.transaction(transaction.id)
+        return result if settled is None else replace(result, transaction=settled)
 
     async def transfer_batch(self, owner_id: str, items: list[TransferItem]) -> list[LedgerResult]:
         payload = [
@@ -258,7 +265,7 @@ class SqlLedgerStore:
             for item in items
         ]
         database = _one_database(self._shards, owner_id, *(i.destination_wallet_id for i in items))
-        document = await self._one(
+        document = await fetch_one(
             database,
             "SELECT ledger_transfer_batch(CAST(:owner AS uuid), CAST(:items AS jsonb))",
             {"owner": owner_id, "items": json.dumps(payload)},
@@ -400,7 +407,7 @@ class SqlLedgerStore:
     async def release_unsent_external(
         self, owner_id: str, key: IdempotencyKey, kind: TransactionType, wallet_id: str
     ) -> bool:
-        released = await self._one(
+        released = await fetch_one(
             self._of(owner_id),
             "SELECT ledger_release_unsent_external(CAST(:owner AS uuid), :key, :hash, :type)",
             {**_key_params(owner_id, key), "type": kind.value},
@@ -427,7 +434,7 @@ class SqlLedgerStore:
         rows = [
             row
             for database in self._shards.databases()
-            for row in await self._rows(
+            for row in await fetch_rows(
                 database,
                 "SELECT * FROM ledger_claim_due_external(:now, :limit, :base, :max)",
                 {"now": now, "limit": limit, "base": base_seconds, "max": max_seconds},
@@ -450,7 +457,7 @@ class SqlLedgerStore:
     async def external_backlog(self, now: datetime) -> tuple[int, float]:
         pending, oldest = 0, 0.0
         for database in self._shards.databases():
-            rows = await self._rows(
+            rows = await fetch_rows(
                 database,
                 "SELECT count(*) AS n, coalesce(extract(epoch FROM :now - min(created_at)), 0)"
                 " AS age FROM external_payments WHERE pending",
@@ -460,7 +467,7 @@ class SqlLedgerStore:
         return pending, oldest
 
     async def replay(self, owner_id: str, key: IdempotencyKey) -> LedgerResult | None:
-        rows = await self._rows(
+        rows = await fetch_rows(
             self._of(owner_id),
             "SELECT operation, request_hash, result FROM idempotency_keys"
             " WHERE owner_id = CAST(:owner AS uuid) AND idempotency_key = :key",
@@ -473,10 +480,11 @@ class SqlLedgerStore:
         # operation is the SQL function's own word for it.
         if row.request_hash != key.request_hash:
             return LedgerResult(outcome=LedgerOutcome.KEY_MISMATCH)
-        return result_from_json(row.result, outcome=LedgerOutcome.REPLAYED)
+        # A movement stored while on its way to another database: where it is now.
+        return await self._delivered(result_from_json(row.result, outcome=LedgerOutcome.REPLAYED))
 
     async def wallet(self, wallet_id: str) -> Wallet | None:
-        document = await self._one(
+        document = await fetch_one(
             self._of(wallet_id),
             _WALLET_BY_ID,
             {"id": wallet_id},
@@ -484,11 +492,11 @@ class SqlLedgerStore:
         return wallet_from_json(document) if document else None
 
     async def wallets_of(self, owner_id: str) -> list[Wallet]:
-        rows = await self._rows(self._of(owner_id), _WALLETS_OF_OWNER, {"owner": owner_id})
+        rows = await fetch_rows(self._of(owner_id), _WALLETS_OF_OWNER, {"owner": owner_id})
         return [wallet_from_json(row[0]) for row in rows]
 
     async def wallet_of(self, owner_id: str, currency: str) -> Wallet | None:
-        document = await self._one(
+        document = await fetch_one(
             self._of(owner_id),
             _WALLET_OF_OWNER,
             {"owner": owner_id, "currency": currency},
@@ -496,15 +504,15 @@ class SqlLedgerStore:
         return wallet_from_json(document) if document else None
 
     async def transaction(self, transaction_id: str) -> Transaction | None:
-        document = await self._one(
+        document = await fetch_one(
             self._of(transaction_id),
-            _TRANSACTION_BY_ID,
+            TRANSACTION_BY_ID,
             {"id": transaction_id},
         )
         return transaction_from_json(document) if document else None
 
     async def hold(self, hold_id: str) -> Hold | None:
-        document = await self._one(
+        document = await fetch_one(
             self._of(hold_id),
             "SELECT json_build_object('id', h.id, 'account_id', h.account_id,"
             " 'merchant_account_id', h.merchant_account_id, 'currency', h.currency,"
@@ -530,14 +538,14 @@ class SqlLedgerStore:
             "after_id": after.transaction_id if after else None,
             "limit": limit,
         }
-        rows = await self._rows(self._of(owner_id), _HISTORY, params)
+        rows = await fetch_rows(self._of(owner_id), _HISTORY, params)
         return [transaction_from_json(row[0]) for row in rows]
 
     async def expire_holds(self, now: datetime, limit: int) -> list[tuple[str, str]]:
         rows = [
             row
             for database in self._shards.databases()
-            for row in await self._rows(
+            for row in await fetch_rows(
                 database,
                 "SELECT account_id, owner_id FROM ledger_expire_holds(:now, :limit)",
                 {"now": now, "limit": limit},
@@ -552,7 +560,7 @@ class SqlLedgerStore:
         databases = self._shards.databases()
         for number, database in enumerate(databases, start=1):
             where = f"database {number}: " if len(databases) > 1 else ""
-            rows = await self._rows(database, "SELECT * FROM ledger_audit()", {})
+            rows = await fetch_rows(database, "SELECT * FROM ledger_audit()", {})
             findings += [
                 AuditFinding(r.check_name, where + r.subject, r.expected, r.actual) for r in rows
             ]

@@ -2,7 +2,7 @@
 
 The one module that knows. A user's home shard is the last byte of their id (the user
 service makes random UUIDs); every id the ledger makes carries its shard the same way
-(`sql/0007_shards/shards.sql`), so a wallet, transaction or hold id says where its row
+(`sql/0006_shards/shards.sql`), so a wallet, transaction or hold id says where its row
 is without a lookup. Which database holds which logical shards is configuration: the
 databases in order (`TRANSACTION_DATABASE_URL`, several separated by spaces), each
 holding a contiguous range of the 256 unless `TRANSACTION_SHARD_RANGES` says otherwise
@@ -18,6 +18,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+from services.runtime.config import env, env_optional
 
 D = TypeVar("D")
 E = TypeVar("E")
@@ -91,6 +93,12 @@ class ShardConfig:
             )
         return cls(urls, ranges)
 
+    @classmethod
+    def from_env(cls, prefix: str) -> ShardConfig:
+        """From `<prefix>DATABASE_URL` (one or several, separated by spaces) and the
+        optional `<prefix>SHARD_RANGES`."""
+        return cls.parse(env(prefix, "DATABASE_URL"), env_optional(prefix, "SHARD_RANGES") or "")
+
 
 class ShardMap(Generic[D]):
     """Logical shard → the handle (a pool, a URL) of the database that holds it."""
@@ -120,6 +128,10 @@ class ShardMap(Generic[D]):
     def for_id(self, id_: str) -> D:
         """The database of the shard this id names (a user's: their home database)."""
         return self._by_shard[shard_of(id_)]
+
+    def for_shard(self, shard: int) -> D:
+        """The database that holds this logical shard."""
+        return self._by_shard[shard]
 
     def same_database(self, *ids: str) -> bool:
         first = self.for_id(ids[0])

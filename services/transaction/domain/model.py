@@ -28,8 +28,12 @@ class TransactionStatus(StrEnum):
     POSTED = "posted"
     PARTIALLY_REFUNDED = "partially_refunded"
     REFUNDED = "refunded"
-    PENDING = "pending"  # a top-up or withdrawal waiting for its provider
-    FAILED = "failed"  # a top-up or withdrawal its provider refused
+    # A top-up or withdrawal waiting for its provider, or a transfer on its way to the
+    # payee's database (saga.sql).
+    PENDING = "pending"
+    # A top-up or withdrawal its provider refused, or a transfer the payee's database
+    # refused (its money back with the payer).
+    FAILED = "failed"
 
 
 class HoldStatus(StrEnum):
@@ -108,6 +112,10 @@ class LedgerOutcome(StrEnum):
     # ledger_settle_external: settled now, or by whoever came first.
     SETTLED = "settled"
     ALREADY_SETTLED = "already_settled"
+    # ledger_receive_leg: the payee's database booked a credit leg, or refused it (the
+    # payer's database then reverses the debit leg; saga.sql).
+    DELIVERED = "delivered"
+    REFUSED = "refused"
     # Refusals (domain/ledger.py maps each to the error a caller sees).
     IN_PROGRESS = "in_progress"
     KEY_MISMATCH = "key_mismatch"
@@ -142,6 +150,9 @@ ACCEPTED_OUTCOMES = frozenset(
         LedgerOutcome.REPLAYED,
         LedgerOutcome.SETTLED,
         LedgerOutcome.ALREADY_SETTLED,
+        # Answers between the two databases of a movement, not to a caller.
+        LedgerOutcome.DELIVERED,
+        LedgerOutcome.REFUSED,
     }
 )
 

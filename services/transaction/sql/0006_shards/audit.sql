@@ -47,7 +47,8 @@ SELECT 'shard_balanced', 'shard ' || ledger_shard_of(p.account_id) || ' ' || p.c
 HAVING sum(p.amount) <> 0
 UNION ALL
 -- Nothing is on its way between two shards of one database: both legs commit together,
--- so the in-transit accounts of a pair cancel out.
+-- so the in-transit accounts of a pair cancel out. (A pair with one account here is
+-- between two databases: the audit across databases checks it, in the service.)
 SELECT 'in_transit_pair', 'shards ' || least(ledger_shard_of(a.id), a.peer_shard) || ' and '
        || greatest(ledger_shard_of(a.id), a.peer_shard) || ' ' || a.currency, '0',
        sum(a.balance)::text
@@ -55,9 +56,10 @@ SELECT 'in_transit_pair', 'shards ' || least(ledger_shard_of(a.id), a.peer_shard
  WHERE a.kind = 'in_transit'
  GROUP BY least(ledger_shard_of(a.id), a.peer_shard),
           greatest(ledger_shard_of(a.id), a.peer_shard), a.currency
-HAVING sum(a.balance) <> 0
+HAVING count(*) = 2 AND sum(a.balance) <> 0
 UNION ALL
--- Each leg has its other leg: the other side, the same movement, refunded alike.
+-- Each leg has its other leg: the other side, the same movement, refunded alike. (A leg
+-- whose other leg's shard is another database's is checked across databases.)
 SELECT 'legs_paired', t.id::text,
        t.leg || ' leg of ' || t.amount || ', refunded ' || t.refunded_amount,
        coalesce(c.leg || ' leg of ' || c.amount || ', refunded ' || c.refunded_amount
@@ -65,9 +67,41 @@ SELECT 'legs_paired', t.id::text,
                 'no other leg')
   FROM transactions AS t LEFT JOIN transactions AS c ON c.id = t.counterpart_id
  WHERE t.leg IS NOT NULL
+   AND (c.id IS NOT NULL OR NOT EXISTS (SELECT FROM ledger_shards)
+        OR ledger_shard_of(t.counterpart_id) IN (SELECT s.shard FROM ledger_shards AS s))
    AND (c.id IS NULL OR c.counterpart_id <> t.id OR c.leg = t.leg OR c.amount <> t.amount
         OR c.refunded_amount <> t.refunded_amount OR c.type <> t.type
         OR c.receipt_number <> t.receipt_number OR c.hold_id IS DISTINCT FROM t.hold_id)
+UNION ALL
+-- A debit leg waits (pending) exactly while its outbox row is there, of its amount.
+SELECT 'leg_in_flight', t.id::text, 'an outbox row of ' || t.amount,
+       coalesce('an outbox row of ' || o.amount, 'no outbox row')
+  FROM transactions AS t LEFT JOIN ledger_outbox AS o ON o.transaction_id = t.id
+ WHERE t.leg = 'debit' AND t.status = 'pending'
+   AND (o.transaction_id IS NULL OR o.amount <> t.amount OR o.currency <> t.currency
+        OR o.destination_shard <> ledger_shard_of(t.counterpart_id))
+UNION ALL
+SELECT 'leg_in_flight', o.transaction_id::text, 'a pending debit leg',
+       coalesce(t.status || ' ' || coalesce(t.leg || ' leg', t.type), 'no transaction')
+  FROM ledger_outbox AS o LEFT JOIN transactions AS t ON t.id = o.transaction_id
+ WHERE t.id IS NULL OR t.leg IS DISTINCT FROM 'debit' OR t.status <> 'pending'
+UNION ALL
+-- A debit leg the other side refused moved nothing in the end: its postings there and
+-- back.
+SELECT 'refused_leg_reversed', t.id::text, 'postings there and back',
+       string_agg(p.amount || ' on ' || p.account_id, ', ' ORDER BY p.id)
+  FROM transactions AS t JOIN postings AS p ON p.transaction_id = t.id
+ WHERE t.leg = 'debit' AND t.status = 'failed'
+ GROUP BY t.id
+HAVING NOT (count(*) = 4
+            AND sum(p.amount) FILTER (WHERE p.account_id = t.source_account_id) = 0
+            AND sum(p.amount) FILTER (WHERE p.account_id = t.destination_account_id) = 0
+            AND bool_and(p.account_id IN (t.source_account_id, t.destination_account_id)))
+UNION ALL
+-- A credit leg refused here was never booked here.
+SELECT 'refused_leg', r.transaction_id::text, 'refused, no credit leg', 'a credit leg'
+  FROM ledger_refused_legs AS r
+ WHERE EXISTS (SELECT FROM transactions AS c WHERE c.counterpart_id = r.transaction_id)
 UNION ALL
 -- A payment names the hold it captured (a credit leg names its debit leg's, on the payer's
 -- shard, so without a foreign key; this checks the others).
@@ -114,9 +148,12 @@ SELECT 'transaction_has_postings', t.id::text, 'postings', 'none'
  WHERE t.type NOT IN ('freeze', 'unfreeze') AND t.status NOT IN ('pending', 'failed')
    AND NOT EXISTS (SELECT FROM postings AS p WHERE p.transaction_id = t.id)
 UNION ALL
+-- (A debit leg on its way, or refused, moved its money into the in-transit account and,
+-- refused, back: checked above.)
 SELECT 'status_change_without_postings', t.id::text, 'none', count(*)::text || ' postings'
   FROM transactions AS t JOIN postings AS p ON p.transaction_id = t.id
- WHERE t.type IN ('freeze', 'unfreeze') OR t.status IN ('pending', 'failed')
+ WHERE t.type IN ('freeze', 'unfreeze')
+    OR (t.status IN ('pending', 'failed') AND t.leg IS DISTINCT FROM 'debit')
  GROUP BY t.id
 UNION ALL
 -- A money transaction (without fee: no function charges one yet) is exactly a debit of
@@ -126,7 +163,7 @@ SELECT 'transaction_postings', t.id::text,
            || ', +' || t.amount || ' on ' || t.destination_account_id,
        string_agg(p.amount || ' on ' || p.account_id, ', ' ORDER BY p.id)
   FROM transactions AS t JOIN postings AS p ON p.transaction_id = t.id
- WHERE t.type NOT IN ('freeze', 'unfreeze') AND t.fee = 0
+ WHERE t.type NOT IN ('freeze', 'unfreeze') AND t.fee = 0 AND t.status <> 'failed'
  GROUP BY t.id
 HAVING NOT (count(*) = 2
             AND bool_or(p.account_id = t.source_account_id AND p.amount = -t.amount)

@@ -1,8 +1,13 @@
 -- Transfers between two users' wallets.
 
+-- p_payee: the destination wallet as its own database has it ({id, owner_id, currency,
+-- status}) when it is another database's; then the transfer is the debit leg of a saga
+-- (saga.sql), pending, and its answer carries the credit leg to deliver
+-- ("credit_leg"), first tried by the relay at p_first_attempt_at.
 CREATE OR REPLACE FUNCTION ledger_transfer(
     p_owner uuid, p_key text, p_hash text, p_source uuid, p_destination uuid,
-    p_amount bigint, p_currency text, p_memo text, p_metadata jsonb
+    p_amount bigint, p_currency text, p_memo text, p_metadata jsonb,
+    p_payee jsonb DEFAULT NULL, p_first_attempt_at timestamptz DEFAULT NULL
 ) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     v_result jsonb;
@@ -35,6 +40,14 @@ BEGIN
         END IF;
     END LOOP;
 
+    IF p_payee IS NOT NULL THEN
+        IF (p_payee ->> 'id')::uuid IS DISTINCT FROM p_destination THEN
+            RAISE EXCEPTION 'p_payee must be the destination wallet'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        v_destination := jsonb_populate_record(NULL::accounts, p_payee);
+    END IF;
+
     IF v_source.id IS NULL THEN
         RETURN '{"outcome": "wallet_not_found"}';
     ELSIF v_destination.id IS NULL THEN
@@ -56,12 +69,21 @@ BEGIN
                 coalesce(p_metadata, '{}'), p_owner)
         RETURNING * INTO v_txn;
         PERFORM ledger_move(v_txn.id, p_source, p_destination, p_amount, 0);
-    ELSE
+    ELSIF p_payee IS NULL THEN
         -- Two shards: two legs (legs.sql); the payer's is the answer.
         SELECT * INTO v_txn
           FROM ledger_book_legs(v_source, v_destination, p_amount, 0, 'transfer', p_memo,
                                 p_metadata, p_owner, NULL, NULL, NULL)
          WHERE leg = 'debit';
+    ELSE
+        -- Two databases: the debit leg, pending until its credit leg is delivered.
+        v_txn := ledger_send_leg(v_source, v_destination, p_amount, 0, 'transfer', p_memo,
+                                 p_metadata, p_owner, NULL, NULL, NULL, p_first_attempt_at);
+        RETURN ledger_idempotency_store(p_owner, p_key, 'transfer', p_hash,
+            jsonb_build_object('outcome', 'ok', 'transaction',
+                               ledger_txn_json(v_txn, p_owner, v_destination.owner_id)))
+            || jsonb_build_object('credit_leg', (SELECT o.credit_leg FROM ledger_outbox AS o
+                                                  WHERE o.transaction_id = v_txn.id));
     END IF;
 
     RETURN ledger_idempotency_store(p_owner, p_key, 'transfer', p_hash,
