@@ -58,14 +58,18 @@ LEG_DELIVERIES = Counter(
 )
 LEGS_IN_FLIGHT = Gauge(
     "ledger_legs_in_flight",
-    "Debit legs on their way to another database (outbox rows, whole ledger).",
+    "Debit legs on their way to another database (outbox rows of every database that"
+    " answered the last count).",
 )
 LEGS_OLDEST_SECONDS = Gauge(
     "ledger_legs_in_flight_oldest_seconds",
     "Age of the oldest debit leg on its way to another database, in seconds (0: none).",
 )
 RELAY_PASSES = Counter(
-    "ledger_leg_relay_passes_total", "Leg relay passes by result (ok, error).", ["result"]
+    "ledger_leg_relay_passes_total",
+    "Leg relay passes by result: ok, partial (a database could not be reached; its legs"
+    " wait for the next pass) or error.",
+    ["result"],
 )
 for _path in ("sync", "relay"):
     for _outcome in ("delivered", "refused", "error"):

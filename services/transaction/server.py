@@ -165,11 +165,11 @@ def build_app(settings: TransactionSettings) -> tuple[GrpcApp, Ledger]:
             await asyncio.sleep(settings.relay_interval_seconds)
             try:
                 now = datetime.now(UTC)
-                await store.legs.relay(now)
+                relayed = await store.legs.relay(now)
                 waiting, oldest = await store.legs.backlog(now)
                 metrics.LEGS_IN_FLIGHT.set(waiting)
                 metrics.LEGS_OLDEST_SECONDS.set(oldest)
-                metrics.RELAY_PASSES.labels("ok").inc()
+                metrics.RELAY_PASSES.labels("partial" if relayed.unreachable else "ok").inc()
             except Exception as error:
                 metrics.RELAY_PASSES.labels("error").inc()
                 log.warning("leg relay pass failed", extra={"error": repr(error)})

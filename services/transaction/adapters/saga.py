@@ -46,6 +46,12 @@ _SETTLE = f"""SELECT {TRANSACTION_JSON_SQL}
     LEFT JOIN accounts sa ON sa.id = t.source_account_id
     LEFT JOIN accounts da ON da.id = t.destination_account_id"""
 
+_CLAIM = """SELECT transaction_id, credit_leg
+    FROM ledger_claim_due_legs(:now, :limit, :base, :max)"""
+
+_BACKLOG = """SELECT count(*) AS n, coalesce(extract(epoch FROM :now - min(created_at)), 0) AS age
+    FROM ledger_outbox"""
+
 _CREDIT_LEG = "SELECT credit_leg FROM ledger_outbox WHERE transaction_id = CAST(:id AS uuid)"
 
 # How many payees of other databases an instance remembers (a few hundred bytes each).
@@ -69,6 +75,8 @@ class RelayPass:
     delivered: int = 0
     refused: int = 0
     failed: int = 0
+    # Databases whose due legs could not be claimed (down): tried again next pass.
+    unreachable: int = 0
 
 
 def _no_observer(path: str, outcome: str) -> None:
@@ -155,21 +163,16 @@ class LegCourier:
     async def relay(self, now: datetime) -> RelayPass:
         """One pass of the relay over every database: delivers each due leg it claims.
         A leg whose delivery fails waits for its next attempt (already scheduled by the
-        claim)."""
-        delivered = refused = failed = 0
-        settings = self.settings
+        claim); a database that cannot be reached is passed over (its legs wait, the
+        others' go on)."""
+        delivered = refused = failed = unreachable = 0
         for database in self._shards.databases():
-            claimed = await fetch_rows(
-                database,
-                "SELECT transaction_id, credit_leg FROM ledger_claim_due_legs(:now, :limit,"
-                " :base, :max)",
-                {
-                    "now": now,
-                    "limit": settings.relay_batch,
-                    "base": settings.relay_backoff,
-                    "max": settings.relay_max_backoff,
-                },
-            )
+            try:
+                claimed = await fetch_rows(database, _CLAIM, self._claim_params(now))
+            except Exception as error:
+                unreachable += 1
+                log.warning("relay could not claim legs", extra={"error": repr(error)})
+                continue
             for row in claimed:
                 try:
                     leg = await self._deliver(str(row.transaction_id), row.credit_leg, "relay")
@@ -185,18 +188,27 @@ class LegCourier:
                     refused += 1
                 elif leg is not None:
                     delivered += 1
-        return RelayPass(delivered, refused, failed)
+        return RelayPass(delivered, refused, failed, unreachable)
+
+    def _claim_params(self, now: datetime) -> dict[str, Any]:
+        settings = self.settings
+        return {
+            "now": now,
+            "limit": settings.relay_batch,
+            "base": settings.relay_backoff,
+            "max": settings.relay_max_backoff,
+        }
 
     async def backlog(self, now: datetime) -> tuple[int, float]:
-        """Legs on their way in the whole ledger, and the age of the oldest (seconds)."""
+        """Legs on their way in the databases that answer, and the age of the oldest
+        (seconds); one that does not is left out until it answers again."""
         waiting, oldest = 0, 0.0
         for database in self._shards.databases():
-            rows = await fetch_rows(
-                database,
-                "SELECT count(*) AS n, coalesce(extract(epoch FROM :now - min(created_at)), 0)"
-                " AS age FROM ledger_outbox",
-                {"now": now},
-            )
+            try:
+                rows = await fetch_rows(database, _BACKLOG, {"now": now})
+            except Exception as error:
+                log.warning("could not count the legs on their way", extra={"error": repr(error)})
+                continue
             waiting, oldest = waiting + int(rows[0].n), max(oldest, float(rows[0].age))
         return waiting, oldest
 

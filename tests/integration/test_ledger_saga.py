@@ -1,0 +1,337 @@
+"""Transfers between wallets of two PostgreSQL servers (the saga, sql/0006_shards/saga.sql
+and adapters/saga.py): the debit leg on the payer's server with its outbox row, the credit
+leg delivered to the payee's, within the call or by the relay. The payee's server is
+stopped under load and started again, the relay is "killed" between debit and credit and
+two instances finish its work, one request is retried concurrently: every cent ends in
+exactly one place, once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from services.localmesh.postgres import PostgresServer
+from services.localmesh.processes import free_port
+from services.runtime import db
+from services.runtime.money import Money
+from services.transaction import server
+from services.transaction.adapters.ledger_store import SqlLedgerStore
+from services.transaction.adapters.saga import LegSettings, RelayPass
+from services.transaction.adapters.shards import ShardConfig, ShardMap
+from services.transaction.domain.model import (
+    HistoryFilter,
+    IdempotencyKey,
+    LedgerOutcome,
+    TransactionStatus,
+)
+
+DATABASE = "ledger_saga"
+OPERATOR = str(uuid.uuid4())
+# Long enough that the relay never runs by itself in a test: each test calls it.
+LATER = timedelta(hours=2)
+
+
+@dataclass(frozen=True)
+class Servers:
+    payers: PostgresServer  # shards 0-127
+    payees: PostgresServer  # shards 128-255
+    config: ShardConfig
+
+
+@pytest.fixture(scope="module")
+def servers(
+    postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Servers]:
+    payees = PostgresServer(tmp_path_factory.mktemp("payees"), free_port())
+    payees.ensure_initialized()
+    payees.start()
+    for each in (postgres, payees):
+        each.create_database(DATABASE)
+    config = ShardConfig.parse(f"{postgres.dsn(DATABASE)} {payees.dsn(DATABASE)}")
+    server.migrate(config)
+    yield Servers(postgres, payees, config)
+    payees.destroy()
+
+
+def on_shard(shard: int) -> str:
+    return str(uuid.UUID(bytes=uuid.uuid4().bytes[:15] + bytes([shard])))
+
+
+def payer() -> str:
+    return on_shard(uuid.uuid4().bytes[0] % 128)
+
+
+def payee() -> str:
+    return on_shard(128 + uuid.uuid4().bytes[0] % 128)
+
+
+def key() -> IdempotencyKey:
+    return IdempotencyKey(str(uuid.uuid4()), uuid.uuid4().hex)
+
+
+class Instance:
+    """One transaction-service instance's ledger store: its own pools."""
+
+    def __init__(self, config: ShardConfig, legs: LegSettings) -> None:
+        self.databases = ShardMap.of(config, lambda url: db.create_driver_pool(url, size=4))
+        self.store = SqlLedgerStore(self.databases, legs)
+
+    async def open(self) -> SqlLedgerStore:
+        for pool in self.databases.databases():
+            await pool.open()
+        return self.store
+
+    async def close(self) -> None:
+        await self.store.legs.drain()
+        for pool in self.databases.databases():
+            await pool.close()
+
+
+@pytest.fixture
+async def instances(servers: Servers) -> AsyncIterator[list[Instance]]:
+    made: list[Instance] = []
+    yield made
+    for instance in made:
+        await instance.close()
+
+
+async def started(instances: list[Instance], servers: Servers, **legs: float) -> SqlLedgerStore:
+    instance = Instance(servers.config, LegSettings(relay_after=LATER.total_seconds(), **legs))
+    instances.append(instance)
+    return await instance.open()
+
+
+async def funded(store: SqlLedgerStore, owner: str, amount: int) -> str:
+    made = await store.create_wallet(owner, key(), "EUR")
+    assert made.wallet is not None
+    if amount:
+        adjusted = await store.adjust(OPERATOR, key(), made.wallet.id, Money("EUR", amount), "")
+        assert adjusted.outcome is LedgerOutcome.OK
+    return made.wallet.id
+
+
+async def balance(store: SqlLedgerStore, wallet_id: str) -> int:
+    wallet = await store.wallet(wallet_id)
+    assert wallet is not None
+    return wallet.balance
+
+
+def count(server: PostgresServer, query: str, *args: object) -> int:
+    with psycopg.connect(server.conninfo(DATABASE)) as connection:
+        row = connection.execute(query, args).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def credit_legs_of(servers: Servers, debit_ids: list[str]) -> int:
+    return count(
+        servers.payees,
+        "SELECT count(*) FROM transactions"
+        " WHERE leg = 'credit' AND counterpart_id = ANY(%s::uuid[])",
+        debit_ids,
+    )
+
+
+def outbox(servers: Servers) -> int:
+    return count(servers.payers, "SELECT count(*) FROM ledger_outbox")
+
+
+async def test_a_transfer_between_servers_posts_within_the_call(
+    servers: Servers, instances: list[Instance]
+) -> None:
+    store = await started(instances, servers)
+    ada, cat = payer(), payee()
+    a, c = await funded(store, ada, 1_000), await funded(store, cat, 0)
+
+    paid = await store.transfer(ada, key(), a, c, Money("EUR", 250), "rent", {"flat": "3"})
+    assert paid.outcome is LedgerOutcome.OK
+    assert paid.transaction is not None
+    assert paid.transaction.status is TransactionStatus.POSTED
+    # One movement, seen the same from both sides and found by its id.
+    assert await store.transaction(paid.transaction.id) == paid.transaction
+    [seen_by_cat] = await store.history(cat, HistoryFilter(), None, 10)
+    assert seen_by_cat.id == paid.transaction.id
+    assert (seen_by_cat.amount, seen_by_cat.memo) == (250, "rent")
+    assert (await balance(store, a), await balance(store, c)) == (750, 250)
+    assert credit_legs_of(servers, [paid.transaction.id]) == 1
+    assert outbox(servers) == 0
+    assert await store.audit() == []
+
+
+async def test_a_payee_closed_since_it_was_seen_refuses_and_the_money_returns(
+    servers: Servers, instances: list[Instance]
+) -> None:
+    store = await started(instances, servers)
+    ada, dan = payer(), payee()
+    a, d = await funded(store, ada, 1_000), await funded(store, dan, 0)
+    assert await store.legs.payee(d) is not None  # seen open, and remembered
+    closed = await store.close_wallet(dan, key(), d)
+    assert closed.outcome is LedgerOutcome.OK
+
+    request = key()
+    failed = await store.transfer(ada, request, a, d, Money("EUR", 300), "", {})
+    assert failed.transaction is not None
+    assert failed.transaction.status is TransactionStatus.FAILED
+    assert failed.transaction.failure_code == "destination_closed"
+    assert await balance(store, a) == 1_000
+    assert credit_legs_of(servers, [failed.transaction.id]) == 0
+    # The request retried gets the same answer, and moves nothing.
+    again = await store.transfer(ada, request, a, d, Money("EUR", 300), "", {})
+    assert again.outcome is LedgerOutcome.REPLAYED
+    assert again.transaction == failed.transaction
+    assert await balance(store, a) == 1_000
+    assert outbox(servers) == 0
+    assert await store.audit() == []
+
+
+async def test_the_payee_server_stopped_under_load_leaves_transfers_pending_until_it_returns(
+    servers: Servers, instances: list[Instance]
+) -> None:
+    store = await started(instances, servers, deliver_within=0.2)
+    cat = payee()
+    c = await funded(store, cat, 0)
+    payers = [payer() for _ in range(3)]
+    wallets = [await funded(store, who, 1_000_000) for who in payers]
+    assert await store.legs.payee(c) is not None
+    answered: list[tuple[str, str, TransactionStatus]] = []
+    progress = asyncio.Condition()
+    enough = asyncio.Event()
+
+    async def pay(who: str, wallet: str) -> None:
+        while not enough.is_set():
+            result = await store.transfer(who, key(), wallet, c, Money("EUR", 1), "", {})
+            assert result.transaction is not None, result.outcome
+            async with progress:
+                answered.append((wallet, result.transaction.id, result.transaction.status))
+                progress.notify_all()
+
+    async def reached(n: int) -> int:
+        async with progress:
+            await progress.wait_for(lambda: len(answered) >= n)
+            return len(answered)
+
+    load = asyncio.gather(*(pay(who, wallet) for who, wallet in zip(payers, wallets, strict=True)))
+    await reached(6)
+    await asyncio.to_thread(servers.payees.stop)
+    stopped_at = await reached(0)
+    await reached(stopped_at + 12)
+    # What was answered while it was down was accepted, not lost: PENDING (the three
+    # in flight as it stopped may have been anything).
+    during = answered[stopped_at + 3 : stopped_at + 12]
+    assert {status for _, _, status in during} == {TransactionStatus.PENDING}
+    waiting, _ = await store.legs.backlog(datetime.now(UTC))
+    assert waiting >= len(during)
+    await asyncio.to_thread(servers.payees.start)
+    await reached(await reached(0) + 6)
+    enough.set()
+    await load
+    await store.legs.drain()
+
+    finished = await store.legs.relay(datetime.now(UTC) + LATER)
+    assert (finished.refused, finished.failed, finished.unreachable) == (0, 0, 0)
+    assert await store.legs.relay(datetime.now(UTC) + 2 * LATER) == RelayPass()
+    ids = [id_ for _, id_, _ in answered]
+    for id_ in ids:
+        transaction = await store.transaction(id_)
+        assert transaction is not None
+        assert transaction.status is TransactionStatus.POSTED
+    # Each delivered exactly once, whichever path delivered it.
+    assert credit_legs_of(servers, ids) == len(ids)
+    assert await balance(store, c) == len(ids)
+    for wallet in wallets:
+        paid = sum(1 for w, _, _ in answered if w == wallet)
+        assert await balance(store, wallet) == 1_000_000 - paid
+    assert outbox(servers) == 0
+    assert await store.audit() == []
+
+
+async def test_legs_a_crashed_instance_left_are_delivered_once_by_two_relays(
+    servers: Servers, instances: list[Instance]
+) -> None:
+    """The instance that booked the debit legs died before delivering them (some of
+    them after the credit was booked, before the debit was settled): two others relay
+    at once, and each leg is delivered once."""
+    first = await started(instances, servers)
+    ada, cat = payer(), payee()
+    a, c = await funded(first, ada, 1_000), await funded(first, cat, 0)
+    leg_of_payee = await first.legs.payee(c)
+    debits = []
+    with psycopg.connect(servers.payers.conninfo(DATABASE), autocommit=True) as connection:
+        for _ in range(8):
+            request = key()
+            row = connection.execute(
+                "SELECT ledger_transfer(%s, %s, %s, %s, %s, 25, 'EUR', '', '{}', %s, %s)",
+                (
+                    ada,
+                    request.key,
+                    request.request_hash,
+                    a,
+                    c,
+                    json.dumps(leg_of_payee),
+                    datetime.now(UTC) + LATER,
+                ),
+            ).fetchone()
+            assert row is not None
+            debits.append(row[0]["transaction"]["id"])
+        legs = connection.execute(
+            "SELECT credit_leg FROM ledger_outbox WHERE transaction_id = ANY(%s::uuid[])"
+            " ORDER BY created_at LIMIT 3",
+            (debits,),
+        ).fetchall()
+    with psycopg.connect(servers.payees.conninfo(DATABASE), autocommit=True) as connection:
+        for (leg,) in legs:
+            connection.execute("SELECT ledger_receive_leg(%s)", (json.dumps(leg),))
+    assert credit_legs_of(servers, debits) == 3
+    assert await balance(first, a) == 800
+
+    second, third = await started(instances, servers), await started(instances, servers)
+    later = datetime.now(UTC) + LATER
+    passes = await asyncio.gather(second.legs.relay(later), third.legs.relay(later))
+    assert sum(p.delivered for p in passes) == 8
+    assert sum(p.refused + p.failed for p in passes) == 0
+    assert credit_legs_of(servers, debits) == 8
+    assert await balance(first, c) == 200
+    assert outbox(servers) == 0
+    assert await first.audit() == []
+
+
+async def test_one_request_retried_at_once_books_one_debit_and_one_credit(
+    servers: Servers, instances: list[Instance]
+) -> None:
+    stores = [await started(instances, servers) for _ in range(2)]
+    ada, cat = payer(), payee()
+    a, c = await funded(stores[0], ada, 1_000), await funded(stores[0], cat, 0)
+    request = key()
+    results = await asyncio.gather(
+        *(
+            store.transfer(ada, request, a, c, Money("EUR", 70), "", {})
+            for store in stores
+            for _ in range(4)
+        )
+    )
+    ids = {r.transaction.id for r in results if r.transaction is not None}
+    assert len(ids) == 1, [r.outcome for r in results]
+    assert {r.outcome for r in results} <= {
+        LedgerOutcome.OK,
+        LedgerOutcome.REPLAYED,
+        LedgerOutcome.IN_PROGRESS,
+    }
+    assert [r.outcome for r in results].count(LedgerOutcome.OK) == 1
+    assert (
+        count(
+            servers.payers,
+            "SELECT count(*) FROM transactions WHERE id = ANY(%s::uuid[])",
+            list(ids),
+        )
+        == 1
+    )
+    assert credit_legs_of(servers, list(ids)) == 1
+    assert (await balance(stores[0], a), await balance(stores[0], c)) == (930, 70)
+    assert await stores[0].audit() == []
