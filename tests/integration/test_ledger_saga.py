@@ -102,8 +102,11 @@ async def instances(servers: Servers) -> AsyncIterator[list[Instance]]:
         await instance.close()
 
 
-async def started(instances: list[Instance], servers: Servers, **legs: float) -> SqlLedgerStore:
-    instance = Instance(servers.config, LegSettings(relay_after=LATER.total_seconds(), **legs))
+async def started(
+    instances: list[Instance], servers: Servers, deliver_within: float = 1.0
+) -> SqlLedgerStore:
+    legs = LegSettings(deliver_within=deliver_within, relay_after=LATER.total_seconds())
+    instance = Instance(servers.config, legs)
     instances.append(instance)
     return await instance.open()
 
