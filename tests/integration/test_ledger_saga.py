@@ -338,3 +338,117 @@ async def test_one_request_retried_at_once_books_one_debit_and_one_credit(
     assert credit_legs_of(servers, list(ids)) == 1
     assert (await balance(stores[0], a), await balance(stores[0], c)) == (930, 70)
     assert await stores[0].audit() == []
+
+
+async def test_the_audit_across_servers_holds_while_money_moves_both_ways(
+    servers: Servers, instances: list[Instance]
+) -> None:
+    """The audit (each server's, and across them: the books of both, each pair of
+    in-transit accounts against what is on its way, each leg against the other) sampled
+    again and again during a load of transfers both ways, some delivered within their
+    call, some by a relay running alongside."""
+    syncing = await started(instances, servers)
+    leaving = await started(instances, servers, deliver_within=0.0)
+    auditor = await started(instances, servers)
+    people = [(payer(), payee()) for _ in range(2)]
+    wallets = [
+        (await funded(syncing, a, 100_000), await funded(syncing, b, 100_000)) for a, b in people
+    ]
+    answered = 0
+    progress = asyncio.Condition()
+    enough = asyncio.Event()
+
+    async def pay(store: SqlLedgerStore, who: str, source: str, target: str) -> None:
+        nonlocal answered
+        while not enough.is_set():
+            result = await store.transfer(who, key(), source, target, Money("EUR", 3), "", {})
+            assert result.transaction is not None, result.outcome
+            async with progress:
+                answered += 1
+                progress.notify_all()
+
+    async def relay() -> None:
+        while not enough.is_set():
+            await leaving.legs.relay(datetime.now(UTC) + LATER)
+
+    async def reached(n: int) -> int:
+        async with progress:
+            await progress.wait_for(lambda: answered >= n)
+            return answered
+
+    load = asyncio.gather(
+        relay(),
+        *(
+            pay(store, owner, source, target)
+            for store, (a, b), (wa, wb) in zip((syncing, leaving), people, wallets, strict=True)
+            for owner, source, target in ((a, wa, wb), (b, wb, wa))
+        ),
+    )
+    audits = []
+    for _ in range(5):
+        await reached(await reached(0) + 10)  # money moved since the last audit
+        audits.append(await auditor.audit())
+    enough.set()
+    await load
+    await leaving.legs.drain()
+    await leaving.legs.relay(datetime.now(UTC) + 2 * LATER)
+    assert audits == [[]] * 5
+    assert outbox(servers) == 0
+    assert await auditor.audit() == []
+
+
+@pytest.fixture(scope="module")
+def tampered(servers: Servers) -> ShardConfig:
+    """Databases of their own, for findings that stay."""
+    for each in (servers.payers, servers.payees):
+        each.create_database(TAMPERED)
+    config = ShardConfig.parse(f"{servers.payers.dsn(TAMPERED)} {servers.payees.dsn(TAMPERED)}")
+    server.migrate(config)
+    return config
+
+
+TAMPERED = "ledger_saga_tampered"
+
+
+async def test_the_audit_across_servers_finds_a_leg_without_its_other_side(
+    servers: Servers, tampered: ShardConfig
+) -> None:
+    instance = Instance(
+        tampered, LegSettings(deliver_within=0.0, relay_after=LATER.total_seconds())
+    )
+    store = await instance.open()
+    try:
+        ada, cat = payer(), payee()
+        a, c = await funded(store, ada, 1_000), await funded(store, cat, 0)
+        # A credit leg booked on cat's server for a debit leg that never was.
+        forged = {
+            "id": on_shard(uuid.UUID(c).bytes[15]),
+            "debit_id": on_shard(uuid.UUID(a).bytes[15]),
+            "type": "transfer",
+            "amount": 40,
+            "currency": "EUR",
+            "payee": c,
+            "payer": a,
+            "payer_owner": ada,
+            "memo": "",
+            "metadata": {},
+            "initiated_by": ada,
+            "hold_id": None,
+            "refund_of": None,
+            "receipt_number": "R-FORGED",
+            "created_at": datetime.now(UTC).isoformat(),
+        }
+        with psycopg.connect(servers.payees.conninfo(TAMPERED), autocommit=True) as connection:
+            connection.execute("SELECT ledger_receive_leg(%s)", (json.dumps(forged),))
+        findings = await store.audit()
+        assert {(f.check, f.subject) for f in findings} == {
+            ("credit_leg_across", f"database 2: {forged['debit_id']}"),
+            (
+                "in_transit_across",
+                f"shards {uuid.UUID(a).bytes[15]} and {uuid.UUID(c).bytes[15]} EUR",
+            ),
+        }
+        [in_transit] = [f for f in findings if f.check == "in_transit_across"]
+        assert (in_transit.expected, in_transit.actual) == ("0", "-40")
+    finally:
+        await instance.close()

@@ -46,8 +46,10 @@ from services.transaction.adapters.ledger_sql import (
     fetch_one,
     fetch_rows,
 )
+from services.transaction.adapters.leg_samples import sample_legs
 from services.transaction.adapters.saga import LegCourier, LegSettings
 from services.transaction.adapters.shards import ShardMap, ShardMapError, format_ranges
+from services.transaction.domain.audit_across import across_databases
 from services.transaction.domain.model import (
     HistoryCursor,
     HistoryFilter,
@@ -555,7 +557,7 @@ class SqlLedgerStore:
 
     async def audit(self) -> list[AuditFinding]:
         """Every database's invariants (a subject names its database when there are
-        several)."""
+        several), then those of the movements between them."""
         findings = []
         databases = self._shards.databases()
         for number, database in enumerate(databases, start=1):
@@ -564,4 +566,10 @@ class SqlLedgerStore:
             findings += [
                 AuditFinding(r.check_name, where + r.subject, r.expected, r.actual) for r in rows
             ]
+        if len(databases) > 1:
+            # Two rounds, one database after the other (domain/audit_across.py says why).
+            first = [await sample_legs(database) for database in databases]
+            second = [await sample_legs(database) for database in databases]
+            held = [shards for _, shards in self._shards.held()]
+            findings += across_databases(held, first, second)
         return findings
