@@ -2,8 +2,8 @@
 WALLET_LEDGER_DATABASES=2): each holds half of the logical shards, a user's wallets live
 in the database of their home shard, money moves within a database through the edge, and
 the audit covers both. Between the two a transfer is two legs (the saga,
-services/transaction/SHARDS.md); the movements not yet built across them are refused,
-precisely and before anything is written."""
+services/transaction/SHARDS.md), and so is the capture of a hold for a merchant there;
+batches across them are refused, precisely and before anything is written."""
 
 from __future__ import annotations
 
@@ -101,8 +101,8 @@ def test_each_user_lives_in_the_database_of_their_home_shard(
     assert bank.balance(ada, a) == (800, 800)
     assert bank.balance(cat, c) == (1_100, 1_100)
 
-    # A hold between them is refused with its reason, nothing moved.
-    refused = edge.post(
+    # A hold for a merchant of the other database, captured by the merchant.
+    hold = edge.post(
         "/v1/holds",
         json={
             "wallet_id": a,
@@ -111,9 +111,36 @@ def test_each_user_lives_in_the_database_of_their_home_shard(
         },
         headers={**ada.auth, "idempotency-key": str(uuid.uuid4())},
     )
+    assert hold.status_code == 200, hold.text
+    hold_id = hold.json()["hold"]["hold_id"]
+    captured = edge.post(
+        f"/v1/holds/{hold_id}:capture",
+        json={},
+        headers={**cat.auth, "idempotency-key": str(uuid.uuid4())},
+    )
+    assert captured.status_code == 200, captured.text
+    assert captured.json()["transaction"]["status"] == "TRANSACTION_STATUS_POSTED"
+    assert bank.balance(ada, a) == (700, 700)
+    assert bank.balance(cat, c) == (1_200, 1_200)
+
+    # A batch between them is refused with its reason, nothing moved.
+    refused = edge.post(
+        "/v1/transfers:batchCreate",
+        json={
+            "requests": [
+                {
+                    "request_id": str(uuid.uuid4()),
+                    "source_wallet_id": a,
+                    "destination_wallet_id": c,
+                    "amount": {"currency": "EUR", "amount": 100},
+                }
+            ]
+        },
+        headers=ada.auth,
+    )
     assert refused.status_code == 400, refused.text
     assert "different ledger databases" in refused.json()["message"]
-    assert bank.balance(ada, a) == (800, 800)
+    assert bank.balance(ada, a) == (700, 700)
 
     report = audit_ledger(two_databases)
     assert "ledger audit: OK" in report

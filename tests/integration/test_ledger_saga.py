@@ -452,3 +452,76 @@ async def test_the_audit_across_servers_finds_a_leg_without_its_other_side(
         assert (in_transit.expected, in_transit.actual) == ("0", "-40")
     finally:
         await instance.close()
+
+
+async def test_a_hold_for_a_merchant_of_the_other_server_is_captured_across(
+    servers: Servers, instances: list[Instance]
+) -> None:
+    store = await started(instances, servers)
+    ada, shop = payer(), payee()
+    a, s = await funded(store, ada, 1_000), await funded(store, shop, 0)
+    soon = datetime.now(UTC) + timedelta(hours=1)
+
+    held = await store.create_hold(ada, key(), a, s, Money("EUR", 300), soon, "order 7")
+    assert held.hold is not None
+    wallet = await store.wallet(a)
+    assert wallet is not None
+    assert (wallet.balance, wallet.held) == (1_000, 300)
+    # Only the merchant captures; the payer's try moves nothing.
+    refused = await store.capture_hold(ada, key(), held.hold.id, None, datetime.now(UTC))
+    assert refused.outcome is LedgerOutcome.NOT_OWNER
+
+    captured = await store.capture_hold(shop, key(), held.hold.id, 200, datetime.now(UTC))
+    assert captured.outcome is LedgerOutcome.OK
+    assert captured.transaction is not None
+    assert captured.transaction.status is TransactionStatus.POSTED
+    assert captured.hold is not None
+    assert captured.hold.status == "captured"
+    wallet = await store.wallet(a)
+    assert wallet is not None
+    assert (wallet.balance, wallet.held) == (800, 0)
+    assert await balance(store, s) == 200
+    [seen_by_shop] = await store.history(shop, HistoryFilter(), None, 10)
+    assert seen_by_shop.id == captured.transaction.id
+    assert seen_by_shop.hold_id == held.hold.id
+
+    # Another, voided by the merchant: the payer's money released.
+    second = await store.create_hold(ada, key(), a, s, Money("EUR", 100), soon, "")
+    assert second.hold is not None
+    voided = await store.void_hold(shop, key(), second.hold.id)
+    assert voided.hold is not None
+    assert voided.hold.status == "voided"
+    wallet = await store.wallet(a)
+    assert wallet is not None
+    assert wallet.held == 0
+    assert outbox(servers) == 0
+    assert await store.audit() == []
+
+
+async def test_a_capture_while_the_merchants_server_is_down_posts_when_it_returns(
+    servers: Servers, instances: list[Instance]
+) -> None:
+    store = await started(instances, servers, deliver_within=0.2)
+    ada, shop = payer(), payee()
+    a, s = await funded(store, ada, 1_000), await funded(store, shop, 0)
+    held = await store.create_hold(
+        ada, key(), a, s, Money("EUR", 400), datetime.now(UTC) + timedelta(hours=1), ""
+    )
+    assert held.hold is not None
+    assert await store.legs.payee(s) is not None
+    servers.payees.stop()
+    try:
+        # The merchant's own database is down: their capture reaches the hold's.
+        captured = await store.capture_hold(shop, key(), held.hold.id, None, datetime.now(UTC))
+    finally:
+        servers.payees.start()
+    assert captured.transaction is not None
+    assert captured.transaction.status is TransactionStatus.PENDING
+    await store.legs.drain()
+    await store.legs.relay(datetime.now(UTC) + LATER)
+    posted = await store.transaction(captured.transaction.id)
+    assert posted is not None
+    assert posted.status is TransactionStatus.POSTED
+    assert (await balance(store, a), await balance(store, s)) == (600, 400)
+    assert outbox(servers) == 0
+    assert await store.audit() == []

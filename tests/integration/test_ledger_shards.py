@@ -21,6 +21,7 @@ from services.transaction import server
 from services.transaction.adapters.ledger_store import SqlLedgerStore
 from services.transaction.adapters.shards import ShardConfig, ShardMap, ShardMapError
 from services.transaction.domain.model import HistoryFilter, IdempotencyKey, LedgerOutcome
+from services.transaction.domain.ports import TransferItem
 
 NAMES = ("ledger_shard_a", "ledger_shard_b")
 OPERATOR = str(uuid.uuid4())
@@ -104,12 +105,10 @@ async def test_each_database_holds_its_range_and_the_rows_of_its_shards(
     assert across.transaction.id not in rows_in(postgres, NAMES[1], "SELECT id FROM transactions")
     assert (await store.history(cat, HistoryFilter(), None, 10))[0] == across.transaction
     assert rows_in(postgres, NAMES[0], "SELECT count(*) FROM ledger_outbox") == ["0"]
-    # A hold between them is still refused, before anything is written.
+    # A batch between them is still refused, before anything is written.
     before = [rows_in(postgres, n, "SELECT count(*) FROM transactions") for n in NAMES]
     with pytest.raises(FailedPrecondition) as refused:
-        await store.create_hold(
-            cat, key(), c, a, Money("EUR", 10), datetime.now(UTC) + timedelta(hours=1), ""
-        )
+        await store.transfer_batch(ada, [TransferItem(key(), a, c, Money("EUR", 10), "", {})])
     assert refused.value.reason == "CROSS_DATABASE_MOVEMENT"
     assert [rows_in(postgres, n, "SELECT count(*) FROM transactions") for n in NAMES] == before
     assert await store.audit() == []

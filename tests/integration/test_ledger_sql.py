@@ -1229,12 +1229,25 @@ def test_audit_reports_a_wallet_below_its_floor(
     conn.execute("UPDATE accounts SET held = held + 10000 WHERE id = %s", (ids["a"],))
     conn.execute(
         # With the triggers off, the id too (holds_place_on_shard gives it otherwise).
-        "INSERT INTO holds (id, account_id, merchant_account_id, currency, amount, expires_at,"
-        " created_by) VALUES (gen_random_uuid(), %s, %s, 'EUR', 10000,"
+        "INSERT INTO holds (id, account_id, merchant_account_id, merchant_owner_id, currency,"
+        " amount, expires_at, created_by) VALUES (gen_random_uuid(), %s, %s,"
+        " (SELECT owner_id FROM accounts WHERE id = %s), 'EUR', 10000,"
         " now() + interval '1 day', %s)",
-        (ids["a"], ids["b"], str(uuid.uuid4())),
+        (ids["a"], ids["b"], ids["b"], str(uuid.uuid4())),
     )
     assert audit_in(conn) == {("wallet_available", ids["a"], ">= 0", "-9350")}
+
+
+def test_audit_reports_a_hold_naming_another_merchant_than_its_wallets_owner(
+    tampering: tuple[psycopg.Connection[Any], dict[str, str]],
+) -> None:
+    """Holds name their merchant wallet without a foreign key (it may be another
+    database's); one of this database is checked by the audit instead."""
+    conn, ids = tampering
+    stranger = str(uuid.uuid4())
+    conn.execute("UPDATE holds SET merchant_owner_id = %s WHERE id = %s", (stranger, ids["hold"]))
+    [(name, subject, expected, _)] = [f for f in audit_in(conn) if f[0] == "hold_merchant"]
+    assert (name, subject, expected) == ("hold_merchant", ids["hold"], f"EUR wallet of {stranger}")
 
 
 # --- batches ----------------------------------------------------------------------------

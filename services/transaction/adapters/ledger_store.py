@@ -205,6 +205,9 @@ class SqlLedgerStore:
         if not self._shards.same_database(owner_id, source_wallet_id):
             # A user's wallets are on their home shard: this one is not theirs.
             return LedgerResult(outcome=LedgerOutcome.WALLET_NOT_FOUND)
+        leg = await self._leg_to(owner_id, destination_wallet_id)
+        if leg is None:
+            return LedgerResult(outcome=LedgerOutcome.DESTINATION_NOT_FOUND)
         params: dict[str, Any] = {
             **_key_params(owner_id, key),
             "source": source_wallet_id,
@@ -213,16 +216,8 @@ class SqlLedgerStore:
             "currency": money.currency,
             "memo": memo,
             "metadata": json.dumps(metadata),
-            "payee": None,
-            "first_attempt": None,
+            **leg,
         }
-        between_databases = not self._shards.same_database(owner_id, destination_wallet_id)
-        if between_databases:
-            payee = await self._legs.payee(destination_wallet_id)
-            if payee is None:
-                return LedgerResult(outcome=LedgerOutcome.DESTINATION_NOT_FOUND)
-            params["payee"] = json.dumps(payee)
-            params["first_attempt"] = self._legs.first_attempt_at(datetime.now(UTC))
         document = await fetch_document(
             self._of(owner_id),
             "SELECT ledger_transfer(CAST(:owner AS uuid), :key, :hash, CAST(:source AS uuid),"
@@ -231,10 +226,27 @@ class SqlLedgerStore:
             params,
         )
         assert document is not None, "ledger_transfer answers"
-        result = result_from_json(document)
-        if between_databases:
-            return await self._delivered(result, document.get("credit_leg"))
-        return result
+        return await self._answered(document)
+
+    async def _leg_to(self, near_id: str, wallet_id: str) -> dict[str, Any] | None:
+        """The arguments for a movement from near_id's database to the wallet: for a
+        wallet of another database, the payee as that database has it and when the relay
+        may first try its credit leg; none for a wallet of the same one. None if there
+        is no such wallet there."""
+        if self._shards.same_database(near_id, wallet_id):
+            return {"payee": None, "first_attempt": None}
+        payee = await self._legs.payee(wallet_id)
+        if payee is None:
+            return None
+        return {
+            "payee": json.dumps(payee),
+            "first_attempt": self._legs.first_attempt_at(datetime.now(UTC)),
+        }
+
+    async def _answered(self, document: dict[str, Any]) -> LedgerResult:
+        """A movement's answer, after (a while) delivering its credit leg if it has one
+        on its way to another database (a replayed answer: as it stands now)."""
+        return await self._delivered(result_from_json(document), document.get("credit_leg"))
 
     async def _delivered(
         self, result: LedgerResult, credit_leg: dict[str, Any] | None = None
@@ -285,10 +297,16 @@ class SqlLedgerStore:
         expires_at: datetime,
         memo: str,
     ) -> LedgerResult:
+        if not self._shards.same_database(owner_id, wallet_id):
+            return LedgerResult(outcome=LedgerOutcome.WALLET_NOT_FOUND)
+        leg = await self._leg_to(owner_id, merchant_wallet_id)
+        if leg is None:
+            return LedgerResult(outcome=LedgerOutcome.DESTINATION_NOT_FOUND)
         return await self._call(
-            _one_database(self._shards, owner_id, wallet_id, merchant_wallet_id),
+            self._of(owner_id),
             "SELECT ledger_create_hold(CAST(:owner AS uuid), :key, :hash, CAST(:wallet AS uuid),"
-            " CAST(:merchant AS uuid), :amount, :currency, :expires_at, :memo)",
+            " CAST(:merchant AS uuid), :amount, :currency, :expires_at, :memo,"
+            " CAST(:payee AS jsonb))",
             {
                 **_key_params(owner_id, key),
                 "wallet": wallet_id,
@@ -297,18 +315,33 @@ class SqlLedgerStore:
                 "currency": money.currency,
                 "expires_at": expires_at,
                 "memo": memo,
+                "payee": leg["payee"],
             },
         )
 
     async def capture_hold(
         self, owner_id: str, key: IdempotencyKey, hold_id: str, amount: int | None, now: datetime
     ) -> LedgerResult:
-        return await self._call(
+        leg: dict[str, Any] = {"payee": None, "first_attempt": None}
+        if not self._shards.same_database(owner_id, hold_id):
+            # The merchant (the caller, if anyone may capture) is of another database
+            # than the hold: the capture is a leg to the hold's merchant wallet.
+            hold = await self.hold(hold_id)
+            if hold is None:
+                return LedgerResult(outcome=LedgerOutcome.HOLD_NOT_FOUND)
+            to_merchant = await self._leg_to(hold_id, hold.merchant_wallet_id)
+            if to_merchant is None:
+                return LedgerResult(outcome=LedgerOutcome.NOT_OWNER)
+            leg = to_merchant
+        document = await fetch_document(
             self._of(hold_id),
             "SELECT ledger_capture_hold(CAST(:owner AS uuid), :key, :hash, CAST(:hold AS uuid),"
-            " CAST(:amount AS bigint), :now)",
-            {**_key_params(owner_id, key), "hold": hold_id, "amount": amount, "now": now},
+            " CAST(:amount AS bigint), :now, CAST(:payee AS jsonb),"
+            " CAST(:first_attempt AS timestamptz))",
+            {**_key_params(owner_id, key), "hold": hold_id, "amount": amount, "now": now, **leg},
         )
+        assert document is not None, "ledger_capture_hold answers"
+        return await self._answered(document)
 
     async def void_hold(self, owner_id: str, key: IdempotencyKey, hold_id: str) -> LedgerResult:
         return await self._call(

@@ -175,4 +175,14 @@ SELECT 'hold_capture', h.id::text, h.captured_amount || ' by payment ' || h.capt
  WHERE h.status = 'captured'
    AND (t.id IS NULL OR t.amount <> h.captured_amount OR t.type <> 'payment'
         OR t.hold_id IS DISTINCT FROM h.id)
+UNION ALL
+-- A hold's merchant wallet, where it is one of this database: there, in the hold's
+-- currency, of the owner the hold names (what a foreign key checked before holds could
+-- name a wallet of another database).
+SELECT 'hold_merchant', h.id::text, h.currency || ' wallet of ' || h.merchant_owner_id,
+       coalesce(a.currency || ' wallet of ' || a.owner_id, 'no wallet')
+  FROM holds AS h LEFT JOIN accounts AS a ON a.id = h.merchant_account_id
+ WHERE (a.id IS NOT NULL OR NOT EXISTS (SELECT FROM ledger_shards)
+        OR ledger_shard_of(h.merchant_account_id) IN (SELECT s.shard FROM ledger_shards AS s))
+   AND (a.id IS NULL OR a.currency <> h.currency OR a.owner_id <> h.merchant_owner_id)
 $$;

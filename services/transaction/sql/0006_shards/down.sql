@@ -8,11 +8,27 @@ BEGIN
         RAISE EXCEPTION 'movements between shards were booked as legs: 0006 cannot be undone'
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
+    IF EXISTS (SELECT FROM holds AS h
+                WHERE NOT EXISTS (SELECT FROM accounts AS a
+                                   WHERE a.id = h.merchant_account_id)) THEN
+        RAISE EXCEPTION 'holds for merchants of other databases: 0006 cannot be undone'
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
 END
 $$;
 DROP FUNCTION ledger_transfer(
     uuid, text, text, uuid, uuid, bigint, text, text, jsonb, jsonb, timestamptz
 );
+DROP FUNCTION ledger_create_hold(
+    uuid, text, text, uuid, uuid, bigint, text, timestamptz, text, jsonb
+);
+DROP FUNCTION ledger_capture_hold(
+    uuid, text, text, uuid, bigint, timestamptz, jsonb, timestamptz
+);
+ALTER TABLE holds DROP COLUMN merchant_owner_id;
+ALTER TABLE holds ADD CONSTRAINT holds_merchant_account_id_currency_fkey FOREIGN KEY (
+    merchant_account_id, currency
+) REFERENCES accounts (id, currency);
 DROP FUNCTION ledger_claim_due_legs(timestamptz, integer, double precision, double precision);
 DROP FUNCTION ledger_settle_leg(uuid, jsonb);
 DROP FUNCTION ledger_receive_leg(jsonb);

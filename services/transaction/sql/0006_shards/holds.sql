@@ -1,9 +1,12 @@
 -- Holds: money reserved on a payer's wallet for a merchant, then captured, voided
--- or expired.
+-- or expired. The hold lives on the payer's shard; its merchant may be a wallet of
+-- another database (p_merchant: that wallet as its own database has it, {id, owner_id,
+-- currency, status}), and then its capture is the debit leg of a saga (saga.sql).
 
 CREATE OR REPLACE FUNCTION ledger_create_hold(
     p_owner uuid, p_key text, p_hash text, p_wallet uuid, p_merchant_wallet uuid,
-    p_amount bigint, p_currency text, p_expires_at timestamptz, p_memo text
+    p_amount bigint, p_currency text, p_expires_at timestamptz, p_memo text,
+    p_merchant jsonb DEFAULT NULL
 ) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     v_result jsonb;
@@ -22,17 +25,23 @@ BEGIN
         RETURN v_result;
     END IF;
 
-    -- Only the payer changes. The merchant is read, not locked: the foreign-key check
-    -- of the new hold takes FOR KEY SHARE on it, which no ledger lock blocks.
+    -- Only the payer changes. The merchant is read, not locked.
     SELECT * INTO v_payer FROM accounts
      WHERE id = p_wallet AND kind = 'user_wallet' AND owner_id = p_owner
        FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RETURN '{"outcome": "wallet_not_found"}';
     END IF;
-    SELECT * INTO v_merchant FROM accounts
-     WHERE id = p_merchant_wallet AND kind = 'user_wallet';
-    IF NOT FOUND THEN
+    IF p_merchant IS NULL THEN
+        SELECT * INTO v_merchant FROM accounts
+         WHERE id = p_merchant_wallet AND kind = 'user_wallet';
+    ELSIF (p_merchant ->> 'id')::uuid IS DISTINCT FROM p_merchant_wallet THEN
+        RAISE EXCEPTION 'p_merchant must be the merchant wallet'
+            USING ERRCODE = 'invalid_parameter_value';
+    ELSE
+        v_merchant := jsonb_populate_record(NULL::accounts, p_merchant);
+    END IF;
+    IF v_merchant.id IS NULL THEN
         RETURN '{"outcome": "destination_not_found"}';
     ELSIF v_merchant.owner_id = p_owner THEN
         RETURN '{"outcome": "self_transfer"}';
@@ -47,10 +56,10 @@ BEGIN
     END IF;
 
     UPDATE accounts SET held = held + p_amount, updated_at = now() WHERE id = p_wallet;
-    INSERT INTO holds (account_id, merchant_account_id, currency, amount, expires_at, memo,
-                       created_by)
-    VALUES (p_wallet, p_merchant_wallet, v_payer.currency, p_amount, p_expires_at, p_memo,
-            p_owner)
+    INSERT INTO holds (account_id, merchant_account_id, merchant_owner_id, currency, amount,
+                       expires_at, memo, created_by)
+    VALUES (p_wallet, p_merchant_wallet, v_merchant.owner_id, v_payer.currency, p_amount,
+            p_expires_at, p_memo, p_owner)
     RETURNING * INTO v_hold;
 
     RETURN ledger_idempotency_store(p_owner, p_key, 'create_hold', p_hash,
@@ -58,13 +67,17 @@ BEGIN
 END
 $$;
 
+-- p_merchant: the merchant's wallet when it is another database's (as for
+-- ledger_create_hold); the capture is then the debit leg, pending, and the answer carries
+-- the credit leg to deliver ("credit_leg"), first tried by the relay at
+-- p_first_attempt_at.
 CREATE OR REPLACE FUNCTION ledger_capture_hold(
-    p_owner uuid, p_key text, p_hash text, p_hold uuid, p_amount bigint, p_now timestamptz
+    p_owner uuid, p_key text, p_hash text, p_hold uuid, p_amount bigint, p_now timestamptz,
+    p_merchant jsonb DEFAULT NULL, p_first_attempt_at timestamptz DEFAULT NULL
 ) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     v_result jsonb;
     v_hold holds%ROWTYPE;
-    v_merchant_owner uuid;
     v_account accounts%ROWTYPE;
     v_payer accounts%ROWTYPE;
     v_merchant accounts%ROWTYPE;
@@ -90,9 +103,8 @@ BEGIN
     IF NOT FOUND THEN
         RETURN '{"outcome": "hold_not_found"}';
     END IF;
-    SELECT owner_id INTO v_merchant_owner FROM accounts WHERE id = v_hold.merchant_account_id;
     v_amount := coalesce(p_amount, v_hold.amount);
-    IF v_merchant_owner IS DISTINCT FROM p_owner THEN
+    IF v_hold.merchant_owner_id IS DISTINCT FROM p_owner THEN
         RETURN '{"outcome": "not_owner"}';
     ELSIF v_hold.status <> 'active' THEN
         RETURN '{"outcome": "hold_not_active"}';
@@ -102,15 +114,23 @@ BEGIN
         RETURN '{"outcome": "amount_exceeds_hold"}';
     END IF;
 
-    FOR v_account IN
-        SELECT * FROM ledger_lock_accounts(v_hold.account_id, v_hold.merchant_account_id)
-    LOOP
-        IF v_account.id = v_hold.account_id THEN
-            v_payer := v_account;
-        ELSE
-            v_merchant := v_account;
-        END IF;
-    END LOOP;
+    IF p_merchant IS NULL THEN
+        FOR v_account IN
+            SELECT * FROM ledger_lock_accounts(v_hold.account_id, v_hold.merchant_account_id)
+        LOOP
+            IF v_account.id = v_hold.account_id THEN
+                v_payer := v_account;
+            ELSE
+                v_merchant := v_account;
+            END IF;
+        END LOOP;
+    ELSIF (p_merchant ->> 'id')::uuid IS DISTINCT FROM v_hold.merchant_account_id THEN
+        RAISE EXCEPTION 'p_merchant must be the hold''s merchant wallet'
+            USING ERRCODE = 'invalid_parameter_value';
+    ELSE
+        SELECT * INTO v_payer FROM accounts WHERE id = v_hold.account_id FOR NO KEY UPDATE;
+        v_merchant := jsonb_populate_record(NULL::accounts, p_merchant);
+    END IF;
 
     -- The capture releases the whole hold first, so the funds cannot fall short while
     -- the hold is in `held`; the check stays, as a refusal rather than an error.
@@ -120,7 +140,14 @@ BEGIN
     END IF;
 
     -- The whole hold is released; the captured part moves.
-    IF ledger_shard_of(v_payer.id) = ledger_shard_of(v_merchant.id) THEN
+    IF p_merchant IS NOT NULL THEN
+        -- Two databases: the debit leg, pending until its credit leg is delivered, is
+        -- the capture and the answer.
+        v_txn := ledger_send_leg(v_payer, v_merchant, v_amount, v_hold.amount, 'payment',
+                                 v_hold.memo, NULL, p_owner, v_hold.id, NULL, NULL,
+                                 p_first_attempt_at);
+        v_capture_id := v_txn.id;
+    ELSIF ledger_shard_of(v_payer.id) = ledger_shard_of(v_merchant.id) THEN
         INSERT INTO transactions (type, amount, currency, source_account_id,
                                   destination_account_id, memo, initiated_by, hold_id)
         VALUES ('payment', v_amount, v_hold.currency, v_hold.account_id,
@@ -152,7 +179,12 @@ BEGIN
 
     RETURN ledger_idempotency_store(p_owner, p_key, 'capture_hold', p_hash,
         jsonb_build_object('outcome', 'ok', 'hold', ledger_hold_json(v_hold),
-                           'transaction', ledger_txn_json(v_txn, v_payer.owner_id, p_owner)));
+                           'transaction', ledger_txn_json(v_txn, v_payer.owner_id, p_owner)))
+        || CASE WHEN p_merchant IS NULL THEN '{}'::jsonb
+                ELSE jsonb_build_object('credit_leg', (SELECT o.credit_leg
+                                                         FROM ledger_outbox AS o
+                                                        WHERE o.transaction_id = v_capture_id))
+           END;
 END
 $$;
 
@@ -162,7 +194,6 @@ CREATE OR REPLACE FUNCTION ledger_void_hold(
 DECLARE
     v_result jsonb;
     v_hold holds%ROWTYPE;
-    v_merchant_owner uuid;
 BEGIN
     v_result := ledger_idempotency_begin(p_owner, p_key, 'void_hold', p_hash);
     IF v_result IS NOT NULL THEN
@@ -173,8 +204,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN '{"outcome": "hold_not_found"}';
     END IF;
-    SELECT owner_id INTO v_merchant_owner FROM accounts WHERE id = v_hold.merchant_account_id;
-    IF v_merchant_owner IS DISTINCT FROM p_owner THEN
+    IF v_hold.merchant_owner_id IS DISTINCT FROM p_owner THEN
         RETURN '{"outcome": "not_owner"}';
     ELSIF v_hold.status <> 'active' THEN
         RETURN '{"outcome": "hold_not_active"}';

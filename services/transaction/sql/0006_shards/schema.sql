@@ -119,6 +119,20 @@ CREATE INDEX ledger_outbox_next_attempt_at_idx ON ledger_outbox (next_attempt_at
 -- ledger_transfer takes the payee of another database (transfers.sql).
 DROP FUNCTION ledger_transfer(uuid, text, text, uuid, uuid, bigint, text, text, jsonb);
 
+-- A hold's merchant may be a wallet of another database (its capture is then a debit
+-- leg to it): no foreign key to the merchant's wallet, and the hold keeps who may
+-- capture or void it. The audit checks a merchant wallet of this database (audit.sql).
+ALTER TABLE holds DROP CONSTRAINT holds_merchant_account_id_currency_fkey;
+ALTER TABLE holds ADD COLUMN merchant_owner_id uuid;
+UPDATE holds AS h SET merchant_owner_id = a.owner_id
+FROM accounts AS a
+WHERE a.id = h.merchant_account_id;
+ALTER TABLE holds ALTER COLUMN merchant_owner_id SET NOT NULL;
+DROP FUNCTION ledger_create_hold(
+    uuid, text, text, uuid, uuid, bigint, text, timestamptz, text
+);
+DROP FUNCTION ledger_capture_hold(uuid, text, text, uuid, bigint, timestamptz);
+
 -- The credit legs this database refused (the payee's wallet closed, gone, or in another
 -- currency), by their debit leg's id: a second delivery of one gets the same answer.
 -- On the payee's shard (account_id), so it moves with it.
