@@ -525,3 +525,112 @@ async def test_a_capture_while_the_merchants_server_is_down_posts_when_it_return
     assert (await balance(store, a), await balance(store, s)) == (600, 400)
     assert outbox(servers) == 0
     assert await store.audit() == []
+
+
+async def test_a_transfer_from_the_other_server_is_refunded_back_across(
+    servers: Servers, instances: list[Instance]
+) -> None:
+    store = await started(instances, servers)
+    ada, cat = payer(), payee()
+    a, c = await funded(store, ada, 1_000), await funded(store, cat, 0)
+    paid = await store.transfer(ada, key(), a, c, Money("EUR", 500), "", {})
+    assert paid.transaction is not None
+    shown = paid.transaction.id
+
+    # The payee refunds, naming the id both see: the refund goes back across.
+    first = await store.refund(cat, key(), shown, 200, "sorry", False)
+    assert first.outcome is LedgerOutcome.OK
+    assert first.transaction is not None
+    assert first.transaction.status is TransactionStatus.POSTED
+    assert first.transaction.refund_of == shown
+    assert (await balance(store, a), await balance(store, c)) == (700, 300)
+    # Both sides see the original refunded alike.
+    original = await store.transaction(shown)
+    assert original is not None
+    assert (original.status, original.refunded_amount) == (
+        TransactionStatus.PARTIALLY_REFUNDED,
+        200,
+    )
+    seen_by_cat = [t for t in await store.history(cat, HistoryFilter(), None, 10) if t.id == shown]
+    assert [(t.status, t.refunded_amount) for t in seen_by_cat] == [
+        (TransactionStatus.PARTIALLY_REFUNDED, 200)
+    ]
+    [refund_seen_by_ada] = [
+        t
+        for t in await store.history(ada, HistoryFilter(), None, 10)
+        if t.id == first.transaction.id
+    ]
+    assert refund_seen_by_ada.refund_of == shown
+
+    rest = await store.refund(cat, key(), shown, None, "", False)
+    assert rest.transaction is not None
+    assert rest.transaction.amount == 300
+    more = await store.refund(cat, key(), shown, 1, "", False)
+    assert more.outcome is LedgerOutcome.NOT_REFUNDABLE
+    original = await store.transaction(shown)
+    assert original is not None
+    assert (original.status, original.refunded_amount) == (TransactionStatus.REFUNDED, 500)
+    assert (await balance(store, a), await balance(store, c)) == (1_000, 0)
+    assert outbox(servers) == 0
+    assert await store.audit() == []
+
+
+async def test_a_refund_to_a_wallet_closed_since_is_refused_and_undone(
+    servers: Servers, instances: list[Instance]
+) -> None:
+    store = await started(instances, servers)
+    dan, cat = payer(), payee()
+    d, c = await funded(store, dan, 100), await funded(store, cat, 0)
+    paid = await store.transfer(dan, key(), d, c, Money("EUR", 100), "", {})
+    assert paid.transaction is not None
+    assert await store.legs.payee(d) is not None  # seen open, and remembered
+    closed = await store.close_wallet(dan, key(), d)
+    assert closed.outcome is LedgerOutcome.OK
+
+    refund = await store.refund(cat, key(), paid.transaction.id, 60, "", False)
+    assert refund.transaction is not None
+    assert refund.transaction.status is TransactionStatus.FAILED
+    assert refund.transaction.failure_code == "destination_closed"
+    assert await balance(store, c) == 100
+    # What the refund took off the original is given back: still refundable in full.
+    original = await store.transaction(paid.transaction.id)
+    assert original is not None
+    assert (original.status, original.refunded_amount) == (TransactionStatus.POSTED, 0)
+    [seen_by_cat] = [
+        t for t in await store.history(cat, HistoryFilter(), None, 10) if t.id == original.id
+    ]
+    assert (seen_by_cat.status, seen_by_cat.refunded_amount) == (TransactionStatus.POSTED, 0)
+    assert outbox(servers) == 0
+    assert await store.audit() == []
+
+
+async def test_refunds_on_their_way_count_against_what_is_left_to_refund(
+    servers: Servers, instances: list[Instance]
+) -> None:
+    """Refunds back across answer at once (PENDING) and count on the original only when
+    delivered; meanwhile they are held back from what is left, so five at once of 300
+    from 1,000 refund 900, never more."""
+    store = await started(instances, servers, deliver_within=0.0)
+    ada, cat = payer(), payee()
+    a, c = await funded(store, ada, 0), await funded(store, cat, 1_000)
+    paid = await store.transfer(cat, key(), c, a, Money("EUR", 1_000), "", {})
+    assert paid.transaction is not None
+    await store.legs.drain()
+    await store.legs.relay(datetime.now(UTC) + LATER)
+    results = await asyncio.gather(
+        *(store.refund(ada, key(), paid.transaction.id, 300, "", False) for _ in range(5))
+    )
+    assert sorted(r.outcome for r in results) == sorted(
+        [LedgerOutcome.OK] * 3 + [LedgerOutcome.AMOUNT_EXCEEDS_REFUNDABLE] * 2
+    )
+    await store.legs.drain()
+    await store.legs.relay(datetime.now(UTC) + LATER)
+    original = await store.transaction(paid.transaction.id)
+    assert original is not None
+    assert (original.status, original.refunded_amount) == (
+        TransactionStatus.PARTIALLY_REFUNDED,
+        900,
+    )
+    assert (await balance(store, a), await balance(store, c)) == (100, 900)
+    assert outbox(servers) == 0
+    assert await store.audit() == []

@@ -110,6 +110,13 @@ _WALLET_OF_OWNER = (
 )
 
 
+# A transaction as a leg: which, its other leg, its payer's wallet, its status.
+_LEG_OF = """SELECT leg, counterpart_id::text AS counterpart_id, status,
+    CASE WHEN leg = 'debit' THEN source_account_id ELSE counterparty_account_id END::text
+        AS payer
+    FROM transactions WHERE id = CAST(:id AS uuid)"""
+
+
 def _key_params(owner_id: str, key: IdempotencyKey) -> dict[str, Any]:
     return {"owner": owner_id, "key": key.key, "hash": key.request_hash}
 
@@ -359,18 +366,40 @@ class SqlLedgerStore:
         reason: str,
         is_admin: bool,
     ) -> LedgerResult:
-        return await self._call(
+        leg: dict[str, Any] = {"payee": None, "first_attempt": None}
+        if len(self._shards.databases()) > 1:
+            rows = await fetch_rows(self._of(transaction_id), _LEG_OF, {"id": transaction_id})
+            named = rows[0] if rows else None
+            if (
+                named
+                and named.leg
+                and not self._shards.same_database(transaction_id, named.counterpart_id)
+            ):
+                # A movement between two databases: refunded from the payee's, on its
+                # credit leg, back through the saga to the payer's wallet.
+                if named.leg == "debit" and named.status in ("pending", "failed"):
+                    return LedgerResult(outcome=LedgerOutcome.NOT_REFUNDABLE)
+                credit_id = transaction_id if named.leg == "credit" else named.counterpart_id
+                to_payer = await self._leg_to(credit_id, named.payer)
+                if to_payer is None:
+                    return LedgerResult(outcome=LedgerOutcome.DESTINATION_NOT_FOUND)
+                transaction_id, leg = credit_id, to_payer
+        document = await fetch_document(
             self._of(transaction_id),
             "SELECT ledger_refund(CAST(:owner AS uuid), :key, :hash, CAST(:txn AS uuid),"
-            " CAST(:amount AS bigint), :reason, :is_admin)",
+            " CAST(:amount AS bigint), :reason, :is_admin, CAST(:payee AS jsonb),"
+            " CAST(:first_attempt AS timestamptz))",
             {
                 **_key_params(owner_id, key),
                 "txn": transaction_id,
                 "amount": amount,
                 "reason": reason,
                 "is_admin": is_admin,
+                **leg,
             },
         )
+        assert document is not None, "ledger_refund answers"
+        return await self._answered(document)
 
     async def adjust(
         self, owner_id: str, key: IdempotencyKey, wallet_id: str, money: Money, reason: str

@@ -25,8 +25,9 @@ WITH per_account AS (
          WHERE type = 'withdrawal' AND status = 'pending'
     ) AS reserved GROUP BY account_id
 ), refunds AS (
+    -- (A refund to another database counts once delivered, never if refused: saga.sql.)
     SELECT refund_of, sum(amount) AS total FROM transactions
-     WHERE type = 'refund' GROUP BY refund_of
+     WHERE type = 'refund' AND status NOT IN ('pending', 'failed') GROUP BY refund_of
 )
 SELECT 'transaction_balanced', p.transaction_id || ' ' || p.currency, '0', sum(p.amount)::text
   FROM postings AS p

@@ -25,6 +25,9 @@ DROP FUNCTION ledger_create_hold(
 DROP FUNCTION ledger_capture_hold(
     uuid, text, text, uuid, bigint, timestamptz, jsonb, timestamptz
 );
+DROP FUNCTION ledger_refund(
+    uuid, text, text, uuid, bigint, text, boolean, jsonb, timestamptz
+);
 ALTER TABLE holds DROP COLUMN merchant_owner_id;
 ALTER TABLE holds ADD CONSTRAINT holds_merchant_account_id_currency_fkey FOREIGN KEY (
     merchant_account_id, currency

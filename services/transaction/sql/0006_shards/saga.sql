@@ -103,6 +103,17 @@ BEGIN
             (p_leg ->> 'payer')::uuid, (p_leg ->> 'payer_owner')::uuid, v_debit_id,
             p_leg ->> 'receipt_number', (p_leg ->> 'created_at')::timestamptz);
     PERFORM ledger_move(v_credit_id, v_in, v_payee.id, v_amount, 0);
+    IF p_leg ->> 'type' = 'refund' THEN
+        -- The refund of a movement from here: its debit leg (delivered, since the refund
+        -- started from its credit leg; settled now if its settling is late) is refunded
+        -- as much as its credit leg was.
+        PERFORM ledger_settle_leg((p_leg ->> 'refund_of')::uuid, '{"outcome": "delivered"}');
+        UPDATE transactions
+           SET refunded_amount = refunded_amount + v_amount,
+               status = CASE WHEN refunded_amount + v_amount = amount THEN 'refunded'
+                             ELSE 'partially_refunded' END
+         WHERE id = (p_leg ->> 'refund_of')::uuid;
+    END IF;
     RETURN '{"outcome": "delivered"}';
 END
 $$;
@@ -126,6 +137,15 @@ BEGIN
         UPDATE transactions SET status = 'posted', settled_at = now()
          WHERE id = p_debit
         RETURNING * INTO v_leg;
+        -- A refund delivered counts on the movement it refunds only now (while on its
+        -- way it is held back from what is left to refund: ledger_refund).
+        IF v_leg.type = 'refund' THEN
+            UPDATE transactions
+               SET refunded_amount = refunded_amount + v_leg.amount,
+                   status = CASE WHEN refunded_amount + v_leg.amount = amount THEN 'refunded'
+                                 ELSE 'partially_refunded' END
+             WHERE id = v_leg.refund_of;
+        END IF;
     ELSIF p_answer ->> 'outcome' = 'refused' THEN
         SELECT * INTO v_leg FROM transactions WHERE id = p_debit;
         -- The payer's wallet before the in-transit account, as everywhere.
