@@ -2,8 +2,7 @@
 WALLET_LEDGER_DATABASES=2): each holds half of the logical shards, a user's wallets live
 in the database of their home shard, money moves within a database through the edge, and
 the audit covers both. Between the two a transfer is two legs (the saga,
-services/transaction/SHARDS.md), and so is the capture of a hold for a merchant there;
-batches across them are refused, precisely and before anything is written."""
+services/transaction/SHARDS.md), and so are captures of holds, refunds and batches."""
 
 from __future__ import annotations
 
@@ -123,24 +122,37 @@ def test_each_user_lives_in_the_database_of_their_home_shard(
     assert bank.balance(ada, a) == (700, 700)
     assert bank.balance(cat, c) == (1_200, 1_200)
 
-    # A batch between them is refused with its reason, nothing moved.
-    refused = edge.post(
+    # A batch from ada to both: one transfer within her database, one to the other.
+    batch = edge.post(
         "/v1/transfers:batchCreate",
         json={
             "requests": [
                 {
                     "request_id": str(uuid.uuid4()),
                     "source_wallet_id": a,
-                    "destination_wallet_id": c,
-                    "amount": {"currency": "EUR", "amount": 100},
+                    "destination_wallet_id": destination,
+                    "amount": {"currency": "EUR", "amount": 50},
                 }
+                for destination in (c, b)
             ]
         },
         headers=ada.auth,
     )
-    assert refused.status_code == 400, refused.text
-    assert "different ledger databases" in refused.json()["message"]
+    assert batch.status_code == 200, batch.text
+    statuses = [r["transaction"]["status"] for r in batch.json()["results"]]
+    assert statuses == ["TRANSACTION_STATUS_POSTED"] * 2
+    assert bank.balance(ada, a) == (600, 600)
+    assert bank.balance(cat, c) == (1_250, 1_250)
+
+    # The merchant refunds the payment, back across.
+    refunded = edge.post(
+        f"/v1/transactions/{captured.json()['transaction']['transaction_id']}:refund",
+        json={},
+        headers={**cat.auth, "idempotency-key": str(uuid.uuid4())},
+    )
+    assert refunded.status_code == 200, refunded.text
     assert bank.balance(ada, a) == (700, 700)
+    assert bank.balance(cat, c) == (1_150, 1_150)
 
     report = audit_ledger(two_databases)
     assert "ledger audit: OK" in report

@@ -31,6 +31,7 @@ from services.transaction.domain.model import (
     LedgerOutcome,
     TransactionStatus,
 )
+from services.transaction.domain.ports import TransferItem
 
 DATABASE = "ledger_saga"
 OPERATOR = str(uuid.uuid4())
@@ -632,5 +633,43 @@ async def test_refunds_on_their_way_count_against_what_is_left_to_refund(
         900,
     )
     assert (await balance(store, a), await balance(store, c)) == (100, 900)
+    assert outbox(servers) == 0
+    assert await store.audit() == []
+
+
+async def test_batches_to_the_other_server_in_opposite_orders_all_book(
+    servers: Servers, instances: list[Instance]
+) -> None:
+    """Two payers of one shard send batches to two shards of the other server, in
+    opposite orders, at once: each batch locks the in-transit accounts it needs up front
+    and in one order, so none waits on another forever; an item to no wallet is refused
+    alone."""
+    store = await started(instances, servers)
+    ada, bea = on_shard(7), on_shard(7)
+    a, b = await funded(store, ada, 10_000), await funded(store, bea, 10_000)
+    m1, m2 = await funded(store, on_shard(130), 0), await funded(store, on_shard(200), 0)
+    nobody = on_shard(150)
+
+    def items(source: str, first: str, second: str) -> list[TransferItem]:
+        return [TransferItem(key(), source, w, Money("EUR", 5), "", {}) for w in (first, second)]
+
+    rounds = await asyncio.gather(
+        *(
+            batch
+            for _ in range(10)
+            for batch in (
+                store.transfer_batch(ada, items(a, m1, m2)),
+                store.transfer_batch(bea, items(b, m2, m1)),
+            )
+        )
+    )
+    assert {r.outcome for batch in rounds for r in batch} == {LedgerOutcome.OK}
+    assert {r.transaction.status for batch in rounds for r in batch if r.transaction} == {
+        TransactionStatus.POSTED
+    }
+    mixed = await store.transfer_batch(ada, items(a, nobody, m1))
+    assert [r.outcome for r in mixed] == [LedgerOutcome.DESTINATION_NOT_FOUND, LedgerOutcome.OK]
+    assert (await balance(store, m1), await balance(store, m2)) == (105, 100)
+    assert (await balance(store, a), await balance(store, b)) == (9_895, 9_900)
     assert outbox(servers) == 0
     assert await store.audit() == []

@@ -1,8 +1,7 @@
 """The ledger over two databases (two logical-shard ranges of one PostgreSQL server):
 `migrate` has each hold its shards, every call goes to the database of the shard it
-concerns, the sweeps and the audit see both; a transfer between the two is two legs
-(saga.sql), the movements not yet built across them are refused before anything is
-written."""
+concerns, the sweeps and the audit see both; a movement between the two is two legs, one
+in each (the saga: tests/integration/test_ledger_saga.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +14,6 @@ import pytest
 
 from services.localmesh.postgres import PostgresServer
 from services.runtime import db
-from services.runtime.errors import FailedPrecondition
 from services.runtime.money import Money
 from services.transaction import server
 from services.transaction.adapters.ledger_store import SqlLedgerStore
@@ -105,12 +103,17 @@ async def test_each_database_holds_its_range_and_the_rows_of_its_shards(
     assert across.transaction.id not in rows_in(postgres, NAMES[1], "SELECT id FROM transactions")
     assert (await store.history(cat, HistoryFilter(), None, 10))[0] == across.transaction
     assert rows_in(postgres, NAMES[0], "SELECT count(*) FROM ledger_outbox") == ["0"]
-    # A batch between them is still refused, before anything is written.
-    before = [rows_in(postgres, n, "SELECT count(*) FROM transactions") for n in NAMES]
-    with pytest.raises(FailedPrecondition) as refused:
-        await store.transfer_batch(ada, [TransferItem(key(), a, c, Money("EUR", 10), "", {})])
-    assert refused.value.reason == "CROSS_DATABASE_MOVEMENT"
-    assert [rows_in(postgres, n, "SELECT count(*) FROM transactions") for n in NAMES] == before
+    # A batch with transfers within and between them: one outcome each, as ever.
+    batch = await store.transfer_batch(
+        ada,
+        [
+            TransferItem(key(), a, c, Money("EUR", 10), "", {}),
+            TransferItem(key(), a, b, Money("EUR", 20), "", {}),
+        ],
+    )
+    assert [r.outcome for r in batch] == [LedgerOutcome.OK, LedgerOutcome.OK]
+    balances = [await store.wallet(w) for w in (a, b, c)]
+    assert [w.balance if w else None for w in balances] == [570, 1_320, 1_110]
     assert await store.audit() == []
 
 

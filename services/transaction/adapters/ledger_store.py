@@ -20,6 +20,7 @@ audit to every database. A movement between wallets of two databases is not buil
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import replace
@@ -29,7 +30,6 @@ from typing import Any
 import psycopg
 
 from services.runtime.db import DriverPool, RetryingPool, driver_conninfo
-from services.runtime.errors import FailedPrecondition
 from services.runtime.money import Money
 from services.transaction.adapters.codec import (
     hold_from_json,
@@ -119,17 +119,6 @@ _LEG_OF = """SELECT leg, counterpart_id::text AS counterpart_id, status,
 
 def _key_params(owner_id: str, key: IdempotencyKey) -> dict[str, Any]:
     return {"owner": owner_id, "key": key.key, "hash": key.request_hash}
-
-
-def _one_database(shards: ShardMap[RetryingPool], *ids: str) -> RetryingPool:
-    """The database of all these ids' shards; refused if they are on several."""
-    if not shards.same_database(*ids):
-        raise FailedPrecondition(
-            "the wallets are in different ledger databases, and moving money between"
-            " databases is not available yet",
-            reason="CROSS_DATABASE_MOVEMENT",
-        )
-    return shards.for_id(ids[0])
 
 
 def _ignore(path: str, outcome: str) -> None:
@@ -272,6 +261,22 @@ class SqlLedgerStore:
         return result if settled is None else replace(result, transaction=settled)
 
     async def transfer_batch(self, owner_id: str, items: list[TransferItem]) -> list[LedgerResult]:
+        # Each destination of another database, as it has it (None: no such wallet
+        # there, which the batch answers for that transfer).
+        elsewhere = sorted(
+            {
+                item.destination_wallet_id
+                for item in items
+                if not self._shards.same_database(owner_id, item.destination_wallet_id)
+            }
+        )
+        payees = dict(
+            zip(
+                elsewhere,
+                await asyncio.gather(*(self._legs.payee(wallet) for wallet in elsewhere)),
+                strict=True,
+            )
+        )
         payload = [
             {
                 "key": item.key.key,
@@ -283,16 +288,26 @@ class SqlLedgerStore:
                 "memo": item.memo,
                 "metadata": item.metadata,
             }
+            | (
+                {"payee": payees[item.destination_wallet_id]}
+                if payees.get(item.destination_wallet_id)
+                else {}
+            )
             for item in items
         ]
-        database = _one_database(self._shards, owner_id, *(i.destination_wallet_id for i in items))
         document = await fetch_one(
-            database,
-            "SELECT ledger_transfer_batch(CAST(:owner AS uuid), CAST(:items AS jsonb))",
-            {"owner": owner_id, "items": json.dumps(payload)},
+            self._of(owner_id),
+            "SELECT ledger_transfer_batch(CAST(:owner AS uuid), CAST(:items AS jsonb),"
+            " CAST(:first_attempt AS timestamptz))",
+            {
+                "owner": owner_id,
+                "items": json.dumps(payload),
+                "first_attempt": self._legs.first_attempt_at(datetime.now(UTC)),
+            },
         )
         outcomes = document if isinstance(document, list) else json.loads(document)
-        return [result_from_json(outcome) for outcome in outcomes]
+        # The legs to other databases delivered side by side, each within the wait.
+        return list(await asyncio.gather(*(self._answered(outcome) for outcome in outcomes)))
 
     async def create_hold(
         self,

@@ -28,6 +28,7 @@ DROP FUNCTION ledger_capture_hold(
 DROP FUNCTION ledger_refund(
     uuid, text, text, uuid, bigint, text, boolean, jsonb, timestamptz
 );
+DROP FUNCTION ledger_transfer_batch(uuid, jsonb, timestamptz);
 ALTER TABLE holds DROP COLUMN merchant_owner_id;
 ALTER TABLE holds ADD CONSTRAINT holds_merchant_account_id_currency_fkey FOREIGN KEY (
     merchant_account_id, currency

@@ -133,6 +133,7 @@ DROP FUNCTION ledger_create_hold(
 );
 DROP FUNCTION ledger_capture_hold(uuid, text, text, uuid, bigint, timestamptz);
 DROP FUNCTION ledger_refund(uuid, text, text, uuid, bigint, text, boolean);
+DROP FUNCTION ledger_transfer_batch(uuid, jsonb);
 
 -- The credit legs this database refused (the payee's wallet closed, gone, or in another
 -- currency), by their debit leg's id: a second delivery of one gets the same answer.
