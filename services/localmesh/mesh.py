@@ -128,9 +128,11 @@ class MeshConfig:
     # for the end-to-end tests, which kill instances to watch the edge fail over).
     supervise: bool = False
     supervision: SupervisionPolicy = field(default_factory=SupervisionPolicy)
-    # Databases of a sharded service (the ledger: `ledger`, `ledger_2`, ...), all on the
-    # mesh's PostgreSQL server (services/transaction/SHARDS.md).
+    # Databases of a sharded service (the ledger: `ledger`, `ledger_2`, ...;
+    # services/transaction/SHARDS.md), and the ports of more PostgreSQL servers for them:
+    # database i (from 0) on server i modulo the servers, the mesh's own first.
     sharded_databases: int = 1
+    shard_server_ports: tuple[int, ...] = ()
 
     @classmethod
     def for_development(cls, repo_root: Path = REPO_ROOT) -> MeshConfig:
@@ -145,21 +147,29 @@ class MeshConfig:
         instances = os.environ.get("WALLET_INSTANCES", "")
         if instances and not (instances.isdigit() and int(instances) > 0):
             raise MeshError(f"WALLET_INSTANCES must be a positive number, got {instances!r}")
-        ledger_databases = os.environ.get("WALLET_LEDGER_DATABASES", "") or "1"
+        ledger_databases = os.environ.get("WALLET_LEDGER_DATABASES", "") or "2"
         if not (ledger_databases.isdigit() and 0 < int(ledger_databases) <= 256):
             raise MeshError(f"WALLET_LEDGER_DATABASES must be 1 to 256, got {ledger_databases!r}")
+        servers = os.environ.get("WALLET_LEDGER_SERVERS", "") or "1"
+        if not (servers.isdigit() and 0 < int(servers) <= int(ledger_databases)):
+            raise MeshError(
+                f"WALLET_LEDGER_SERVERS must be 1 to WALLET_LEDGER_DATABASES, got {servers!r}"
+            )
+        postgres_port = _env_port(variables["postgres_port"], 55432)
         return cls(
             run_dir=Path(os.environ.get("WALLET_RUN_DIR") or repo_root / ".run"),
             envoy_port=_env_port(variables["envoy_port"], 8080),
             envoy_admin_port=_env_port(variables["envoy_admin_port"], 9901),
             # Not Debian's 5432 / 6379: the system's own servers may be running.
-            postgres_port=_env_port(variables["postgres_port"], 55432),
+            postgres_port=postgres_port,
             redis_port=_env_port(variables["redis_port"], 56379),
             base_grpc_port=_env_port(variables["base_grpc_port"], 50051),
             instances=int(instances) if instances else None,
             repo_root=repo_root,
             port_variables=variables,
             sharded_databases=int(ledger_databases),
+            # The ports after the mesh's own.
+            shard_server_ports=tuple(postgres_port + n for n in range(1, int(servers))),
         )
 
     @classmethod
@@ -194,8 +204,14 @@ class MeshConfig:
             if isinstance(record.get(name), int)
         }
         base = record.get("base_grpc_port")
+        shard_servers = record.get("shard_server_ports")
         return dataclasses.replace(
-            self, **ports, base_grpc_port=base if isinstance(base, int) else self.base_grpc_port
+            self,
+            **ports,
+            base_grpc_port=base if isinstance(base, int) else self.base_grpc_port,
+            shard_server_ports=(
+                tuple(shard_servers) if isinstance(shard_servers, list) else self.shard_server_ports
+            ),
         )
 
 
@@ -279,6 +295,11 @@ class Mesh:
         self.envoy_config_path = run_dir / "envoy.yaml"
         self.status_path = run_dir / STATUS_FILE
         self.postgres = PostgresServer(run_dir / "postgres", config.postgres_port)
+        # More servers for a sharded service's databases (`postgres-2`, ...).
+        self.shard_servers = [
+            PostgresServer(run_dir / f"postgres-{n}", port)
+            for n, port in enumerate(config.shard_server_ports, start=2)
+        ]
         self.redis = RedisServer(run_dir / "redis", config.redis_port)
         self._ports = self._assign_ports()
         self._metrics_ports = self._assign_metrics_ports()
@@ -321,6 +342,13 @@ class Mesh:
         count = self.config.sharded_databases if spec.sharded else 1
         return (spec.database, *(f"{spec.database}_{n}" for n in range(2, count + 1)))
 
+    def database_server(self, spec: ServiceSpec, name: str) -> PostgresServer:
+        """The PostgreSQL server that holds database `name` of `spec`."""
+        if not spec.sharded:
+            return self.postgres
+        servers = [self.postgres, *self.shard_servers]
+        return servers[self.databases(spec).index(name) % len(servers)]
+
     def service_env(self, spec: ServiceSpec, index: int) -> dict[str, str]:
         """The environment of instance `index` (0-based) of `spec`, also used for its
         one-shot commands (migrate, grant-admin): the catalogue's variables, filled
@@ -335,7 +363,7 @@ class Mesh:
             Setting.INSTANCE_ID: lambda _: f"{spec.name}-{index + 1}",
             Setting.REDIS_URL: lambda _: self.redis.url,
             Setting.DATABASE_URL: lambda _: " ".join(
-                self.postgres.dsn(name) for name in self.databases(spec)
+                self.database_server(spec, name).dsn(name) for name in self.databases(spec)
             ),
             Setting.SERVICE_TOKEN_FILE: lambda _: str(self.service_token_path),
             Setting.SIGNING_KEY_FILE: lambda _: str(self.signing_key_path),
@@ -421,9 +449,12 @@ class Mesh:
 
         log.info("starting PostgreSQL on port %s", self.config.postgres_port)
         self.postgres.start()
+        for server in self.shard_servers:
+            log.info("starting PostgreSQL on port %s (ledger databases)", server.port)
+            server.start()
         for spec in self.config.services:
             for name in self.databases(spec):
-                self.postgres.create_database(name)
+                self.database_server(spec, name).create_database(name)
         log.info("starting Redis on port %s", self.config.redis_port)
         self.redis.start()
         if ensure_signing_key(self.signing_key_path):
@@ -463,7 +494,10 @@ class Mesh:
             lambda: self._envoy.terminate(grace=5) if self._envoy is not None else None,
             lambda: processes.terminate_all(every_instance, grace=15),
             self.redis.stop,
-            self.postgres.stop if self.config.keep_data else self.postgres.destroy,
+            *(
+                server.stop if self.config.keep_data else server.destroy
+                for server in [*self.shard_servers, self.postgres]
+            ),
         ]
         for step in steps:
             try:
@@ -576,16 +610,17 @@ class Mesh:
         return problems or self._unhealthy_upstream_hosts(self.admin_url)
 
     def _watched(self) -> list[Watched]:
-        postmaster = _PostmasterWatch(self.postgres)
         watched = [
-            Watched(
-                name=POSTGRES_NAME,
-                log_path=self.postgres.log_file,
-                is_alive=postmaster.is_alive,
-                start=self.postgres.start,
-                pid=self.postgres.postmaster_pid,
-                describe_exit=lambda: "exited (its postmaster is gone)",
-            ),
+            _watched_postgres(name, server)
+            for name, server in [
+                (POSTGRES_NAME, self.postgres),
+                *(
+                    (f"{POSTGRES_NAME}-{n}", server)
+                    for n, server in enumerate(self.shard_servers, start=2)
+                ),
+            ]
+        ]
+        watched += [
             Watched(
                 name=REDIS_NAME,
                 log_path=self.redis.log_file,
@@ -769,6 +804,7 @@ class Mesh:
         """What this mesh was started with, for commands that use its servers later."""
         record = {
             "postgres_port": self.config.postgres_port,
+            "shard_server_ports": list(self.config.shard_server_ports),
             "redis_port": self.config.redis_port,
             "envoy_port": self.config.envoy_port,
             "envoy_admin_port": self.config.envoy_admin_port,
@@ -822,6 +858,18 @@ def watched_process(process: ManagedProcess, *, stop_grace: float = 5.0) -> Watc
         pid=lambda: process.pid,
         describe_exit=lambda: describe_returncode(process.returncode),
         cleanup=lambda: process.terminate(grace=stop_grace),
+    )
+
+
+def _watched_postgres(name: str, server: PostgresServer) -> Watched:
+    postmaster = _PostmasterWatch(server)
+    return Watched(
+        name=name,
+        log_path=server.log_file,
+        is_alive=postmaster.is_alive,
+        start=server.start,
+        pid=server.postmaster_pid,
+        describe_exit=lambda: "exited (its postmaster is gone)",
     )
 
 

@@ -1,8 +1,9 @@
-"""The mesh with the ledger on two databases (`sharded_databases=2`, `make run` with
-WALLET_LEDGER_DATABASES=2): each holds half of the logical shards, a user's wallets live
-in the database of their home shard, money moves within a database through the edge, and
-the audit covers both. Between the two a transfer is two legs (the saga,
-services/transaction/SHARDS.md), and so are captures of holds, refunds and batches."""
+"""The mesh with the ledger on two databases of two PostgreSQL servers
+(`sharded_databases=2` and a shard server; `make run` with WALLET_LEDGER_SERVERS=2): each
+holds half of the logical shards, a user's wallets live in the database of their home
+shard, money moves within a database through the edge, and the audit covers both.
+Between the two a transfer is two legs (the saga, services/transaction/SHARDS.md), and
+so are captures of holds, refunds and batches."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 
 from services.catalogue import TRANSACTION
 from services.localmesh.mesh import Mesh
+from services.localmesh.processes import free_port
 from tests.e2e.mesh_setup import GENEROUS_LIMITS, mesh_config_for_tests
 from tests.e2e.people import Bank, Person, audit_ledger
 
@@ -26,7 +28,8 @@ DATABASES = ("ledger", "ledger_2")
 @pytest.fixture(scope="module")
 def two_databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     config = mesh_config_for_tests(tmp_path_factory.mktemp("ledger-databases"), GENEROUS_LIMITS)
-    with Mesh(dataclasses.replace(config, sharded_databases=2)) as mesh:
+    two = dataclasses.replace(config, sharded_databases=2, shard_server_ports=(free_port(),))
+    with Mesh(two) as mesh:
         yield mesh
 
 
@@ -54,7 +57,8 @@ def people_in(bank: Bank, database: str, count: int) -> list[tuple[Person, str]]
 
 
 def wallets_in(mesh: Mesh, database: str) -> set[str]:
-    with psycopg.connect(mesh.postgres.conninfo(database)) as connection:
+    server = mesh.database_server(mesh.spec(TRANSACTION.name), database)
+    with psycopg.connect(server.conninfo(database)) as connection:
         rows = connection.execute("SELECT id::text FROM accounts WHERE kind = 'user_wallet'")
         return {row[0] for row in rows}
 
@@ -74,6 +78,12 @@ def transfer(edge: httpx.Client, payer: Person, source: str, destination: str) -
 def test_each_user_lives_in_the_database_of_their_home_shard(
     two_databases: Mesh, edge: httpx.Client
 ) -> None:
+    # Two PostgreSQL servers (WALLET_LEDGER_SERVERS=2): ledger on the mesh's, ledger_2 on
+    # the other.
+    spec = two_databases.spec(TRANSACTION.name)
+    ports = {two_databases.database_server(spec, name).port for name in DATABASES}
+    assert ports == {two_databases.config.postgres_port, *two_databases.config.shard_server_ports}
+    assert len(ports) == 2
     bank = Bank(edge, two_databases)
     (ada, a), (bob, b) = people_in(bank, "ledger", 2)
     [(cat, c)] = people_in(bank, "ledger_2", 1)
