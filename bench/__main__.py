@@ -4,10 +4,13 @@ Runs every stage against a mesh of its own, in this order (later stages need the
 ones' wallets, and the audit must see everything the load wrote):
 
 1. start a mesh (free ports, generous rate limits so the limiter never refuses, WARNING
-   logs, no tracing) in bench/results/<timestamp>/mesh, and seed wallets and tokens;
-2. the SQL floor with pgbench (uniform and hot account);
-3. gRPC transfers through Envoy with ghz at each concurrency (uniform, then hot account),
-   then batches of transfers (BatchCreateTransfers, --batch per call) up to 32 clients;
+   logs, no tracing) in bench/results/<timestamp>/mesh, with the ledger on two databases
+   as `make run` has it, and seed wallets and tokens in each (--wallets per database);
+2. the SQL floor with pgbench (uniform and hot account) on the first database;
+3. gRPC transfers through Envoy with ghz at each concurrency within the first database
+   (uniform, then hot account), then from it to the second (cross: every transfer two
+   legs through the saga), then batches of transfers (BatchCreateTransfers, --batch per
+   call, within the first) up to 32 clients;
 4. REST transfers with wrk (skipped if wrk cannot be had);
 5. GetWallet direct to one instance with Redis up, through Envoy, and direct with Redis
    stopped;
@@ -30,11 +33,13 @@ from bench import ghz, pgbench, report, seed, wrk
 from bench.measurement import Measurement
 from services.catalogue import TRANSACTION
 from services.localmesh.mesh import Mesh, MeshConfig
+from services.transaction.adapters.shards import first_split
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 GENEROUS_LIMITS = REPO / "tests" / "e2e" / "limits-generous.yaml"
 COMPARE_AT = 32  # the client count the ratios and the latency target use
+DATABASES = 2  # the ledger's, as `make run` has them
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,13 +79,20 @@ def run_all(seconds: int, concurrencies: list[int], wallet_count: int, batch: in
         ratelimit_config=GENEROUS_LIMITS,
         log_level="WARNING",
         otlp_endpoint=None,
+        sharded_databases=DATABASES,
     )
     measurements: list[Measurement] = []
     say(f"starting a mesh in {config.run_dir}")
     with Mesh(config) as mesh:
-        ledger = mesh.postgres.conninfo("ledger")
-        say(f"seeding {wallet_count} wallets")
-        wallets = seed.mint_tokens(mesh.signing_key_path, seed.seed_wallets(ledger, wallet_count))
+        ledger, other = (
+            mesh.postgres.conninfo(name) for name in mesh.databases(mesh.spec(TRANSACTION.name))
+        )
+        first, second = first_split(DATABASES)
+        say(f"seeding {wallet_count} wallets in each of the ledger's {DATABASES} databases")
+        wallets = seed.mint_tokens(
+            mesh.signing_key_path, seed.seed_wallets(ledger, wallet_count, first)
+        )
+        payees = seed.seed_wallets(other, wallet_count, second)
         machine = report.machine_info(pgbench.server_version(ledger))
 
         def record(m: Measurement) -> None:
@@ -102,9 +114,11 @@ def run_all(seconds: int, concurrencies: list[int], wallet_count: int, batch: in
                     )
                 )
 
-        # 3. gRPC transfers through the edge.
-        for shape in ("uniform", "hot"):
-            data, metadata = ghz.transfer_files(wallets, shape, work_dir)
+        # 3. gRPC transfers through the edge; cross: from the first database to the
+        # second, each transfer a debit leg here and a credit leg delivered there within
+        # the call (the saga).
+        for shape in ("uniform", "hot", "cross"):
+            data, metadata = ghz.transfer_files(wallets, shape, work_dir, payees=payees)
             if shape == "uniform":  # connections, pools, JWKS: warm before measuring
                 _ghz(
                     mesh.edge_grpc_target,
@@ -250,6 +264,7 @@ def run_all(seconds: int, concurrencies: list[int], wallet_count: int, batch: in
         "ghz": ghz.GHZ_VERSION,
         "ghz_sources": ghz.SOURCES,
         "batch": batch,
+        "ledger_databases": DATABASES,
     }
     summary = report.write_results(out_dir, measurements, machine, settings, audit, compare)
     _chart(out_dir, measurements)

@@ -45,9 +45,14 @@ def _token_template(tokens: list[str]) -> str:
 
 
 def transfer_files(
-    wallets: list[SeededWallet], shape: str, work_dir: Path, seed: int = 1
+    wallets: list[SeededWallet],
+    shape: str,
+    work_dir: Path,
+    seed: int = 1,
+    payees: list[SeededWallet] | None = None,
 ) -> tuple[Path, Path]:
-    """(data, metadata) files for CreateTransfer; hot: every transfer pays wallet n=1."""
+    """(data, metadata) files for CreateTransfer; hot: every transfer pays wallet n=1;
+    cross: every transfer pays one of `payees` (another database's wallets)."""
     rng = random.Random(seed)  # noqa: S311 - reproducible load, not secrets
     merchant = wallets[0]
     payers = wallets[1:] if shape == "hot" else wallets
@@ -57,6 +62,9 @@ def transfer_files(
         source = sources[i % SOURCES]
         if shape == "hot":
             destination = merchant
+        elif shape == "cross":
+            assert payees, "cross-database transfers need the other database's wallets"
+            destination = rng.choice(payees)
         else:
             destination = rng.choice(wallets)
             while destination.n == source.n:

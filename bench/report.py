@@ -74,6 +74,12 @@ def ratios(measurements: list[Measurement], concurrency: int) -> list[Ratio]:
             0.5,
         ),
         ("hot ÷ uniform (gRPC)", f"grpc-transfer-hot-c{c}", f"grpc-transfer-uniform-c{c}", 0.8),
+        (
+            "between databases ÷ within one (gRPC transfers)",
+            f"grpc-transfer-cross-c{c}",
+            f"grpc-transfer-uniform-c{c}",
+            0.5,
+        ),
         ("hot ÷ uniform (SQL floor)", f"sql-transfer-hot-c{c}", f"sql-transfer-uniform-c{c}", None),
         (
             "REST ÷ gRPC (transfers)",

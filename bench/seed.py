@@ -7,7 +7,8 @@ would have written and the audit after the run checks them like any other. Owner
 we generate: the transaction service checks a token's signature and revocation, not that
 its user exists.
 
-`bench_wallets (n, wallet_id, owner_id)` numbers the wallets 1..N for pgbench.
+`bench_wallets (n, wallet_id, owner_id)` numbers the wallets 1..N for pgbench, in each
+database of the ledger (each owner's wallet in the database of their home shard).
 """
 
 from __future__ import annotations
@@ -40,8 +41,18 @@ class SeededWallet:
     token: str
 
 
-def seed_wallets(conninfo: str, count: int) -> list[SeededWallet]:
-    """Create and fund `count` wallets (one per new owner); return them in n order."""
+def owners_on(shards: frozenset[int], count: int) -> list[str]:
+    """`count` new owner ids whose home shard (the last byte) is one of `shards`."""
+    ordered = sorted(shards)
+    return [
+        str(uuid.UUID(bytes=uuid.uuid4().bytes[:15] + bytes([ordered[i % len(ordered)]])))
+        for i in range(count)
+    ]
+
+
+def seed_wallets(conninfo: str, count: int, shards: frozenset[int]) -> list[SeededWallet]:
+    """Create and fund `count` wallets in the database `conninfo`, one per new owner whose
+    home shard is one of `shards` (those the database holds); return them in n order."""
     operator = str(uuid.uuid4())
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute(
@@ -50,6 +61,7 @@ def seed_wallets(conninfo: str, count: int) -> list[SeededWallet]:
         )
         start = conn.execute("SELECT coalesce(max(n), 0) FROM bench_wallets").fetchone()
         first = int(start[0]) + 1 if start else 1
+        owners = owners_on(shards, count)
         for low in range(first, first + count, BATCH):
             high = min(low + BATCH, first + count) - 1
             with conn.transaction():
@@ -57,9 +69,12 @@ def seed_wallets(conninfo: str, count: int) -> list[SeededWallet]:
                     "INSERT INTO bench_wallets (n, wallet_id, owner_id)"
                     " SELECT n, (ledger_create_wallet(owner, 'bench-open-' || n, 'bench', %s)"
                     "            -> 'wallet' ->> 'id')::uuid, owner"
-                    "   FROM (SELECT n, gen_random_uuid() AS owner"
-                    "           FROM generate_series(%s::int, %s::int) AS n) AS o",
-                    (CURRENCY, low, high),
+                    "   FROM unnest(%s::int[], %s::uuid[]) AS o (n, owner)",
+                    (
+                        CURRENCY,
+                        list(range(low, high + 1)),
+                        owners[low - first : high - first + 1],
+                    ),
                 )
                 outcomes = conn.execute(
                     "SELECT ledger_adjust(%s, 'bench-fund-' || n, 'bench', wallet_id, %s, %s,"
