@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Makes sure the two system programs the local mesh needs are installed: the PostgreSQL
-# server binaries (initdb, pg_ctl) and redis-server. Installs Debian's packages when one
+# Makes sure the system programs the local mesh needs are installed: the PostgreSQL
+# server binaries (initdb, pg_ctl), redis-server, and pg_auto_failover (pg_autoctl and
+# its extension, for the version of the server found: a highly available ledger
+# database, services/localmesh/autofailover.py). Installs Debian's packages when one
 # is missing (apt-get as root, or through `sudo -n` when that works without a password);
 # otherwise says what to install and exits 1. Does nothing when both are present.
 #
@@ -21,9 +23,24 @@ have_redis() {
   command -v redis-server > /dev/null
 }
 
+have_autofailover() {
+  command -v pg_autoctl > /dev/null \
+    && compgen -G '/usr/share/postgresql/*/extension/pgautofailover.control' > /dev/null
+}
+
+# Debian's package of pg_auto_failover for the newest server installed (postgresql-15-...).
+autofailover_package() {
+  local major
+  major=$(find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' 2> /dev/null \
+    | sort -n | tail -1)
+  echo "postgresql-${major:-15}-auto-failover"
+}
+
 missing=()
 have_postgres || missing+=(postgresql)
 have_redis || missing+=(redis-server)
+# Its package names the server's version: known once the server is (a second pass).
+if have_postgres && ! have_autofailover; then missing+=("$(autofailover_package)"); fi
 if ((${#missing[@]} == 0)); then
   exit 0
 fi
@@ -53,9 +70,16 @@ echo "ensure-system-deps: installing ${missing[*]} with apt-get"
 "${apt[@]}" update || cannot_install "apt-get update failed"
 "${apt[@]}" install --no-install-recommends "${missing[@]}" || cannot_install "apt-get install failed"
 
+if ! have_autofailover; then
+  missing+=("$(autofailover_package)")
+  "${apt[@]}" install --no-install-recommends "$(autofailover_package)" \
+    || cannot_install "apt-get install $(autofailover_package) failed"
+fi
+
 still_missing=()
 have_postgres || still_missing+=(postgresql)
 have_redis || still_missing+=(redis-server)
+have_autofailover || still_missing+=("$(autofailover_package)")
 if ((${#still_missing[@]} > 0)); then
   missing=("${still_missing[@]}")
   cannot_install "still missing after apt-get install: ${still_missing[*]}"
