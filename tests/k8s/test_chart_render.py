@@ -4,6 +4,7 @@ are refused with the field named."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -45,6 +46,11 @@ def render(tools: K8sTools, values: str, *extra: str) -> subprocess.CompletedPro
 
 def objects(manifest: str) -> list[dict[str, object]]:
     return [doc for doc in yaml.safe_load_all(manifest) if doc]
+
+
+def string_data(document: dict[str, object]) -> dict[str, str]:
+    data = document.get("stringData")
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
 
 def kinds(manifest: str) -> dict[str, int]:
@@ -179,3 +185,26 @@ def test_a_service_may_run_an_image_of_its_own(k8s_tools: K8sTools) -> None:
     assert images.pop("wm-wallet-mesh-gateway") == {"localhost/wallet-mesh:0.1.1"}
     assert images.pop("wm-wallet-mesh-gateway-migrate") == {"localhost/wallet-mesh:0.1.1"}
     assert set().union(*images.values()) == {"localhost/wallet-mesh:0.1.0"}
+
+
+def test_the_ledger_takes_a_list_of_shard_databases(k8s_tools: K8sTools) -> None:
+    """postgres.urls.ledger as a list: the Secrets the services and the migration Job read
+    hold it joined by spaces, as TRANSACTION_DATABASE_URL takes it."""
+    shards = ["postgresql://w@db-a:5432/ledger", "postgresql://w@db-b:5432/ledger_2"]
+    result = render(
+        k8s_tools,
+        "defaults-values.yaml",
+        "--set-json",
+        f"postgres.urls.ledger={json.dumps(shards)}",
+    )
+    assert result.returncode == 0, result.stderr
+    ledger_urls = [
+        string_data(doc)["ledger"]
+        for doc in objects(result.stdout)
+        if doc["kind"] == "Secret" and "ledger" in string_data(doc)
+    ]
+    # The services' Secret and the migration hook's.
+    assert ledger_urls == [" ".join(shards)] * 2
+    empty = render(k8s_tools, "defaults-values.yaml", "--set-json", "postgres.urls.ledger=[]")
+    assert empty.returncode != 0
+    assert "/postgres/urls/ledger" in empty.stderr

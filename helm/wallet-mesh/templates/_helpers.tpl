@@ -204,3 +204,16 @@ capabilities:
   readOnly: true
 {{- end }}
 {{- end -}}
+
+{{/*
+A database's URL for a Secret, quoted: a string, or a list of them (the ledger's
+databases, one per shard range: services/transaction/SHARDS.md) joined by spaces, as
+TRANSACTION_DATABASE_URL takes them. Required unless postgres.existingSecret is set.
+*/}}
+{{- define "wallet-mesh.databaseUrl" -}}
+{{- $url := .url -}}
+{{- if kindIs "slice" $url -}}
+{{- $url = join " " $url -}}
+{{- end -}}
+{{- required (printf "postgres.urls.%s (or postgres.existingSecret) is required" .database) $url | quote -}}
+{{- end -}}
