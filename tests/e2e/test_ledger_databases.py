@@ -21,6 +21,7 @@ from services.localmesh.mesh import Mesh
 from services.localmesh.processes import free_port
 from tests.e2e.mesh_setup import GENEROUS_LIMITS, mesh_config_for_tests
 from tests.e2e.people import Bank, Person, audit_ledger
+from tests.e2e.prometheus import scrape_all, total
 
 DATABASES = ("ledger", "ledger_2")
 
@@ -63,6 +64,15 @@ def wallets_in(mesh: Mesh, database: str) -> set[str]:
         return {row[0] for row in rows}
 
 
+def delivered_within_calls(mesh: Mesh) -> float:
+    return total(
+        scrape_all(mesh, "transaction"),
+        "ledger_leg_deliveries_total",
+        path="sync",
+        outcome="delivered",
+    )
+
+
 def transfer(edge: httpx.Client, payer: Person, source: str, destination: str) -> httpx.Response:
     return edge.post(
         "/v1/transfers",
@@ -101,6 +111,7 @@ def test_each_user_lives_in_the_database_of_their_home_shard(
 
     # Between the two: two legs (a debit in ledger, a credit in ledger_2), delivered
     # within the call; cat sees the transfer ada sees.
+    delivered_before = delivered_within_calls(two_databases)
     across = transfer(edge, ada, a, c)
     assert across.status_code == 200, across.text
     shown = across.json()["transaction"]
@@ -109,6 +120,12 @@ def test_each_user_lives_in_the_database_of_their_home_shard(
     assert history[0]["transaction_id"] == shown["transaction_id"]
     assert bank.balance(ada, a) == (800, 800)
     assert bank.balance(cat, c) == (1_100, 1_100)
+    # Counted as delivered within its call; the relay of every instance runs, and finds
+    # nothing on its way.
+    assert delivered_within_calls(two_databases) - delivered_before == 1
+    ledger = scrape_all(two_databases, "transaction")
+    assert total(ledger, "ledger_leg_relay_passes_total", result="ok") >= 1
+    assert [s.value for s in ledger if s.name == "ledger_legs_in_flight"] == [0.0, 0.0]
 
     # A hold for a merchant of the other database, captured by the merchant.
     hold = edge.post(

@@ -18,7 +18,7 @@ from services.gateway.adapters.sandbox import OUTAGE_KEY
 from services.localmesh.mesh import Mesh
 from tests.e2e.mesh_setup import GENEROUS_LIMITS, mesh_config_for_tests
 from tests.e2e.people import Bank, Person, audit_ledger
-from tests.e2e.test_metrics import scrape, scrape_all, total
+from tests.e2e.prometheus import scrape, scrape_all, total
 from tests.eventually import eventually
 
 

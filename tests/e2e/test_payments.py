@@ -15,7 +15,7 @@ from services.gateway.domain.providers import PaymentKind
 from services.localmesh.mesh import SANDBOX_WEBHOOK_SECRET, Mesh
 from services.runtime.auth import SERVICE_TOKEN_HEADER
 from tests.e2e.people import Bank
-from tests.e2e.test_metrics import scrape_all, total
+from tests.e2e.prometheus import scrape_all, total
 from tests.eventually import eventually
 from wallet.gateway.v1 import gateway_service_pb2 as gateway_pb
 from wallet.gateway.v1 import gateway_service_pb2_grpc
