@@ -118,6 +118,10 @@ def _object(properties: dict[str, Any], *, required: tuple[str, ...] = ()) -> di
 BOOLEAN = {"type": "boolean"}
 TEXT = {"type": "string"}
 COUNT = {"type": "integer", "minimum": 0}
+# A sharded service's databases (services/transaction/SHARDS.md): one URL, or a list.
+SHARDED_URLS = {
+    "oneOf": [TEXT, {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1}]
+}
 
 
 def values_schema() -> dict[str, Any]:
@@ -153,7 +157,7 @@ def values_schema() -> dict[str, Any]:
         }
     )
     secret = _object({"existingSecret": TEXT})
-    databases = [spec.database for spec in SERVICES if spec.database]
+    databases = {spec.database: spec.sharded for spec in SERVICES if spec.database}
     root = _object(
         {
             "global": {"type": "object"},
@@ -176,11 +180,17 @@ def values_schema() -> dict[str, Any]:
                     ),
                 }
             ),
-            # One URL per database, or an existing Secret holding them by database name.
+            # One URL per database (a list for a sharded one: its databases, lowest shard
+            # range first), or an existing Secret holding them by database name.
             "postgres": _object(
                 {
                     "existingSecret": TEXT,
-                    "urls": _object({database: TEXT for database in databases}),
+                    "urls": _object(
+                        {
+                            database: SHARDED_URLS if sharded else TEXT
+                            for database, sharded in databases.items()
+                        }
+                    ),
                 }
             ),
             "redis": _object({"existingSecret": TEXT, "url": TEXT}),

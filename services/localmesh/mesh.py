@@ -205,10 +205,12 @@ class MeshConfig:
         }
         base = record.get("base_grpc_port")
         shard_servers = record.get("shard_server_ports")
+        databases = record.get("sharded_databases")
         return dataclasses.replace(
             self,
             **ports,
             base_grpc_port=base if isinstance(base, int) else self.base_grpc_port,
+            sharded_databases=databases if isinstance(databases, int) else self.sharded_databases,
             shard_server_ports=(
                 tuple(shard_servers) if isinstance(shard_servers, list) else self.shard_server_ports
             ),
@@ -804,6 +806,7 @@ class Mesh:
         """What this mesh was started with, for commands that use its servers later."""
         record = {
             "postgres_port": self.config.postgres_port,
+            "sharded_databases": self.config.sharded_databases,
             "shard_server_ports": list(self.config.shard_server_ports),
             "redis_port": self.config.redis_port,
             "envoy_port": self.config.envoy_port,

@@ -673,3 +673,75 @@ async def test_batches_to_the_other_server_in_opposite_orders_all_book(
     assert (await balance(store, a), await balance(store, b)) == (9_895, 9_900)
     assert outbox(servers) == 0
     assert await store.audit() == []
+
+
+async def test_a_wallet_with_money_on_its_way_cannot_be_closed(
+    servers: Servers, instances: list[Instance]
+) -> None:
+    """Money on its way to another database may come back (refused there): its wallet
+    stays open until it has arrived or come back."""
+    store = await started(instances, servers, deliver_within=0.2)
+    ada, dan = payer(), payee()
+    a, d = await funded(store, ada, 300), await funded(store, dan, 0)
+    assert await store.legs.payee(d) is not None
+    assert (await store.close_wallet(dan, key(), d)).outcome is LedgerOutcome.OK
+    servers.payees.stop()
+    try:
+        sent = await store.transfer(ada, key(), a, d, Money("EUR", 300), "", {})
+        assert sent.transaction is not None
+        assert sent.transaction.status is TransactionStatus.PENDING
+        assert await balance(store, a) == 0
+        refused = await store.close_wallet(ada, key(), a)
+        assert refused.outcome is LedgerOutcome.PAYMENT_PENDING
+    finally:
+        servers.payees.start()
+    await store.legs.drain()
+    await store.legs.relay(datetime.now(UTC) + LATER)
+    back = await store.transaction(sent.transaction.id)
+    assert back is not None
+    assert (back.status, back.failure_code) == (TransactionStatus.FAILED, "destination_closed")
+    assert await balance(store, a) == 300
+    assert outbox(servers) == 0
+    assert await store.audit() == []
+
+
+async def test_a_capture_the_merchants_server_refuses_releases_the_hold(
+    servers: Servers, instances: list[Instance]
+) -> None:
+    store = await started(instances, servers)
+    ada, shop = payer(), payee()
+    a, s = await funded(store, ada, 1_000), await funded(store, shop, 0)
+    held = await store.create_hold(
+        ada, key(), a, s, Money("EUR", 250), datetime.now(UTC) + timedelta(hours=1), ""
+    )
+    assert held.hold is not None
+    # The merchant closes the wallet the hold pays into (seen open here), then captures.
+    assert (await store.close_wallet(shop, key(), s)).outcome is LedgerOutcome.OK
+    captured = await store.capture_hold(shop, key(), held.hold.id, None, datetime.now(UTC))
+    assert captured.transaction is not None
+    assert captured.transaction.status is TransactionStatus.FAILED
+    hold = await store.hold(held.hold.id)
+    assert hold is not None
+    assert (hold.status, hold.captured_amount) == ("voided", 0)
+    wallet = await store.wallet(a)
+    assert wallet is not None
+    assert (wallet.balance, wallet.held) == (1_000, 0)
+    assert outbox(servers) == 0
+    assert await store.audit() == []
+
+
+async def test_first_movements_of_new_shard_pairs_in_both_directions_at_once(
+    servers: Servers, instances: list[Instance]
+) -> None:
+    """Within one database: the in-transit accounts of a pair are made on its first use,
+    in one order, so two first movements in opposite directions do not deadlock."""
+    store = await started(instances, servers)
+    for low in range(60, 70, 2):
+        ada, bob = on_shard(low), on_shard(low + 1)
+        a, b = await funded(store, ada, 100), await funded(store, bob, 100)
+        both = await asyncio.gather(
+            store.transfer(ada, key(), a, b, Money("EUR", 1), "", {}),
+            store.transfer(bob, key(), b, a, Money("EUR", 1), "", {}),
+        )
+        assert [r.outcome for r in both] == [LedgerOutcome.OK, LedgerOutcome.OK]
+    assert await store.audit() == []

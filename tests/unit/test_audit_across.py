@@ -97,3 +97,8 @@ def test_the_books_of_all_databases_balance() -> None:
     assert [(f.check, f.subject, f.actual) for f in findings] == [
         ("books_balance_across", "all databases EUR", "7")
     ]
+
+
+def test_a_credit_of_another_amount_than_a_debit_booked_after_the_sample_is_found() -> None:
+    other = replace(CREDITED, credits={"d": CreditLeg(2, 1, 4, "EUR")}, transit={(2, 1, "EUR"): -4})
+    assert "legs_match_across" in checks([EMPTY, other], [debited(), other])

@@ -52,6 +52,9 @@ _CLAIM = """SELECT transaction_id, credit_leg
 _BACKLOG = """SELECT count(*) AS n, coalesce(extract(epoch FROM :now - min(created_at)), 0) AS age
     FROM ledger_outbox"""
 
+_NOTE_ERROR = """UPDATE ledger_outbox SET last_error = left(:error, 500)
+    WHERE transaction_id = CAST(:id AS uuid) RETURNING transaction_id"""
+
 _CREDIT_LEG = "SELECT credit_leg FROM ledger_outbox WHERE transaction_id = CAST(:id AS uuid)"
 
 # How many payees of other databases an instance remembers (a few hundred bytes each).
@@ -183,12 +186,21 @@ class LegCourier:
                         "relay could not deliver a leg",
                         extra={"leg": str(row.transaction_id), "error": repr(error)},
                     )
+                    await self._note_error(database, str(row.transaction_id), error)
                     continue
                 if leg is not None and leg.failure_code:
                     refused += 1
                 elif leg is not None:
                     delivered += 1
         return RelayPass(delivered, refused, failed, unreachable)
+
+    async def _note_error(self, database: RetryingPool, debit_id: str, error: Exception) -> None:
+        """Keeps why a leg could not be delivered on its outbox row (for an operator; the
+        next attempt is scheduled already)."""
+        try:
+            await fetch_rows(database, _NOTE_ERROR, {"id": debit_id, "error": repr(error)})
+        except Exception as unrecorded:
+            log.warning("could not record a leg's error", extra={"error": repr(unrecorded)})
 
     def _claim_params(self, now: datetime) -> dict[str, Any]:
         settings = self.settings

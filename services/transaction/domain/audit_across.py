@@ -169,6 +169,17 @@ def _legs_of(
                     "failed" if found else "none",
                 )
             )
+        elif (found.amount, found.currency) != (credit.amount, credit.currency):
+            # (A debit leg of x's first sample is compared above; one booked after it is
+            # only seen here.)
+            findings.append(
+                AuditFinding(
+                    "legs_match_across",
+                    where + debit_id,
+                    f"{found.amount} {found.currency}",
+                    f"{credit.amount} {credit.currency}",
+                )
+            )
     for debit_id, shard in sample.refused.items():
         payer = after(x, holder[shard])
         found = payer.debits.get(debit_id)

@@ -35,6 +35,7 @@ depends_on = None
 
 SQL = Path(__file__).resolve().parents[2] / "sql" / "0006_shards"
 NEW_VERSIONS = (
+    "guards.sql",
     "accounts.sql",
     "operator.sql",
     "external_payments.sql",

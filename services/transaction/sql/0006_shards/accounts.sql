@@ -52,6 +52,12 @@ BEGIN
                    WHERE destination_account_id = p_wallet AND type = 'top_up'
                      AND status = 'pending') THEN
         RETURN '{"outcome": "payment_pending"}';
+    -- A movement to another database still on its way may come back (refused there):
+    -- its money must find the wallet open.
+    ELSIF EXISTS (SELECT FROM transactions
+                   WHERE source_account_id = p_wallet AND leg = 'debit'
+                     AND status = 'pending') THEN
+        RETURN '{"outcome": "payment_pending"}';
     END IF;
 
     UPDATE accounts SET status = 'closed', updated_at = now()

@@ -105,13 +105,20 @@ SELECT 'refused_leg', r.transaction_id::text, 'refused, no credit leg', 'a credi
  WHERE EXISTS (SELECT FROM transactions AS c WHERE c.counterpart_id = r.transaction_id)
 UNION ALL
 -- A payment names the hold it captured (a credit leg names its debit leg's, on the payer's
--- shard, so without a foreign key; this checks the others).
-SELECT 'payment_hold', t.id::text, 'hold ' || t.hold_id || ' captured by it',
-       coalesce('captured by ' || coalesce(h.capture_transaction_id::text, 'nothing'),
+-- shard, so without a foreign key; this checks the others). One the merchant's database
+-- refused (saga.sql) names the hold it released instead.
+SELECT 'payment_hold', t.id::text,
+       'hold ' || t.hold_id || CASE WHEN t.status = 'failed' THEN ' voided'
+                                    ELSE ' captured by it' END,
+       coalesce(h.status || ' by ' || coalesce(h.capture_transaction_id::text, 'nothing'),
                 'no such hold')
   FROM transactions AS t LEFT JOIN holds AS h ON h.id = t.hold_id
  WHERE t.hold_id IS NOT NULL AND t.leg IS DISTINCT FROM 'credit'
-   AND (h.id IS NULL OR h.capture_transaction_id IS DISTINCT FROM t.id)
+   AND (h.id IS NULL
+        OR CASE WHEN t.status = 'failed'
+                    THEN h.status <> 'voided' OR h.capture_transaction_id IS NOT NULL
+                ELSE h.capture_transaction_id IS DISTINCT FROM t.id
+           END)
 UNION ALL
 SELECT 'account_balance', a.id::text, coalesce(s.total, 0)::text, a.balance::text
   FROM accounts AS a LEFT JOIN per_account AS s ON s.account_id = a.id

@@ -79,8 +79,12 @@ BEGIN
             END IF;
         END LOOP;
         EXIT WHEN v_out IS NOT NULL AND v_in IS NOT NULL;
-        PERFORM ledger_transit_account(p_payer.currency, v_payer_shard, v_payee_shard),
-                ledger_transit_account(p_payer.currency, v_payee_shard, v_payer_shard);
+        -- Created in one order (the lower shard's first): two first movements of a pair
+        -- in opposite directions would otherwise each wait on the other's new row.
+        PERFORM ledger_transit_account(p_payer.currency, least(v_payer_shard, v_payee_shard),
+                                       greatest(v_payer_shard, v_payee_shard)),
+                ledger_transit_account(p_payer.currency, greatest(v_payer_shard, v_payee_shard),
+                                       least(v_payer_shard, v_payee_shard));
     END LOOP;
 
     -- The credit leg is the same movement seen from the payee's shard: the debit leg's

@@ -159,6 +159,10 @@ BEGIN
                                  || replace(p_answer ->> 'reason', '_', ' ')
          WHERE id = p_debit
         RETURNING * INTO v_leg;
+        -- A capture refused: its hold released after all (its money is back above).
+        UPDATE holds SET status = 'voided', captured_amount = 0,
+                         capture_transaction_id = NULL, updated_at = now()
+         WHERE id = v_leg.hold_id AND capture_transaction_id = p_debit;
     ELSE
         RAISE EXCEPTION 'a delivery answers delivered or refused, not %', p_answer
             USING ERRCODE = 'invalid_parameter_value';
