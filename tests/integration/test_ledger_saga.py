@@ -16,10 +16,12 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+from psycopg_pool import PoolTimeout
 
 from services.localmesh.postgres import PostgresServer
 from services.localmesh.processes import free_port
 from services.runtime import db
+from services.runtime.db import is_database_fault
 from services.runtime.money import Money
 from services.transaction import server
 from services.transaction.adapters.ledger_store import SqlLedgerStore
@@ -745,3 +747,28 @@ async def test_first_movements_of_new_shard_pairs_in_both_directions_at_once(
         )
         assert [r.outcome for r in both] == [LedgerOutcome.OK, LedgerOutcome.OK]
     assert await store.audit() == []
+
+
+async def test_a_retry_is_answered_while_the_payees_server_is_down(
+    servers: Servers, instances: list[Instance]
+) -> None:
+    """A request done before is answered from its key even by an instance that has never
+    seen its payee and cannot read it now: a retry needs nothing from the other side. A
+    new request to that payee is UNAVAILABLE (the database is away), not refused."""
+    first = await started(instances, servers)
+    ada, cat = payer(), payee()
+    a, c = await funded(first, ada, 1_000), await funded(first, cat, 0)
+    request = key()
+    paid = await first.transfer(ada, request, a, c, Money("EUR", 10), "", {})
+    assert paid.transaction is not None
+    fresh = await started(instances, servers)  # its own, empty, memory of payees
+    servers.payees.stop()
+    try:
+        again = await fresh.transfer(ada, request, a, c, Money("EUR", 10), "", {})
+        with pytest.raises((psycopg.OperationalError, PoolTimeout)) as away:
+            await fresh.transfer(ada, key(), a, c, Money("EUR", 10), "", {})
+    finally:
+        servers.payees.start()
+    assert again.outcome is LedgerOutcome.REPLAYED
+    assert again.transaction == paid.transaction
+    assert is_database_fault(away.value)

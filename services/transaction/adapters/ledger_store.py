@@ -201,7 +201,10 @@ class SqlLedgerStore:
         if not self._shards.same_database(owner_id, source_wallet_id):
             # A user's wallets are on their home shard: this one is not theirs.
             return LedgerResult(outcome=LedgerOutcome.WALLET_NOT_FOUND)
-        leg = await self._leg_to(owner_id, destination_wallet_id)
+        try:
+            leg = await self._leg_to(owner_id, destination_wallet_id)
+        except Exception as error:
+            return await self._stored_or(error, owner_id, owner_id, key)
         if leg is None:
             return LedgerResult(outcome=LedgerOutcome.DESTINATION_NOT_FOUND)
         params: dict[str, Any] = {
@@ -238,6 +241,17 @@ class SqlLedgerStore:
             "payee": json.dumps(payee),
             "first_attempt": self._legs.first_attempt_at(datetime.now(UTC)),
         }
+
+    async def _stored_or(
+        self, error: Exception, near_id: str, owner_id: str, key: IdempotencyKey
+    ) -> LedgerResult:
+        """When the other database cannot be reached: the stored answer of this request,
+        if it was made before (a retry needs nothing from there), from the database its
+        key is kept in (near_id's); else the error."""
+        stored = await self._replay_in(self._of(near_id), owner_id, key)
+        if stored is None:
+            raise error
+        return stored
 
     async def _answered(self, document: dict[str, Any]) -> LedgerResult:
         """A movement's answer, after (a while) delivering its credit leg if it has one
@@ -351,7 +365,10 @@ class SqlLedgerStore:
             hold = await self.hold(hold_id)
             if hold is None:
                 return LedgerResult(outcome=LedgerOutcome.HOLD_NOT_FOUND)
-            to_merchant = await self._leg_to(hold_id, hold.merchant_wallet_id)
+            try:
+                to_merchant = await self._leg_to(hold_id, hold.merchant_wallet_id)
+            except Exception as error:
+                return await self._stored_or(error, hold_id, owner_id, key)
             if to_merchant is None:
                 return LedgerResult(outcome=LedgerOutcome.NOT_OWNER)
             leg = to_merchant
@@ -395,7 +412,10 @@ class SqlLedgerStore:
                 if named.leg == "debit" and named.status in ("pending", "failed"):
                     return LedgerResult(outcome=LedgerOutcome.NOT_REFUNDABLE)
                 credit_id = transaction_id if named.leg == "credit" else named.counterpart_id
-                to_payer = await self._leg_to(credit_id, named.payer)
+                try:
+                    to_payer = await self._leg_to(credit_id, named.payer)
+                except Exception as error:
+                    return await self._stored_or(error, credit_id, owner_id, key)
                 if to_payer is None:
                     return LedgerResult(outcome=LedgerOutcome.DESTINATION_NOT_FOUND)
                 transaction_id, leg = credit_id, to_payer
@@ -546,8 +566,13 @@ class SqlLedgerStore:
         return pending, oldest
 
     async def replay(self, owner_id: str, key: IdempotencyKey) -> LedgerResult | None:
+        return await self._replay_in(self._of(owner_id), owner_id, key)
+
+    async def _replay_in(
+        self, database: RetryingPool, owner_id: str, key: IdempotencyKey
+    ) -> LedgerResult | None:
         rows = await fetch_rows(
-            self._of(owner_id),
+            database,
             "SELECT operation, request_hash, result FROM idempotency_keys"
             " WHERE owner_id = CAST(:owner AS uuid) AND idempotency_key = :key",
             {"owner": owner_id, "key": key.key},
