@@ -30,6 +30,7 @@ _MONITOR_DB = "pg_auto_failover"
 # timeouts put a failover at 10-30 s).
 FORM_TIMEOUT = 120.0
 FAILOVER_TIMEOUT = 90.0
+_FAILOVER_TRIES = 3
 
 
 def find_pg_autoctl() -> str:
@@ -194,7 +195,16 @@ class Formation:
         """Has the monitor promote the secondary, and waits until the old primary is its
         secondary (`pg_autoctl perform failover`)."""
         before = self.primary_port()
-        self._autoctl("perform", "failover")
+        for attempt in range(1, _FAILOVER_TRIES + 1):
+            try:
+                self._autoctl("perform", "failover")
+                break
+            except PostgresError as error:
+                # The monitor's own transactions can deadlock with a node's report
+                # (seen here: "Monitor ERROR: deadlock detected"); the order is then
+                # not given, and giving it again is what pg_autoctl's user would do.
+                if "deadlock detected" not in str(error) or attempt == _FAILOVER_TRIES:
+                    raise
         wait_until(
             lambda: (
                 self._formed_problems()
