@@ -8,7 +8,6 @@ was only the database being away (UNAVAILABLE at the service's edge)."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,9 +26,9 @@ from services.transaction.adapters.ledger_store import SqlLedgerStore
 from services.transaction.adapters.saga import LegSettings
 from services.transaction.adapters.shards import ShardConfig, ShardMap
 from services.transaction.domain.model import IdempotencyKey, LedgerOutcome, TransactionStatus
+from tests.integration.ledger_stores import funded, key, on_shard
 
 DATABASE = "ledger_failover"
-OPERATOR = str(uuid.uuid4())
 
 
 @pytest.fixture(scope="module")
@@ -65,14 +64,6 @@ async def store(config: ShardConfig) -> AsyncIterator[SqlLedgerStore]:
         await pool.close()
 
 
-def on_shard(shard: int) -> str:
-    return str(uuid.UUID(bytes=uuid.uuid4().bytes[:15] + bytes([shard])))
-
-
-def key() -> IdempotencyKey:
-    return IdempotencyKey(str(uuid.uuid4()), uuid.uuid4().hex)
-
-
 @dataclass(frozen=True)
 class Payer:
     owner: str
@@ -85,15 +76,6 @@ class Acknowledged:
     payer: Payer
     request: IdempotencyKey
     transaction_id: str
-
-
-async def funded(store: SqlLedgerStore, owner: str, amount: int) -> str:
-    made = await store.create_wallet(owner, key(), "EUR")
-    assert made.wallet is not None
-    if amount:
-        adjusted = await store.adjust(OPERATOR, key(), made.wallet.id, Money("EUR", amount), "")
-        assert adjusted.outcome is LedgerOutcome.OK
-    return made.wallet.id
 
 
 async def test_a_failover_under_load_loses_no_acknowledged_transfer(

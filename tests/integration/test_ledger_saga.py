@@ -29,14 +29,13 @@ from services.transaction.adapters.saga import LegSettings, RelayPass
 from services.transaction.adapters.shards import ShardConfig, ShardMap
 from services.transaction.domain.model import (
     HistoryFilter,
-    IdempotencyKey,
     LedgerOutcome,
     TransactionStatus,
 )
 from services.transaction.domain.ports import TransferItem
+from tests.integration.ledger_stores import funded, key, on_shard
 
 DATABASE = "ledger_saga"
-OPERATOR = str(uuid.uuid4())
 # Long enough that the relay never runs by itself in a test: each test calls it.
 LATER = timedelta(hours=2)
 
@@ -63,20 +62,12 @@ def servers(
     payees.destroy()
 
 
-def on_shard(shard: int) -> str:
-    return str(uuid.UUID(bytes=uuid.uuid4().bytes[:15] + bytes([shard])))
-
-
 def payer() -> str:
     return on_shard(uuid.uuid4().bytes[0] % 128)
 
 
 def payee() -> str:
     return on_shard(128 + uuid.uuid4().bytes[0] % 128)
-
-
-def key() -> IdempotencyKey:
-    return IdempotencyKey(str(uuid.uuid4()), uuid.uuid4().hex)
 
 
 class Instance:
@@ -112,15 +103,6 @@ async def started(
     instance = Instance(servers.config, legs)
     instances.append(instance)
     return await instance.open()
-
-
-async def funded(store: SqlLedgerStore, owner: str, amount: int) -> str:
-    made = await store.create_wallet(owner, key(), "EUR")
-    assert made.wallet is not None
-    if amount:
-        adjusted = await store.adjust(OPERATOR, key(), made.wallet.id, Money("EUR", amount), "")
-        assert adjusted.outcome is LedgerOutcome.OK
-    return made.wallet.id
 
 
 async def balance(store: SqlLedgerStore, wallet_id: str) -> int:

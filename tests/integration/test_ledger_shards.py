@@ -5,7 +5,6 @@ in each (the saga: tests/integration/test_ledger_saga.py)."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -18,19 +17,11 @@ from services.runtime.money import Money
 from services.transaction import server
 from services.transaction.adapters.ledger_store import SqlLedgerStore
 from services.transaction.adapters.shards import ShardConfig, ShardMap, ShardMapError
-from services.transaction.domain.model import HistoryFilter, IdempotencyKey, LedgerOutcome
+from services.transaction.domain.model import HistoryFilter, LedgerOutcome
 from services.transaction.domain.ports import TransferItem
+from tests.integration.ledger_stores import funded, key, on_shard
 
 NAMES = ("ledger_shard_a", "ledger_shard_b")
-OPERATOR = str(uuid.uuid4())
-
-
-def on_shard(shard: int) -> str:
-    return str(uuid.UUID(bytes=uuid.uuid4().bytes[:15] + bytes([shard])))
-
-
-def key() -> IdempotencyKey:
-    return IdempotencyKey(str(uuid.uuid4()), uuid.uuid4().hex)
 
 
 @pytest.fixture(scope="module")
@@ -56,16 +47,6 @@ async def store(config: ShardConfig) -> AsyncIterator[SqlLedgerStore]:
 def rows_in(postgres: PostgresServer, name: str, query: str, *args: object) -> list[str]:
     with psycopg.connect(postgres.conninfo(name)) as connection:
         return [str(row[0]) for row in connection.execute(query, args).fetchall()]
-
-
-async def funded(store: SqlLedgerStore, owner: str, amount: int) -> str:
-    made = await store.create_wallet(owner, key(), "EUR")
-    assert made.wallet is not None
-    if not amount:
-        return made.wallet.id
-    adjusted = await store.adjust(OPERATOR, key(), made.wallet.id, Money("EUR", amount), "fund")
-    assert adjusted.outcome is LedgerOutcome.OK
-    return made.wallet.id
 
 
 async def test_each_database_holds_its_range_and_the_rows_of_its_shards(
