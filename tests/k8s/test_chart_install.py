@@ -4,6 +4,8 @@ install, upgrade with changed values, rollback and uninstall, as an operator wou
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,10 @@ CHART = Path(__file__).resolve().parents[2] / "helm" / "wallet-mesh"
 DEFAULTS = CHART / "ci" / "defaults-values.yaml"
 RELEASE = "wm"
 WORKLOADS = ("edge", "gateway", "ratelimit", "transaction", "user")
+LEDGER_SHARDS = [
+    "postgresql://wallet:secret@postgres.example.internal:5432/ledger",
+    "postgresql://wallet:secret@postgres-2.example.internal:5432/ledger_2",
+]
 KINDS = "deployments,services,configmaps,secrets,pdb,hpa,cronjobs,jobs,networkpolicies"
 
 
@@ -101,6 +107,9 @@ def test_install_upgrade_rollback_uninstall(control_plane: ControlPlane, namespa
         # Variables are strings (the schema refuses a number).
         "--set-string",
         "services.user.env.USER_ACCESS_TOKEN_SECONDS=600",
+        # The ledger on two databases (its shards): a list of URLs.
+        "--set-json",
+        f"postgres.urls.ledger={json.dumps(LEDGER_SHARDS)}",
     )
     after = deployments(plane, namespace)
     assert after["gateway"]["status"]["readyReplicas"] == 3
@@ -115,6 +124,9 @@ def test_install_upgrade_rollback_uninstall(control_plane: ControlPlane, namespa
     assert rolled_out(plane, namespace) == []
     kept = plane.kubectl_json("get", "secret", f"{RELEASE}-wallet-mesh-jwt", "-n", namespace)
     assert kept["data"] == signing_key["data"]
+    # The services read the ledger's databases as TRANSACTION_DATABASE_URL takes them.
+    urls = plane.kubectl_json("get", "secret", f"{RELEASE}-wallet-mesh-postgres", "-n", namespace)
+    assert base64.b64decode(urls["data"]["ledger"]).decode() == " ".join(LEDGER_SHARDS)
 
     # Rollback: back to the first revision's values.
     helm(plane, namespace, "rollback", RELEASE, "1")
