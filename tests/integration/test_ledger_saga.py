@@ -240,6 +240,52 @@ async def test_the_payee_server_stopped_under_load_leaves_transfers_pending_unti
     assert await store.audit() == []
 
 
+async def debit_legs_only(
+    store: SqlLedgerStore,
+    servers: Servers,
+    owner: str,
+    source: str,
+    target: str,
+    amounts: list[int],
+) -> list[str]:
+    """Transfers booked as an instance that dies right after does: the debit legs (and
+    their outbox rows) on the payer's server, nothing delivered. Their ids."""
+    payee_as_seen = await store.legs.payee(target)
+    debits = []
+    with psycopg.connect(servers.payers.conninfo(DATABASE), autocommit=True) as connection:
+        for amount in amounts:
+            request = key()
+            row = connection.execute(
+                "SELECT ledger_transfer(%s, %s, %s, %s, %s, %s, 'EUR', '', '{}', %s, %s)",
+                (
+                    owner,
+                    request.key,
+                    request.request_hash,
+                    source,
+                    target,
+                    amount,
+                    json.dumps(payee_as_seen),
+                    datetime.now(UTC) + LATER,
+                ),
+            ).fetchone()
+            assert row is not None
+            debits.append(row[0]["transaction"]["id"])
+    return debits
+
+
+async def credit_legs_only(servers: Servers, debits: list[str]) -> None:
+    """Their credit legs booked on the payee's server, the debit legs left unsettled (an
+    instance dying between the two)."""
+    with psycopg.connect(servers.payers.conninfo(DATABASE)) as connection:
+        legs = connection.execute(
+            "SELECT credit_leg FROM ledger_outbox WHERE transaction_id = ANY(%s::uuid[])",
+            (debits,),
+        ).fetchall()
+    with psycopg.connect(servers.payees.conninfo(DATABASE), autocommit=True) as connection:
+        for (leg,) in legs:
+            connection.execute("SELECT ledger_receive_leg(%s)", (json.dumps(leg),))
+
+
 async def test_legs_a_crashed_instance_left_are_delivered_once_by_two_relays(
     servers: Servers, instances: list[Instance]
 ) -> None:
@@ -249,33 +295,8 @@ async def test_legs_a_crashed_instance_left_are_delivered_once_by_two_relays(
     first = await started(instances, servers)
     ada, cat = payer(), payee()
     a, c = await funded(first, ada, 1_000), await funded(first, cat, 0)
-    leg_of_payee = await first.legs.payee(c)
-    debits = []
-    with psycopg.connect(servers.payers.conninfo(DATABASE), autocommit=True) as connection:
-        for _ in range(8):
-            request = key()
-            row = connection.execute(
-                "SELECT ledger_transfer(%s, %s, %s, %s, %s, 25, 'EUR', '', '{}', %s, %s)",
-                (
-                    ada,
-                    request.key,
-                    request.request_hash,
-                    a,
-                    c,
-                    json.dumps(leg_of_payee),
-                    datetime.now(UTC) + LATER,
-                ),
-            ).fetchone()
-            assert row is not None
-            debits.append(row[0]["transaction"]["id"])
-        legs = connection.execute(
-            "SELECT credit_leg FROM ledger_outbox WHERE transaction_id = ANY(%s::uuid[])"
-            " ORDER BY created_at LIMIT 3",
-            (debits,),
-        ).fetchall()
-    with psycopg.connect(servers.payees.conninfo(DATABASE), autocommit=True) as connection:
-        for (leg,) in legs:
-            connection.execute("SELECT ledger_receive_leg(%s)", (json.dumps(leg),))
+    debits = await debit_legs_only(first, servers, ada, a, c, [25] * 8)
+    await credit_legs_only(servers, debits[:3])
     assert credit_legs_of(servers, debits) == 3
     assert await balance(first, a) == 800
 
@@ -754,3 +775,32 @@ async def test_a_retry_is_answered_while_the_payees_server_is_down(
     assert again.outcome is LedgerOutcome.REPLAYED
     assert again.transaction == paid.transaction
     assert is_database_fault(away.value)
+
+
+async def test_a_movement_credited_but_not_yet_settled_can_be_refunded(
+    servers: Servers, instances: list[Instance]
+) -> None:
+    """Named by its id (the debit leg's, still pending on the payer's server), a movement
+    the payee has received is refunded all the same; one not received yet is not
+    refundable yet."""
+    store = await started(instances, servers)
+    ada, cat = payer(), payee()
+    a, c = await funded(store, ada, 1_000), await funded(store, cat, 0)
+    received, on_its_way = await debit_legs_only(store, servers, ada, a, c, [400, 100])
+    await credit_legs_only(servers, [received])
+    refunded = await store.refund(cat, key(), received, 150, "", False)
+    assert refunded.outcome is LedgerOutcome.OK
+    assert refunded.transaction is not None
+    assert refunded.transaction.status is TransactionStatus.POSTED
+    early = await store.refund(cat, key(), on_its_way, None, "", False)
+    assert early.outcome is LedgerOutcome.NOT_REFUNDABLE
+    await store.legs.relay(datetime.now(UTC) + LATER)
+    original = await store.transaction(received)
+    assert original is not None
+    assert (original.status, original.refunded_amount) == (
+        TransactionStatus.PARTIALLY_REFUNDED,
+        150,
+    )
+    assert (await balance(store, a), await balance(store, c)) == (650, 350)
+    assert outbox(servers) == 0
+    assert await store.audit() == []

@@ -399,6 +399,7 @@ class SqlLedgerStore:
         is_admin: bool,
     ) -> LedgerResult:
         leg: dict[str, Any] = {"payee": None, "first_attempt": None}
+        on_its_way = False
         if len(self._shards.databases()) > 1:
             rows = await fetch_rows(self._of(transaction_id), _LEG_OF, {"id": transaction_id})
             named = rows[0] if rows else None
@@ -409,8 +410,11 @@ class SqlLedgerStore:
             ):
                 # A movement between two databases: refunded from the payee's, on its
                 # credit leg, back through the saga to the payer's wallet.
-                if named.leg == "debit" and named.status in ("pending", "failed"):
+                if named.leg == "debit" and named.status == "failed":
                     return LedgerResult(outcome=LedgerOutcome.NOT_REFUNDABLE)
+                # (A debit leg still pending may be credited already, its settling late:
+                # the credit leg's database knows.)
+                on_its_way = named.leg == "debit" and named.status == "pending"
                 credit_id = transaction_id if named.leg == "credit" else named.counterpart_id
                 try:
                     to_payer = await self._leg_to(credit_id, named.payer)
@@ -434,7 +438,11 @@ class SqlLedgerStore:
             },
         )
         assert document is not None, "ledger_refund answers"
-        return await self._answered(document)
+        refunded = await self._answered(document)
+        if on_its_way and refunded.outcome is LedgerOutcome.TRANSACTION_NOT_FOUND:
+            # Not credited yet: nothing to refund until it arrives.
+            return LedgerResult(outcome=LedgerOutcome.NOT_REFUNDABLE)
+        return refunded
 
     async def adjust(
         self, owner_id: str, key: IdempotencyKey, wallet_id: str, money: Money, reason: str
