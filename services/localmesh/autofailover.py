@@ -50,11 +50,17 @@ class Formation:
         self.ports = ports
         self._root = Path(tempfile.mkdtemp(prefix="wallet-autofailover-"))
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
-        # pg_autoctl's own folders (XDG), made here (it fails making them itself).
+        # pg_autoctl's own folders (XDG: <root>/pg_autoctl/<pgdata>), made here, whole:
+        # its processes make them at once and one fails on the other's ("File exists").
+        made = [self._root]
         for folder in ("config", "data", "run"):
-            (self._root / folder).mkdir(mode=0o700)
+            for name in ("monitor", *_NODES):
+                path = self._root / folder / "pg_autoctl" / str(self._root / name).lstrip("/")
+                path.mkdir(mode=0o700, parents=True)
+            made += [p for p in (self._root / folder).rglob("*") if p.is_dir()]
+            made.append(self._root / folder)
         if os.geteuid() == 0:
-            for path in (self._root, *(self._root / f for f in ("config", "data", "run"))):
+            for path in made:
                 shutil.chown(path, SERVER_USER)
 
     # --- addresses --------------------------------------------------------------------
