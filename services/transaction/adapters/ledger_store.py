@@ -47,7 +47,7 @@ from services.transaction.adapters.ledger_sql import (
     fetch_rows,
 )
 from services.transaction.adapters.leg_samples import sample_legs
-from services.transaction.adapters.saga import LegCourier, LegSettings
+from services.transaction.adapters.saga import LegCourier, LegSettings, ignore_leg
 from services.transaction.adapters.shards import ShardMap, ShardMapError, format_ranges
 from services.transaction.domain.audit_across import across_databases
 from services.transaction.domain.model import (
@@ -121,8 +121,8 @@ def _key_params(owner_id: str, key: IdempotencyKey) -> dict[str, Any]:
     return {"owner": owner_id, "key": key.key, "hash": key.request_hash}
 
 
-def _ignore(path: str, outcome: str) -> None:
-    pass
+# The leg arguments of a movement within one database: none.
+_WITHIN_ONE_DATABASE: dict[str, Any] = {"payee": None, "first_attempt": None}
 
 
 def claim_shards(database_url: str, shards: frozenset[int]) -> None:
@@ -151,12 +151,12 @@ class SqlLedgerStore:
         self,
         databases: ShardMap[DriverPool],
         legs: LegSettings | None = None,
-        observe_leg: Callable[[str, str], None] | None = None,
+        observe_leg: Callable[[str, str], None] = ignore_leg,
     ) -> None:
         # Autocommit connections: each ledger function commits by itself, with no
         # BEGIN/COMMIT round trips around it.
         self._shards = databases.map(RetryingPool)
-        self._legs = LegCourier(self._shards, legs or LegSettings(), observe_leg or _ignore)
+        self._legs = LegCourier(self._shards, legs or LegSettings(), observe_leg)
 
     @property
     def legs(self) -> LegCourier:
@@ -233,7 +233,7 @@ class SqlLedgerStore:
         may first try its credit leg; none for a wallet of the same one. None if there
         is no such wallet there."""
         if self._shards.same_database(near_id, wallet_id):
-            return {"payee": None, "first_attempt": None}
+            return _WITHIN_ONE_DATABASE
         payee = await self._legs.payee(wallet_id)
         if payee is None:
             return None
@@ -358,7 +358,7 @@ class SqlLedgerStore:
     async def capture_hold(
         self, owner_id: str, key: IdempotencyKey, hold_id: str, amount: int | None, now: datetime
     ) -> LedgerResult:
-        leg: dict[str, Any] = {"payee": None, "first_attempt": None}
+        leg = _WITHIN_ONE_DATABASE
         if not self._shards.same_database(owner_id, hold_id):
             # The merchant (the caller, if anyone may capture) is of another database
             # than the hold: the capture is a leg to the hold's merchant wallet.
@@ -398,7 +398,7 @@ class SqlLedgerStore:
         reason: str,
         is_admin: bool,
     ) -> LedgerResult:
-        leg: dict[str, Any] = {"payee": None, "first_attempt": None}
+        leg = _WITHIN_ONE_DATABASE
         on_its_way = False
         if len(self._shards.databases()) > 1:
             rows = await fetch_rows(self._of(transaction_id), _LEG_OF, {"id": transaction_id})
