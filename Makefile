@@ -6,6 +6,7 @@
 #   make gen    regenerate gen/ from protos/
 #   make admin EMAIL=...  give a registered user the admin role (make run's database)
 #   make audit  recompute every ledger invariant of make run's database
+#   make move-shard SHARDS=200-255 TO=2  move logical shards to make run's second ledger database
 #   make bench  benchmark transfers and reads (BENCH_ARGS='--seconds 10 --concurrency 8,32,128')
 #   make chaos  the bank workload under faults (CHAOS_ARGS='--seed 42 --rounds 3'); see README
 #   make image  the OCI image of every service and Envoy (image/README.md; root or sudo)
@@ -108,6 +109,11 @@ traces: $(STAMP)
 .PHONY: audit
 audit: $(STAMP)
 	$(BIN)/python -m services.localmesh audit
+
+.PHONY: move-shard
+move-shard: $(STAMP)
+	@test -n "$(SHARDS)" -a -n "$(TO)" || { echo "usage: make move-shard SHARDS=200-255 TO=2"; exit 2; }
+	$(BIN)/python -m services.localmesh move-shard "$(SHARDS)" --to "$(TO)"
 
 .PHONY: admin
 admin: $(STAMP)

@@ -4,6 +4,9 @@ python -m services.localmesh run                start everything on localhost, u
 python -m services.localmesh status             what `run`'s supervisor sees: pid, state, restarts
 python -m services.localmesh grant-admin EMAIL  give a registered user the admin role
 python -m services.localmesh audit              check every invariant of the ledger
+python -m services.localmesh move-shard 200-255 --to 2
+                                                move logical shards to the second ledger
+                                                database, while the mesh runs
 python -m services.localmesh traces [--last N]  print the last traces (WALLET_TRACES=1 make run)
 """
 
@@ -48,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     grant = commands.add_parser("grant-admin", help="give a registered user the admin role")
     grant.add_argument("email")
     commands.add_parser("audit", help="check every invariant of the ledger")
+    move = commands.add_parser("move-shard", help="move logical shards to another database")
+    move.add_argument("shards")
+    move.add_argument("--to", required=True)
     traces = commands.add_parser("traces", help="print the last recorded traces as trees")
     traces.add_argument("--last", type=int, default=5)
     args = parser.parse_args(argv)
@@ -59,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             return service_command(config, USER, "grant-admin", args.email)
         if args.command == "audit":
             return service_command(config, TRANSACTION, "audit")
+        if args.command == "move-shard":
+            return service_command(config, TRANSACTION, "move-shard", args.shards, "--to", args.to)
         if args.command == "traces":
             return show_traces(config, args.last)
         if args.command == "status":
@@ -177,7 +185,7 @@ Ctrl-C stops everything.
 
 def service_command(config: MeshConfig, spec: ServiceSpec, *args: str) -> int:
     """`python -m <service> <args>` with the service's development environment
-    (grant-admin, audit); PostgreSQL is started for the command if it is not running.
+    (grant-admin, audit, move-shard); PostgreSQL is started for the command if it is not running.
 
     The servers are those of the run folder: the ports its mesh was started with
     (mesh.json), and the port its PostgreSQL really listens on if it runs."""

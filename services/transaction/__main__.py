@@ -5,6 +5,10 @@ python -m services.transaction migrate   apply the ledger's migrations to each o
                                          databases, each holding its logical shards
 python -m services.transaction audit     recompute every ledger invariant; exit 1 on any
                                          difference
+python -m services.transaction move-shard 200-255 --to 3
+                                         move logical shards to the third database of
+                                         the list, one at a time, while the mesh runs
+                                         (adapters/shard_move.py)
 (env: TRANSACTION_DATABASE_URL, one or several separated by spaces, and
 TRANSACTION_SHARD_RANGES; see services/transaction/adapters/shards.py)
 """
@@ -17,8 +21,9 @@ import sys
 
 from services.runtime import db
 from services.runtime.server import run_service
-from services.transaction.adapters.ledger_store import SqlLedgerStore
-from services.transaction.adapters.shards import ShardConfig, ShardMap
+from services.transaction.adapters.ledger_store import SqlLedgerStore, held_shards
+from services.transaction.adapters.shard_move import ShardMoveError, move_shard
+from services.transaction.adapters.shards import ShardConfig, ShardMap, parse_ranges
 from services.transaction.server import ENV_PREFIX, TransactionSettings, build_app, migrate
 
 
@@ -32,6 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("serve", help="run one instance of the transaction service")
     commands.add_parser("migrate", help="apply database migrations")
     commands.add_parser("audit", help="check every ledger invariant")
+    move = commands.add_parser("move-shard", help="move logical shards to another database")
+    move.add_argument("shards", help="the logical shards, as in 7 or 200-255 or 1,5-9")
+    move.add_argument(
+        "--to", type=int, required=True, metavar="N", help="the database, 1 for the first"
+    )
     args = parser.parse_args(argv)
 
     if args.command == "migrate":
@@ -39,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "audit":
         return asyncio.run(audit())
+    if args.command == "move-shard":
+        return move_shards(ShardConfig.from_env(ENV_PREFIX), parse_ranges(args.shards), args.to)
     settings = TransactionSettings.from_env()
     runtime = settings.runtime
     run_service(
@@ -69,6 +81,33 @@ async def audit() -> int:
         )
     print(f"ledger audit: {'OK' if not findings else f'{len(findings)} difference(s)'}")
     return 1 if findings else 0
+
+
+def move_shards(config: ShardConfig, shards: frozenset[int], to: int) -> int:
+    urls = config.database_urls
+    if not 1 <= to <= len(urls):
+        print(f"--to {to}: the ledger has databases 1 to {len(urls)}", file=sys.stderr)
+        return 2
+    target = urls[to - 1]
+    held = [held_shards(url) for url in urls]
+    for shard in sorted(shards):
+        holders = [url for url, its in zip(urls, held, strict=True) if shard in its]
+        # Held elsewhere: moved from there. Held nowhere, or here already: a move that
+        # stopped part-way, finished from whichever database it came from.
+        sources = [u for u in holders if u != target] or [u for u in urls if u != target]
+        try:
+            reports = [move_shard(shard, source, target) for source in sources]
+        except ShardMoveError as error:
+            print(f"shard {shard}: {error}", file=sys.stderr)
+            return 1
+        rows = ", ".join(
+            f"{n} {table}" for report in reports for table, n in report.rows.items() if n
+        )
+        if holders and target not in holders:
+            print(f"shard {shard}: moved to database {to} ({rows or 'no rows'})")
+        else:
+            print(f"shard {shard}: in database {to}")
+    return 0
 
 
 if __name__ == "__main__":

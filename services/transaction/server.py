@@ -22,7 +22,11 @@ from services.runtime.pagination import PageTokens
 from services.runtime.server import GrpcApp, service_interceptors
 from services.transaction import metrics
 from services.transaction.adapters.ledger_cache import RedisLedgerCache
-from services.transaction.adapters.ledger_store import SqlLedgerStore, claim_shards
+from services.transaction.adapters.ledger_store import (
+    SqlLedgerStore,
+    claim_shards,
+    held_shards,
+)
 from services.transaction.adapters.payment_gateway import (
     GrpcPaymentGateway,
     gateway_service_channel,
@@ -92,10 +96,17 @@ class TransactionSettings:
 
 
 def migrate(shards: ShardConfig) -> None:
-    """The ledger's migrations on each of its databases, and each holding its shards."""
-    for url, held in zip(shards.database_urls, shards.shards, strict=True):
+    """The ledger's migrations on each of its databases; the first time, each claims its
+    shards of the first split. From then on the databases say where the shards are: one
+    added to the list holds none until shards are moved to it (adapters/shard_move.py).
+    ShardMapError unless every shard is held once."""
+    urls = shards.database_urls
+    for url in urls:
         migrations.upgrade_to_head(MIGRATIONS, url)
-        claim_shards(url, held)
+    held = [held_shards(url) for url in urls]
+    if not any(held):
+        held = [claim_shards(url, first) for url, first in zip(urls, shards.shards, strict=True)]
+    ShardMap(urls, held)
 
 
 def build_app(settings: TransactionSettings) -> tuple[GrpcApp, Ledger]:
@@ -158,6 +169,13 @@ def build_app(settings: TransactionSettings) -> tuple[GrpcApp, Ledger]:
                 metrics.RECONCILER_PASSES.labels("error").inc()
                 log.warning("reconciler pass failed", extra={"error": repr(error)})
 
+    async def refresh_shards() -> None:
+        # A database down, or a move between its two commits: the map as it was.
+        try:
+            await store.refresh_shards()
+        except Exception as error:
+            log.warning("could not read the shard map again", extra={"error": repr(error)})
+
     async def relay_legs() -> None:
         # Every instance relays; claiming pushes each leg's next attempt back (its
         # backoff and lease), and SKIP LOCKED leaves the ones being settled.
@@ -165,6 +183,7 @@ def build_app(settings: TransactionSettings) -> tuple[GrpcApp, Ledger]:
             await asyncio.sleep(settings.relay_interval_seconds)
             try:
                 now = datetime.now(UTC)
+                await refresh_shards()
                 relayed = await store.legs.relay(now)
                 waiting, oldest = await store.legs.backlog(now)
                 metrics.LEGS_IN_FLIGHT.set(waiting)
@@ -186,16 +205,17 @@ def build_app(settings: TransactionSettings) -> tuple[GrpcApp, Ledger]:
         for pool in pools:
             await pool.open(wait=False)
 
-    shards_checked = False
+    shards_read = False
 
     async def ready() -> None:
-        # Every database answers, and (once) holds the shards the map gives it.
-        nonlocal shards_checked
+        # Every database answers, and (once) the map is read from them: each shard held
+        # once. (The relay pass reads it again.)
+        nonlocal shards_read
         for pool in pools:
             await db.ping_pool(pool)
-        if not shards_checked:
-            await store.check_shards()
-            shards_checked = True
+        if not shards_read:
+            await store.refresh_shards()
+            shards_read = True
 
     api = TransactionApi(ledger, funding, PageTokens.for_mesh(credential))
     funding_api = FundingApi(funding)

@@ -52,7 +52,7 @@ def rows_in(postgres: PostgresServer, name: str, query: str, *args: object) -> l
 async def test_each_database_holds_its_range_and_the_rows_of_its_shards(
     store: SqlLedgerStore, postgres: PostgresServer
 ) -> None:
-    await store.check_shards()
+    await store.refresh_shards()
     held = [rows_in(postgres, name, "SELECT unnest(ledger_held_shards())") for name in NAMES]
     assert held == [[str(s) for s in range(128)], [str(s) for s in range(128, 256)]]
     ada, bob, cat = on_shard(5), on_shard(100), on_shard(200)
@@ -128,20 +128,44 @@ async def test_sweeps_and_the_audit_cover_every_database(
     assert await store.audit() == []
 
 
-async def test_a_database_holding_other_shards_is_refused(
+async def test_once_placed_the_databases_say_where_the_shards_are(
     config: ShardConfig, postgres: PostgresServer
 ) -> None:
-    """Adding a database to a ledger does not move shards to it: the map that says so
-    is refused by migrate and by the store."""
-    regrouped = ShardConfig(config.database_urls, (frozenset(range(64)), frozenset(range(64, 256))))
-    with pytest.raises(ShardMapError, match="holds shards 0-127, the shard map gives it 0-63"):
-        server.migrate(regrouped)
+    """The configured split is the first one only: a later, different one changes
+    nothing (shards are moved, not re-split: tests/integration/test_ledger_shard_move.py),
+    and a database added to the list holds none. A map with a shard held twice is
+    refused by migrate and by the store."""
+    postgres.create_database("ledger_shard_c")
+    urls = (*config.database_urls, postgres.dsn("ledger_shard_c"))
+    regrouped = ShardConfig(
+        urls, (frozenset(range(64)), frozenset(range(64, 200)), frozenset(range(200, 256)))
+    )
+    server.migrate(regrouped)
+    held = [
+        rows_in(postgres, name, "SELECT unnest(ledger_held_shards())")
+        for name in (*NAMES, "ledger_shard_c")
+    ]
+    assert held == [[str(s) for s in range(128)], [str(s) for s in range(128, 256)], []]
     databases = ShardMap.of(regrouped, lambda url: db.create_driver_pool(url, size=1))
     for pool in databases.databases():
         await pool.open()
     try:
-        with pytest.raises(ShardMapError, match="database 1 holds shards 0-127"):
-            await SqlLedgerStore(databases).check_shards()
+        store = SqlLedgerStore(databases)
+        await store.refresh_shards()
+        ada = on_shard(100)  # on the first database, not where the configured split puts it
+        wallet = await funded(store, ada, 10)
+        assert wallet in rows_in(postgres, NAMES[0], "SELECT id FROM accounts")
+        with psycopg.connect(postgres.conninfo("ledger_shard_c"), autocommit=True) as connection:
+            connection.execute("INSERT INTO ledger_shards (shard) VALUES (100)")
+            try:
+                with pytest.raises(ShardMapError, match="shard 100 is in databases 1 and 3"):
+                    server.migrate(regrouped)
+                with pytest.raises(ShardMapError, match="shard 100 is in databases 1 and 3"):
+                    await store.refresh_shards()
+                # The map as it was: the wallet still reached where it is.
+                assert await store.wallet(wallet) is not None
+            finally:
+                connection.execute("DELETE FROM ledger_shards")
     finally:
         for pool in databases.databases():
             await pool.close()

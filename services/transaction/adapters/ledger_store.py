@@ -29,7 +29,7 @@ from typing import Any
 
 import psycopg
 
-from services.runtime.db import DriverPool, RetryingPool, driver_conninfo
+from services.runtime.db import DriverPool, driver_conninfo
 from services.runtime.money import Money
 from services.transaction.adapters.codec import (
     hold_from_json,
@@ -37,6 +37,7 @@ from services.transaction.adapters.codec import (
     transaction_from_json,
     wallet_from_json,
 )
+from services.transaction.adapters.ledger_databases import LedgerDatabases, ShardPool
 from services.transaction.adapters.ledger_sql import (
     SHOWN_ID,
     TRANSACTION_BY_ID,
@@ -48,7 +49,7 @@ from services.transaction.adapters.ledger_sql import (
 )
 from services.transaction.adapters.leg_samples import sample_legs
 from services.transaction.adapters.saga import LegCourier, LegSettings, ignore_leg
-from services.transaction.adapters.shards import ShardMap, ShardMapError, format_ranges
+from services.transaction.adapters.shards import ShardMap
 from services.transaction.domain.audit_across import across_databases
 from services.transaction.domain.model import (
     HistoryCursor,
@@ -125,21 +126,30 @@ def _key_params(owner_id: str, key: IdempotencyKey) -> dict[str, Any]:
 _WITHIN_ONE_DATABASE: dict[str, Any] = {"payee": None, "first_attempt": None}
 
 
-def claim_shards(database_url: str, shards: frozenset[int]) -> None:
-    """Has the database hold `shards` (its first claim; `migrate` makes it), or checks
-    that it does: ShardMapError if it holds others."""
+def held_shards(database_url: str) -> frozenset[int]:
+    """The logical shards a database holds (none: it holds none yet)."""
+    with psycopg.connect(driver_conninfo(database_url), autocommit=True) as connection:
+        row = connection.execute("SELECT ledger_held_shards()").fetchone()
+    return frozenset(row[0] if row else ())
+
+
+def claim_shards(database_url: str, shards: frozenset[int]) -> frozenset[int]:
+    """Has a database that holds no shards yet hold these; what it holds."""
     with psycopg.connect(driver_conninfo(database_url), autocommit=True) as connection:
         row = connection.execute("SELECT ledger_claim_shards(%s)", (sorted(shards),)).fetchone()
-    held = frozenset(row[0] if row else ())
-    if held != shards:
-        raise ShardMapError(_held_other(database_url, held, shards))
+    return frozenset(row[0] if row else ())
 
 
-def _held_other(database: str, held: frozenset[int], shards: frozenset[int]) -> str:
-    return (
-        f"{database} holds shards {format_ranges(held) or 'none'}, the shard map gives it"
-        f" {format_ranges(shards)}: adding a database does not move shards to it"
-    )
+# What a call answers when a row it names is not in the database it went to (which the
+# shard may just have left).
+_NOT_FOUND = frozenset(
+    {
+        LedgerOutcome.WALLET_NOT_FOUND,
+        LedgerOutcome.DESTINATION_NOT_FOUND,
+        LedgerOutcome.HOLD_NOT_FOUND,
+        LedgerOutcome.TRANSACTION_NOT_FOUND,
+    }
+)
 
 
 # The movements that can be two legs in two databases (the others stay in one).
@@ -155,8 +165,9 @@ class SqlLedgerStore:
     ) -> None:
         # Autocommit connections: each ledger function commits by itself, with no
         # BEGIN/COMMIT round trips around it.
-        self._shards = databases.map(RetryingPool)
-        self._legs = LegCourier(self._shards, legs or LegSettings(), observe_leg)
+        self._databases = LedgerDatabases(databases)
+        self._shards = self._databases.shards
+        self._legs = LegCourier(self._databases, legs or LegSettings(), observe_leg)
 
     @property
     def legs(self) -> LegCourier:
@@ -164,26 +175,51 @@ class SqlLedgerStore:
         instance)."""
         return self._legs
 
-    async def check_shards(self) -> None:
-        """ShardMapError unless every database holds the shards the map gives it."""
-        for number, (database, shards) in enumerate(self._shards.held(), start=1):
-            held = frozenset(await fetch_one(database, "SELECT ledger_held_shards()", {}) or ())
-            if held != shards:
-                raise ShardMapError(_held_other(f"database {number}", held, shards))
+    async def refresh_shards(self) -> None:
+        """Routes by what the databases hold now (ShardMapError unless they hold every
+        shard once)."""
+        await self._databases.refresh()
 
-    def _of(self, id_: str) -> RetryingPool:
+    def _of(self, id_: str) -> ShardPool:
         return self._shards.for_id(id_)
 
-    async def _call(self, database: RetryingPool, sql: str, params: dict[str, Any]) -> LedgerResult:
+    async def _ledger(
+        self,
+        near_id: str,
+        sql: str,
+        params: dict[str, Any],
+        also: tuple[str, ...] = (),
+        routed: int | None = None,
+    ) -> dict[str, Any]:
+        """A ledger function's answer, from the database of near_id's shard. One that
+        found no wallet, hold or transaction there is checked: if that database no longer
+        holds their shards, or they moved since the call was `routed` (the count of
+        moves when it decided which database each of its wallets is in), ShardGone: a
+        fault the caller retries."""
+        routed = self._databases.moves if routed is None else routed
+        database = self._of(near_id)
+        there = self._databases.sent_to(database, (near_id, *also))
         document = await fetch_document(database, sql, params)
         assert document is not None, "every ledger function returns a result"
-        return result_from_json(document)
+        if document.get("outcome") in _NOT_FOUND:
+            await self._databases.confirm_held(database, there, routed)
+        return document
+
+    async def _call(
+        self,
+        near_id: str,
+        sql: str,
+        params: dict[str, Any],
+        also: tuple[str, ...] = (),
+        routed: int | None = None,
+    ) -> LedgerResult:
+        return result_from_json(await self._ledger(near_id, sql, params, also, routed))
 
     async def create_wallet(
         self, owner_id: str, key: IdempotencyKey, currency: str
     ) -> LedgerResult:
         return await self._call(
-            self._of(owner_id),
+            owner_id,
             "SELECT ledger_create_wallet(CAST(:owner AS uuid), :key, :hash, :currency)",
             {**_key_params(owner_id, key), "currency": currency},
         )
@@ -198,6 +234,7 @@ class SqlLedgerStore:
         memo: str,
         metadata: dict[str, str],
     ) -> LedgerResult:
+        routed = self._databases.moves
         if not self._shards.same_database(owner_id, source_wallet_id):
             # A user's wallets are on their home shard: this one is not theirs.
             return LedgerResult(outcome=LedgerOutcome.WALLET_NOT_FOUND)
@@ -217,14 +254,15 @@ class SqlLedgerStore:
             "metadata": json.dumps(metadata),
             **leg,
         }
-        document = await fetch_document(
-            self._of(owner_id),
+        document = await self._ledger(
+            owner_id,
             "SELECT ledger_transfer(CAST(:owner AS uuid), :key, :hash, CAST(:source AS uuid),"
             " CAST(:destination AS uuid), :amount, :currency, :memo, CAST(:metadata AS jsonb),"
             " CAST(:payee AS jsonb), CAST(:first_attempt AS timestamptz))",
             params,
+            also=(destination_wallet_id,),
+            routed=routed,
         )
-        assert document is not None, "ledger_transfer answers"
         return await self._answered(document)
 
     async def _leg_to(self, near_id: str, wallet_id: str) -> dict[str, Any] | None:
@@ -248,7 +286,7 @@ class SqlLedgerStore:
         """When the other database cannot be reached: the stored answer of this request,
         if it was made before (a retry needs nothing from there), from the database its
         key is kept in (near_id's); else the error."""
-        stored = await self._replay_in(self._of(near_id), owner_id, key)
+        stored = await self._replay_in(near_id, owner_id, key)
         if stored is None:
             raise error
         return stored
@@ -275,6 +313,7 @@ class SqlLedgerStore:
         return result if settled is None else replace(result, transaction=settled)
 
     async def transfer_batch(self, owner_id: str, items: list[TransferItem]) -> list[LedgerResult]:
+        routed = self._databases.moves
         # Each destination of another database, as it has it (None: no such wallet
         # there, which the batch answers for that transfer).
         elsewhere = sorted(
@@ -309,8 +348,12 @@ class SqlLedgerStore:
             )
             for item in items
         ]
+        database = self._of(owner_id)
+        there = self._databases.sent_to(
+            database, (owner_id, *(item.destination_wallet_id for item in items))
+        )
         document = await fetch_one(
-            self._of(owner_id),
+            database,
             "SELECT ledger_transfer_batch(CAST(:owner AS uuid), CAST(:items AS jsonb),"
             " CAST(:first_attempt AS timestamptz))",
             {
@@ -320,6 +363,8 @@ class SqlLedgerStore:
             },
         )
         outcomes = document if isinstance(document, list) else json.loads(document)
+        if any(outcome.get("outcome") in _NOT_FOUND for outcome in outcomes):
+            await self._databases.confirm_held(database, there, routed)
         # The legs to other databases delivered side by side, each within the wait.
         return list(await asyncio.gather(*(self._answered(outcome) for outcome in outcomes)))
 
@@ -333,13 +378,14 @@ class SqlLedgerStore:
         expires_at: datetime,
         memo: str,
     ) -> LedgerResult:
+        routed = self._databases.moves
         if not self._shards.same_database(owner_id, wallet_id):
             return LedgerResult(outcome=LedgerOutcome.WALLET_NOT_FOUND)
         leg = await self._leg_to(owner_id, merchant_wallet_id)
         if leg is None:
             return LedgerResult(outcome=LedgerOutcome.DESTINATION_NOT_FOUND)
         return await self._call(
-            self._of(owner_id),
+            owner_id,
             "SELECT ledger_create_hold(CAST(:owner AS uuid), :key, :hash, CAST(:wallet AS uuid),"
             " CAST(:merchant AS uuid), :amount, :currency, :expires_at, :memo,"
             " CAST(:payee AS jsonb))",
@@ -353,11 +399,14 @@ class SqlLedgerStore:
                 "memo": memo,
                 "payee": leg["payee"],
             },
+            also=(merchant_wallet_id,),
+            routed=routed,
         )
 
     async def capture_hold(
         self, owner_id: str, key: IdempotencyKey, hold_id: str, amount: int | None, now: datetime
     ) -> LedgerResult:
+        routed = self._databases.moves
         leg = _WITHIN_ONE_DATABASE
         if not self._shards.same_database(owner_id, hold_id):
             # The merchant (the caller, if anyone may capture) is of another database
@@ -372,19 +421,19 @@ class SqlLedgerStore:
             if to_merchant is None:
                 return LedgerResult(outcome=LedgerOutcome.NOT_OWNER)
             leg = to_merchant
-        document = await fetch_document(
-            self._of(hold_id),
+        document = await self._ledger(
+            hold_id,
             "SELECT ledger_capture_hold(CAST(:owner AS uuid), :key, :hash, CAST(:hold AS uuid),"
             " CAST(:amount AS bigint), :now, CAST(:payee AS jsonb),"
             " CAST(:first_attempt AS timestamptz))",
             {**_key_params(owner_id, key), "hold": hold_id, "amount": amount, "now": now, **leg},
+            routed=routed,
         )
-        assert document is not None, "ledger_capture_hold answers"
         return await self._answered(document)
 
     async def void_hold(self, owner_id: str, key: IdempotencyKey, hold_id: str) -> LedgerResult:
         return await self._call(
-            self._of(hold_id),
+            hold_id,
             "SELECT ledger_void_hold(CAST(:owner AS uuid), :key, :hash, CAST(:hold AS uuid))",
             {**_key_params(owner_id, key), "hold": hold_id},
         )
@@ -398,10 +447,14 @@ class SqlLedgerStore:
         reason: str,
         is_admin: bool,
     ) -> LedgerResult:
+        routed = self._databases.moves
         leg = _WITHIN_ONE_DATABASE
         on_its_way = False
         if len(self._shards.databases()) > 1:
-            rows = await fetch_rows(self._of(transaction_id), _LEG_OF, {"id": transaction_id})
+            rows = await self._databases.found(
+                transaction_id,
+                lambda database: fetch_rows(database, _LEG_OF, {"id": transaction_id}),
+            )
             named = rows[0] if rows else None
             if (
                 named
@@ -423,8 +476,8 @@ class SqlLedgerStore:
                 if to_payer is None:
                     return LedgerResult(outcome=LedgerOutcome.DESTINATION_NOT_FOUND)
                 transaction_id, leg = credit_id, to_payer
-        document = await fetch_document(
-            self._of(transaction_id),
+        document = await self._ledger(
+            transaction_id,
             "SELECT ledger_refund(CAST(:owner AS uuid), :key, :hash, CAST(:txn AS uuid),"
             " CAST(:amount AS bigint), :reason, :is_admin, CAST(:payee AS jsonb),"
             " CAST(:first_attempt AS timestamptz))",
@@ -436,8 +489,8 @@ class SqlLedgerStore:
                 "is_admin": is_admin,
                 **leg,
             },
+            routed=routed,
         )
-        assert document is not None, "ledger_refund answers"
         refunded = await self._answered(document)
         if on_its_way and refunded.outcome is LedgerOutcome.TRANSACTION_NOT_FOUND:
             # Not credited yet: nothing to refund until it arrives.
@@ -448,7 +501,7 @@ class SqlLedgerStore:
         self, owner_id: str, key: IdempotencyKey, wallet_id: str, money: Money, reason: str
     ) -> LedgerResult:
         return await self._call(
-            self._of(wallet_id),
+            wallet_id,
             "SELECT ledger_adjust(CAST(:owner AS uuid), :key, :hash, CAST(:wallet AS uuid),"
             " :amount, :currency, :reason)",
             {
@@ -464,7 +517,7 @@ class SqlLedgerStore:
         self, owner_id: str, key: IdempotencyKey, wallet_id: str, status: WalletStatus, reason: str
     ) -> LedgerResult:
         return await self._call(
-            self._of(wallet_id),
+            wallet_id,
             "SELECT ledger_set_wallet_status(CAST(:owner AS uuid), :key, :hash,"
             " CAST(:wallet AS uuid), :status, :reason)",
             {
@@ -479,7 +532,7 @@ class SqlLedgerStore:
         self, owner_id: str, key: IdempotencyKey, wallet_id: str
     ) -> LedgerResult:
         return await self._call(
-            self._of(owner_id),
+            owner_id,
             "SELECT ledger_close_wallet(CAST(:owner AS uuid), :key, :hash, CAST(:wallet AS uuid))",
             {**_key_params(owner_id, key), "wallet": wallet_id},
         )
@@ -496,7 +549,7 @@ class SqlLedgerStore:
         first_check_at: datetime,
     ) -> LedgerResult:
         return await self._call(
-            self._of(owner_id),
+            owner_id,
             "SELECT ledger_begin_external(CAST(:owner AS uuid), :key, :hash, :type,"
             " CAST(:wallet AS uuid), :amount, :currency, :provider, :instrument, :first_check)",
             {
@@ -525,7 +578,7 @@ class SqlLedgerStore:
         self, transaction_id: str, succeeded: bool, failure_code: str, failure_message: str
     ) -> LedgerResult:
         return await self._call(
-            self._of(transaction_id),
+            transaction_id,
             "SELECT ledger_settle_external(CAST(:txn AS uuid), :succeeded, :code, :message)",
             {
                 "txn": transaction_id,
@@ -574,16 +627,21 @@ class SqlLedgerStore:
         return pending, oldest
 
     async def replay(self, owner_id: str, key: IdempotencyKey) -> LedgerResult | None:
-        return await self._replay_in(self._of(owner_id), owner_id, key)
+        return await self._replay_in(owner_id, owner_id, key)
 
     async def _replay_in(
-        self, database: RetryingPool, owner_id: str, key: IdempotencyKey
+        self, near_id: str, owner_id: str, key: IdempotencyKey
     ) -> LedgerResult | None:
-        rows = await fetch_rows(
-            database,
-            "SELECT operation, request_hash, result FROM idempotency_keys"
-            " WHERE owner_id = CAST(:owner AS uuid) AND idempotency_key = :key",
-            {"owner": owner_id, "key": key.key},
+        """The stored answer of this request, from the database its key is kept in
+        (near_id's)."""
+        rows = await self._databases.found(
+            near_id,
+            lambda database: fetch_rows(
+                database,
+                "SELECT operation, request_hash, result FROM idempotency_keys"
+                " WHERE owner_id = CAST(:owner AS uuid) AND idempotency_key = :key",
+                {"owner": owner_id, "key": key.key},
+            ),
         )
         if not rows:
             return None
@@ -596,43 +654,46 @@ class SqlLedgerStore:
         return await self._delivered(result_from_json(row.result, outcome=LedgerOutcome.REPLAYED))
 
     async def wallet(self, wallet_id: str) -> Wallet | None:
-        document = await fetch_one(
-            self._of(wallet_id),
-            _WALLET_BY_ID,
-            {"id": wallet_id},
+        document = await self._databases.found(
+            wallet_id, lambda database: fetch_one(database, _WALLET_BY_ID, {"id": wallet_id})
         )
         return wallet_from_json(document) if document else None
 
     async def wallets_of(self, owner_id: str) -> list[Wallet]:
-        rows = await fetch_rows(self._of(owner_id), _WALLETS_OF_OWNER, {"owner": owner_id})
+        rows = await self._databases.found(
+            owner_id, lambda database: fetch_rows(database, _WALLETS_OF_OWNER, {"owner": owner_id})
+        )
         return [wallet_from_json(row[0]) for row in rows]
 
     async def wallet_of(self, owner_id: str, currency: str) -> Wallet | None:
-        document = await fetch_one(
-            self._of(owner_id),
-            _WALLET_OF_OWNER,
-            {"owner": owner_id, "currency": currency},
+        document = await self._databases.found(
+            owner_id,
+            lambda database: fetch_one(
+                database, _WALLET_OF_OWNER, {"owner": owner_id, "currency": currency}
+            ),
         )
         return wallet_from_json(document) if document else None
 
     async def transaction(self, transaction_id: str) -> Transaction | None:
-        document = await fetch_one(
-            self._of(transaction_id),
-            TRANSACTION_BY_ID,
-            {"id": transaction_id},
+        document = await self._databases.found(
+            transaction_id,
+            lambda database: fetch_one(database, TRANSACTION_BY_ID, {"id": transaction_id}),
         )
         return transaction_from_json(document) if document else None
 
     async def hold(self, hold_id: str) -> Hold | None:
-        document = await fetch_one(
-            self._of(hold_id),
-            "SELECT json_build_object('id', h.id, 'account_id', h.account_id,"
-            " 'merchant_account_id', h.merchant_account_id, 'currency', h.currency,"
-            " 'amount', h.amount, 'captured_amount', h.captured_amount, 'status', h.status,"
-            " 'expires_at', h.expires_at, 'memo', h.memo,"
-            " 'capture_transaction_id', h.capture_transaction_id, 'created_by', h.created_by,"
-            " 'created_at', h.created_at) FROM holds h WHERE h.id = CAST(:id AS uuid)",
-            {"id": hold_id},
+        document = await self._databases.found(
+            hold_id,
+            lambda database: fetch_one(
+                database,
+                "SELECT json_build_object('id', h.id, 'account_id', h.account_id,"
+                " 'merchant_account_id', h.merchant_account_id, 'currency', h.currency,"
+                " 'amount', h.amount, 'captured_amount', h.captured_amount, 'status', h.status,"
+                " 'expires_at', h.expires_at, 'memo', h.memo,"
+                " 'capture_transaction_id', h.capture_transaction_id, 'created_by', h.created_by,"
+                " 'created_at', h.created_at) FROM holds h WHERE h.id = CAST(:id AS uuid)",
+                {"id": hold_id},
+            ),
         )
         return hold_from_json(document) if document else None
 
@@ -650,7 +711,9 @@ class SqlLedgerStore:
             "after_id": after.transaction_id if after else None,
             "limit": limit,
         }
-        rows = await fetch_rows(self._of(owner_id), _HISTORY, params)
+        rows = await self._databases.found(
+            owner_id, lambda database: fetch_rows(database, _HISTORY, params)
+        )
         return [transaction_from_json(row[0]) for row in rows]
 
     async def expire_holds(self, now: datetime, limit: int) -> list[tuple[str, str]]:

@@ -1,7 +1,7 @@
 """One database's side of the movements between databases, read in one snapshot
 (REPEATABLE READ, read only) for the audit across databases (domain/audit_across.py).
 A leg is "between databases" when the other leg's shard is not one this database holds
-(ledger_shards)."""
+(ledger_shards, held)."""
 
 from __future__ import annotations
 
@@ -14,15 +14,15 @@ from services.transaction.domain.audit_across import CreditLeg, DebitLeg, LegSam
 
 _TOTALS = "SELECT currency, sum(balance) FROM accounts GROUP BY currency"
 _TRANSIT = """SELECT ledger_shard_of(id), peer_shard, currency, balance FROM accounts
-    WHERE kind = 'in_transit' AND peer_shard NOT IN (SELECT s.shard FROM ledger_shards AS s)"""
+    WHERE kind = 'in_transit' AND peer_shard <> ALL (ledger_held_shards())"""
 _DEBITS = """SELECT id::text, ledger_shard_of(id), ledger_shard_of(counterpart_id),
     counterpart_id::text, amount, currency, status FROM transactions
     WHERE leg = 'debit'
-      AND ledger_shard_of(counterpart_id) NOT IN (SELECT s.shard FROM ledger_shards AS s)"""
+      AND ledger_shard_of(counterpart_id) <> ALL (ledger_held_shards())"""
 _CREDITS = """SELECT counterpart_id::text, ledger_shard_of(id),
     ledger_shard_of(counterpart_id), amount, currency FROM transactions
     WHERE leg = 'credit'
-      AND ledger_shard_of(counterpart_id) NOT IN (SELECT s.shard FROM ledger_shards AS s)"""
+      AND ledger_shard_of(counterpart_id) <> ALL (ledger_held_shards())"""
 _REFUSED = "SELECT transaction_id::text, ledger_shard_of(transaction_id) FROM ledger_refused_legs"
 _OUTBOX = "SELECT transaction_id::text, amount FROM ledger_outbox"
 

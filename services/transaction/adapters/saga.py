@@ -25,12 +25,12 @@ from typing import Any
 
 from services.runtime.db import RetryingPool
 from services.transaction.adapters.codec import transaction_from_json
+from services.transaction.adapters.ledger_databases import LedgerDatabases
 from services.transaction.adapters.ledger_sql import (
     TRANSACTION_JSON_SQL,
     fetch_document,
     fetch_rows,
 )
-from services.transaction.adapters.shards import ShardMap
 from services.transaction.domain.model import LedgerOutcome, Transaction
 
 log = logging.getLogger(__name__)
@@ -89,11 +89,12 @@ def ignore_leg(path: str, outcome: str) -> None:
 class LegCourier:
     def __init__(
         self,
-        shards: ShardMap[RetryingPool],
+        databases: LedgerDatabases,
         settings: LegSettings,
         observe: Callable[[str, str], None] = ignore_leg,
     ) -> None:
-        self._shards = shards
+        self._databases = databases
+        self._shards = databases.shards
         self.settings = settings
         self._observe = observe
         self._payees: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -108,7 +109,9 @@ class LegCourier:
         if known is not None:
             self._payees.move_to_end(wallet_id)
             return known
-        payee = await fetch_document(self._shards.for_id(wallet_id), _PAYEE, {"id": wallet_id})
+        payee = await self._databases.found(
+            wallet_id, lambda database: fetch_document(database, _PAYEE, {"id": wallet_id})
+        )
         if payee is not None:
             self._payees[wallet_id] = payee
             if len(self._payees) > _PAYEES_REMEMBERED:

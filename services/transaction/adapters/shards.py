@@ -5,10 +5,12 @@ service makes random UUIDs); every id the ledger makes carries its shard the sam
 (`sql/0006_shards/shards.sql`), so a wallet, transaction or hold id says where its row
 is without a lookup. Which database holds which logical shards is configuration: the
 databases in order (`TRANSACTION_DATABASE_URL`, several separated by spaces), each
-holding a contiguous range of the 256 unless `TRANSACTION_SHARD_RANGES` says otherwise
-(a shard moved). Each database records what it holds (`ledger_shards`, claimed by the
-first `migrate`); `verify` compares the two, so that a wrong map is refused rather than
-served.
+first holding a contiguous range of the 256 unless `TRANSACTION_SHARD_RANGES` says
+otherwise. That is only the first split: each database records what it holds
+(`ledger_shards`, claimed by the first `migrate`), and from then on the databases say
+where the shards are. The service reads it from them at start, after every relay pass
+and when a write finds its shard gone (moved to another database of the list by
+`python -m services.transaction move-shard`: adapters/shard_move.py).
 """
 
 from __future__ import annotations
@@ -101,10 +103,18 @@ class ShardConfig:
 
 
 class ShardMap(Generic[D]):
-    """Logical shard → the handle (a pool, a URL) of the database that holds it."""
+    """Logical shard → the handle (a pool, a URL) of the database that holds it. The
+    databases are fixed; which shards each holds follows the databases themselves
+    (`regroup`, when a shard has moved)."""
 
     def __init__(self, databases: Sequence[D], shards: Sequence[frozenset[int]]) -> None:
-        if len(databases) != len(shards):
+        self._databases = tuple(databases)
+        self.regroup(shards)
+
+    def regroup(self, shards: Sequence[frozenset[int]]) -> None:
+        """Each database now holds these shards (ShardMapError, and the map as it was,
+        unless every shard is held exactly once)."""
+        if len(self._databases) != len(shards):
             raise ShardMapError("one set of shards per database")
         owner: dict[int, int] = {}
         for index, held in enumerate(shards):
@@ -117,9 +127,11 @@ class ShardMap(Generic[D]):
         missing = frozenset(range(LOGICAL_SHARDS)) - owner.keys()
         if missing:
             raise ShardMapError(f"no database holds shards {format_ranges(missing)}")
-        self._databases = tuple(databases)
-        self._shards = tuple(shards)
-        self._by_shard = tuple(self._databases[owner[s]] for s in range(LOGICAL_SHARDS))
+        # One assignment: a call routed meanwhile sees the old map or the new one.
+        self._held = (
+            tuple(shards),
+            tuple(self._databases[owner[s]] for s in range(LOGICAL_SHARDS)),
+        )
 
     @classmethod
     def of(cls, config: ShardConfig, open_database: Callable[[str], D]) -> ShardMap[D]:
@@ -127,23 +139,24 @@ class ShardMap(Generic[D]):
 
     def for_id(self, id_: str) -> D:
         """The database of the shard this id names (a user's: their home database)."""
-        return self._by_shard[shard_of(id_)]
+        return self._held[1][shard_of(id_)]
 
     def for_shard(self, shard: int) -> D:
         """The database that holds this logical shard."""
-        return self._by_shard[shard]
+        return self._held[1][shard]
 
     def same_database(self, *ids: str) -> bool:
-        first = self.for_id(ids[0])
-        return all(self.for_id(i) is first for i in ids[1:])
+        by_shard = self._held[1]
+        first = by_shard[shard_of(ids[0])]
+        return all(by_shard[shard_of(i)] is first for i in ids[1:])
 
     def databases(self) -> tuple[D, ...]:
         return self._databases
 
     def held(self) -> tuple[tuple[D, frozenset[int]], ...]:
         """Each database with the logical shards it holds."""
-        return tuple(zip(self._databases, self._shards, strict=True))
+        return tuple(zip(self._databases, self._held[0], strict=True))
 
     def map(self, convert: Callable[[D], E]) -> ShardMap[E]:
         """The same map over other handles (a pool → a retrying pool)."""
-        return ShardMap([convert(d) for d in self._databases], self._shards)
+        return ShardMap([convert(d) for d in self._databases], self._held[0])

@@ -84,6 +84,11 @@ ALTER TABLE accounts DROP COLUMN peer_shard;
 
 -- Shards.
 DROP FUNCTION ledger_settlement_account(text, smallint);
+DROP TRIGGER idempotency_keys_place_on_shard ON idempotency_keys;
+ALTER TABLE idempotency_keys DROP COLUMN shard;
+DROP TRIGGER holds_write_on_shard ON holds;
+DROP TRIGGER transactions_write_on_shard ON transactions;
+DROP TRIGGER accounts_write_on_shard ON accounts;
 DROP TRIGGER holds_place_on_shard ON holds;
 DROP TRIGGER transactions_place_on_shard ON transactions;
 DROP TRIGGER accounts_place_on_shard ON accounts;
@@ -95,6 +100,15 @@ ALTER TABLE accounts ALTER COLUMN id SET DEFAULT gen_random_uuid();
 DROP TABLE ledger_shards;
 DROP FUNCTION ledger_held_shards();
 DROP FUNCTION ledger_claim_shards(smallint[]);
+DROP FUNCTION idempotency_keys_place_on_shard();
+DROP FUNCTION ledger_key_shard(uuid, jsonb);
+DROP FUNCTION ledger_refused_legs_write_on_shard();
+DROP FUNCTION ledger_write_on_shard();
+DROP FUNCTION ledger_require_shard(smallint);
+DROP FUNCTION ledger_resume_shard(smallint);
+DROP FUNCTION ledger_pause_shard(smallint);
+DROP FUNCTION ledger_shard_lock_space();
+DROP FUNCTION ledger_holds_shard(smallint);
 DROP FUNCTION holds_place_on_shard();
 DROP FUNCTION transactions_place_on_shard();
 DROP FUNCTION accounts_place_on_shard();

@@ -2,11 +2,16 @@
 -- (shards.sql), settlement accounts per shard, and movements between two shards as two
 -- legs (legs.sql).
 
+-- A shard being copied here from another database (services/transaction/adapters/
+-- shard_move.py) is 'arriving' until the other database has let it go: only a 'held'
+-- one is written to, and is on the shard map.
 CREATE TABLE ledger_shards (
     shard smallint NOT NULL,
     since timestamptz NOT NULL DEFAULT now(),
+    state text NOT NULL DEFAULT 'held',
     CONSTRAINT ledger_shards_pkey PRIMARY KEY (shard),
-    CONSTRAINT ledger_shards_shard_check CHECK (shard BETWEEN 0 AND 255)
+    CONSTRAINT ledger_shards_shard_check CHECK (shard BETWEEN 0 AND 255),
+    CONSTRAINT ledger_shards_state_check CHECK (state IN ('held', 'arriving'))
 );
 
 -- The triggers give ids (and receipt numbers) instead of the defaults.
@@ -20,6 +25,26 @@ CREATE OR REPLACE TRIGGER transactions_place_on_shard BEFORE INSERT ON transacti
 FOR EACH ROW EXECUTE FUNCTION transactions_place_on_shard();
 CREATE OR REPLACE TRIGGER holds_place_on_shard BEFORE INSERT ON holds
 FOR EACH ROW EXECUTE FUNCTION holds_place_on_shard();
+
+-- Every write of a shard's rows goes through ledger_require_shard (shards.sql): paused
+-- while the shard is being moved, refused once it has gone. (A posting always comes with
+-- an update of its account; the outbox and external payments with their transaction's.)
+-- The write triggers fire after the placing ones (triggers fire in the order of their
+-- names), so that a new row has its id.
+CREATE OR REPLACE TRIGGER accounts_write_on_shard BEFORE INSERT OR UPDATE ON accounts
+FOR EACH ROW EXECUTE FUNCTION ledger_write_on_shard();
+CREATE OR REPLACE TRIGGER transactions_write_on_shard BEFORE INSERT OR UPDATE ON transactions
+FOR EACH ROW EXECUTE FUNCTION ledger_write_on_shard();
+CREATE OR REPLACE TRIGGER holds_write_on_shard BEFORE INSERT OR UPDATE ON holds
+FOR EACH ROW EXECUTE FUNCTION ledger_write_on_shard();
+
+-- An idempotency key lives on the shard of what its call wrote (it moves with it): the
+-- transaction of its result, else its hold, else its wallet (shards.sql).
+ALTER TABLE idempotency_keys ADD COLUMN shard smallint;
+UPDATE idempotency_keys SET shard = ledger_key_shard(owner_id, result);
+ALTER TABLE idempotency_keys ALTER COLUMN shard SET NOT NULL;
+CREATE OR REPLACE TRIGGER idempotency_keys_place_on_shard BEFORE INSERT ON idempotency_keys
+FOR EACH ROW EXECUTE FUNCTION idempotency_keys_place_on_shard();
 
 -- A settlement account per currency and shard (accounts.sql) replaces the one per currency.
 DROP FUNCTION ledger_settlement_account(text);
@@ -146,3 +171,6 @@ CREATE TABLE ledger_refused_legs (
     refused_at timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT ledger_refused_legs_pkey PRIMARY KEY (transaction_id)
 );
+CREATE OR REPLACE TRIGGER ledger_refused_legs_write_on_shard BEFORE INSERT
+ON ledger_refused_legs
+FOR EACH ROW EXECUTE FUNCTION ledger_refused_legs_write_on_shard();

@@ -80,6 +80,89 @@ $$;
 CREATE OR REPLACE FUNCTION ledger_held_shards() RETURNS smallint[]
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
-    RETURN (SELECT coalesce(array_agg(shard ORDER BY shard), '{}') FROM ledger_shards);
+    RETURN (SELECT coalesce(array_agg(shard ORDER BY shard), '{}')
+              FROM ledger_shards WHERE state = 'held');
+END
+$$;
+
+-- Whether this database serves a shard's rows: it holds it, or it is a ledger whose
+-- databases hold no shards yet (just migrated, before `migrate` has it claim its own).
+CREATE OR REPLACE FUNCTION ledger_holds_shard(p_shard smallint) RETURNS boolean
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN EXISTS (SELECT FROM ledger_shards WHERE shard = p_shard AND state = 'held')
+        OR NOT EXISTS (SELECT FROM ledger_shards);
+END
+$$;
+
+-- Moving a shard to another database (services/transaction/adapters/shard_move.py)
+-- pauses its writes: every write takes this lock shared (ledger_require_shard), the
+-- move takes it exclusive, so it waits for the writes in flight and holds back new ones
+-- until the shard has gone. Two-int advisory keys: apart from the idempotency locks'.
+CREATE OR REPLACE FUNCTION ledger_shard_lock_space() RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT 1818585188  -- 'lsd' (ledger shard): any constant no other lock uses
+$$;
+
+CREATE OR REPLACE FUNCTION ledger_pause_shard(p_shard smallint) RETURNS void
+LANGUAGE sql AS $$
+    SELECT pg_advisory_lock(ledger_shard_lock_space(), p_shard)
+$$;
+
+CREATE OR REPLACE FUNCTION ledger_resume_shard(p_shard smallint) RETURNS boolean
+LANGUAGE sql AS $$
+    SELECT pg_advisory_unlock(ledger_shard_lock_space(), p_shard)
+$$;
+
+-- Before a write of a shard's row: waits while the shard is paused, then refuses the
+-- write unless this database still holds it (SQLSTATE 55000, a fault: the service
+-- answers UNAVAILABLE and reads where the shards are again; a retry reaches the
+-- shard's new database).
+CREATE OR REPLACE FUNCTION ledger_require_shard(p_shard smallint) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock_shared(ledger_shard_lock_space(), p_shard);
+    IF NOT ledger_holds_shard(p_shard) THEN
+        RAISE EXCEPTION 'logical shard % is not held by this database', p_shard
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'it moved to another database of the ledger';
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ledger_write_on_shard() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM ledger_require_shard(ledger_shard_of(NEW.id));
+    RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ledger_refused_legs_write_on_shard() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM ledger_require_shard(ledger_shard_of(NEW.account_id));
+    RETURN NEW;
+END
+$$;
+
+-- The shard an idempotency key lives on: that of what its call wrote, which is where
+-- the service sends the call (and its retries): the transaction of the stored result
+-- (never a credit leg, whose shown id is another shard's), else its hold, else its
+-- wallet, else the owner's home shard.
+CREATE OR REPLACE FUNCTION ledger_key_shard(p_owner uuid, p_result jsonb) RETURNS smallint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT ledger_shard_of(coalesce(
+        p_result -> 'transaction' ->> 'id', p_result -> 'hold' ->> 'id',
+        p_result -> 'wallet' ->> 'id', p_owner::text
+    )::uuid)
+$$;
+
+CREATE OR REPLACE FUNCTION idempotency_keys_place_on_shard() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.shard := ledger_key_shard(NEW.owner_id, NEW.result);
+    PERFORM ledger_require_shard(NEW.shard);
+    RETURN NEW;
 END
 $$;

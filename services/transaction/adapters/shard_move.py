@@ -1,0 +1,249 @@
+"""Moving a logical shard to another database of the ledger, while the services run.
+
+1. *Pause*: the move takes the shard's lock exclusive on the database that holds it
+   (`ledger_pause_shard`). Every write of a shard's rows takes it shared
+   (`ledger_require_shard`, from the triggers on accounts, transactions, holds,
+   idempotency keys and refused legs), so the move waits for the writes in flight and
+   new ones wait for the move. Reads go on.
+2. *Copy*: the shard's rows, read in one snapshot taken after the pause (so with every
+   write that got in before it), are written to the other database in one transaction,
+   as they are (`session_replication_role = replica`: ids, receipt numbers and history
+   untouched, no trigger), with the shard claimed there as 'arriving'. Row counts are
+   compared before that commits. The other database's receipt-number sequence is moved
+   past this one's (numbers are per database; the shard's numbers stay unique).
+3. *Switch*: the first database lets the shard go (deletes its claim), the pause ends,
+   the other database holds the shard, and the first deletes its rows of it. The writes
+   that waited are refused (SQLSTATE 55000, UNAVAILABLE to their callers, who retry),
+   and every instance of the service reads where the shards are again
+   (adapters/ledger_databases.py) and sends the retries to the new database. (The rows
+   are deleted after the pause: a writer that waited for it may hold row locks the
+   deletes need, and it lets go of them only once refused.)
+
+Stopped part-way (the tool killed, a database down), a move is finished by running it
+again: a copy still 'arriving' while the first database holds the shard is thrown away
+and made again (writes went on there); one the first database has let go is made the
+holder; rows a database keeps of a shard it let go are deleted.
+Needs a superuser (or a role allowed `session_replication_role`) on both databases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from services.runtime.db import driver_conninfo
+
+# Which rows of each table are a logical shard's (every row is some shard's: ids carry
+# their shard, a posting is its account's, a key is where its call wrote, an outbox row
+# or an external payment its transaction's, a refused leg its payee wallet's).
+ROWS_OF_SHARD = {
+    "accounts": "ledger_shard_of(id)",
+    "holds": "ledger_shard_of(id)",
+    "transactions": "ledger_shard_of(id)",
+    "postings": "ledger_shard_of(account_id)",
+    "idempotency_keys": "shard",
+    "external_payments": "ledger_shard_of(transaction_id)",
+    "ledger_outbox": "ledger_shard_of(transaction_id)",
+    "ledger_refused_legs": "ledger_shard_of(account_id)",
+}
+# Tables that are no shard's: the map itself and the migrations' own.
+NOT_SHARDED = frozenset({"ledger_shards", "alembic_version"})
+# A posting's id is a per-database sequence's (an order, named nowhere else): the copy
+# takes the new database's, in the old order.
+NEW_IDS = {"postings": "id"}
+PAUSE_ATTEMPTS = 5
+
+
+class ShardMoveError(RuntimeError):
+    """The move cannot be made (or finished) as the databases stand."""
+
+
+@dataclass(frozen=True)
+class MoveReport:
+    shard: int
+    rows: dict[str, int]
+    resumed: bool  # an earlier move's copy was finished (or made again)
+
+
+def _connect(
+    database_url: str, *, autocommit: bool = False
+) -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(driver_conninfo(database_url), autocommit=autocommit)
+
+
+def _state(connection: psycopg.Connection[tuple[object, ...]], shard: int) -> str | None:
+    row = connection.execute(
+        "SELECT state FROM ledger_shards WHERE shard = %s", (shard,)
+    ).fetchone()
+    connection.commit()
+    return str(row[0]) if row else None
+
+
+def _check_alike(
+    source: psycopg.Connection[tuple[object, ...]], target: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    versions = [
+        c.execute("SELECT version_num FROM alembic_version").fetchone() for c in (source, target)
+    ]
+    if versions[0] != versions[1]:
+        raise ShardMoveError(
+            f"the databases are at revisions {versions[0]} and {versions[1]}: migrate both first"
+        )
+    tables = {
+        str(name)
+        for (name,) in source.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+        )
+    }
+    unknown = tables - ROWS_OF_SHARD.keys() - NOT_SHARDED
+    if unknown:
+        raise ShardMoveError(f"tables the move does not know the shard of: {sorted(unknown)}")
+    for connection in (source, target):
+        connection.commit()
+
+
+def _columns(connection: psycopg.Connection[tuple[object, ...]], table: str) -> list[str]:
+    rows = connection.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0"
+        " AND NOT attisdropped ORDER BY attnum",
+        (table,),
+    ).fetchall()
+    return [str(name) for (name,) in rows if name != NEW_IDS.get(table)]
+
+
+def _of_shard(table: str, shard: int) -> sql.Composed:
+    return sql.SQL("{} WHERE {} = {}").format(
+        sql.Identifier(table), sql.SQL(ROWS_OF_SHARD[table]), sql.Literal(shard)
+    )
+
+
+def _delete_shard(connection: psycopg.Connection[tuple[object, ...]], shard: int) -> None:
+    """The shard's rows and claim gone from this database, in the open transaction
+    (replica mode: the history guards would refuse the deletes, rightly, anywhere else)."""
+    connection.execute("SET LOCAL session_replication_role = replica")
+    for table in ROWS_OF_SHARD:
+        connection.execute(sql.SQL("DELETE FROM {}").format(_of_shard(table, shard)))
+    connection.execute("DELETE FROM ledger_shards WHERE shard = %s", (shard,))
+
+
+def _copy(
+    source: psycopg.Connection[tuple[object, ...]],
+    target: psycopg.Connection[tuple[object, ...]],
+    shard: int,
+) -> dict[str, int]:
+    """The shard's rows from source's snapshot into target's open transaction, and the
+    shard claimed there as arriving; the number of rows of each table."""
+    target.execute("SET LOCAL session_replication_role = replica")
+    counts: dict[str, int] = {}
+    for table in ROWS_OF_SHARD:
+        columns = sql.SQL(", ").join(map(sql.Identifier, _columns(source, table)))
+        order = sql.SQL(" ORDER BY id") if table in NEW_IDS else sql.SQL("")
+        read = sql.SQL("COPY (SELECT {} FROM {}{}) TO STDOUT (FORMAT binary)").format(
+            columns, _of_shard(table, shard), order
+        )
+        write = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
+            sql.Identifier(table), columns
+        )
+        with source.cursor().copy(read) as rows_out, target.cursor().copy(write) as rows_in:
+            for block in rows_out:
+                rows_in.write(block)
+        count = sql.SQL("SELECT count(*) FROM {}").format(_of_shard(table, shard))
+        sent = source.execute(count).fetchone()
+        arrived = target.execute(count).fetchone()
+        if sent != arrived:
+            raise ShardMoveError(f"{table}: {sent} rows sent, {arrived} arrived")
+        counts[table] = int(str(sent[0])) if sent else 0
+    (last,) = source.execute("SELECT last_value FROM receipt_number_seq").fetchone() or (1,)
+    target.execute(
+        "SELECT setval('receipt_number_seq',"
+        " greatest(%s, (SELECT last_value FROM receipt_number_seq)))",
+        (last,),
+    )
+    target.execute("INSERT INTO ledger_shards (shard, state) VALUES (%s, 'arriving')", (shard,))
+    return counts
+
+
+def _pause(control: psycopg.Connection[tuple[object, ...]], shard: int) -> None:
+    """The shard's lock, exclusive, for the session. A writer holding it shared may wait
+    for a row lock of a writer queued behind us: PostgreSQL's deadlock detector then
+    breaks the cycle, sometimes by failing this wait, which is tried again."""
+    for attempt in range(1, PAUSE_ATTEMPTS + 1):
+        try:
+            control.execute("SELECT ledger_pause_shard(%s)", (shard,))
+            return
+        except psycopg.errors.DeadlockDetected:
+            if attempt == PAUSE_ATTEMPTS:
+                raise
+
+
+def _purge(control: psycopg.Connection[tuple[object, ...]], shard: int) -> int:
+    """The rows a database keeps of a shard it let go; how many. (No writer can add
+    any: each checks that the database holds the shard. One still holding row locks
+    it took before the pause, on its way to being refused, is waited for.)"""
+    with control.transaction():
+        control.execute("SET LOCAL session_replication_role = replica")
+        deleted = 0
+        for table in ROWS_OF_SHARD:
+            cursor = control.execute(sql.SQL("DELETE FROM {}").format(_of_shard(table, shard)))
+            deleted += cursor.rowcount
+    return deleted
+
+
+def move_shard(shard: int, source_url: str, target_url: str) -> MoveReport:
+    """Moves one logical shard from the database that holds it to another (above); or
+    finishes a move of it from source to target that stopped part-way."""
+    with (
+        _connect(source_url, autocommit=True) as control,
+        _connect(source_url) as snapshot,
+        _connect(target_url) as target,
+    ):
+        at_source, at_target = _state(snapshot, shard), _state(target, shard)
+        counts: dict[str, int] = {}
+        resumed = at_source != "held" or at_target == "arriving"
+        if at_source == "held":
+            if at_target == "held":
+                raise ShardMoveError(f"both databases hold shard {shard}")
+            _check_alike(snapshot, target)
+            if at_target == "arriving":
+                # An earlier move stopped before the source let the shard go, whose
+                # writes went on there: its copy is out of date.
+                _delete_shard(target, shard)
+                target.commit()
+            counts = _copy_paused(control, snapshot, target, shard)
+        elif at_target is None:
+            raise ShardMoveError(f"neither database holds shard {shard}")
+        if at_target != "held":
+            _hold(target, shard)
+        _purge(control, shard)
+    return MoveReport(shard, counts, resumed)
+
+
+def _copy_paused(
+    control: psycopg.Connection[tuple[object, ...]],
+    snapshot: psycopg.Connection[tuple[object, ...]],
+    target: psycopg.Connection[tuple[object, ...]],
+    shard: int,
+) -> dict[str, int]:
+    """Steps 1 and 2 and the first of 3: paused, copied, and let go by the source (its
+    claim deleted: the writes that waited are refused once the pause ends)."""
+    _pause(control, shard)
+    try:
+        # The snapshot begins with its first statement: after the pause.
+        snapshot.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        snapshot.read_only = True
+        counts = _copy(snapshot, target, shard)
+        snapshot.rollback()
+        target.commit()
+        control.execute("DELETE FROM ledger_shards WHERE shard = %s", (shard,))
+    finally:
+        control.execute("SELECT ledger_resume_shard(%s)", (shard,))
+    return counts
+
+
+def _hold(target: psycopg.Connection[tuple[object, ...]], shard: int) -> None:
+    target.execute(
+        "UPDATE ledger_shards SET state = 'held', since = now() WHERE shard = %s", (shard,)
+    )
+    target.commit()
