@@ -220,6 +220,26 @@ class Formation:
             what="the failover",
         )
 
+    def crash_primary(self) -> None:
+        """Kills the primary's node (its pg_autoctl and Postgres, SIGKILL: a crash, not a
+        switchover) and waits until the monitor has promoted the other, which then
+        takes writes alone (`wait_primary`: nothing to replicate to) — pg_auto_failover's
+        health checks take 20-30 s to decide."""
+        before = self.primary_port()
+        name = next(n for n, port in zip(_NODES, self.ports[1:], strict=True) if port == before)
+        process = self._processes.pop(name)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+        def promoted() -> list[str]:
+            self._check_running()
+            nodes = {int(str(n["nodeport"])): n for n in self.nodes()}
+            other = next(port for port in self.ports[1:] if port != before)
+            state = nodes[other].get("current_group_state")
+            return [] if state in ("wait_primary", "primary") else [f"the other node: {state}"]
+
+        wait_until(promoted, FAILOVER_TIMEOUT, what="the standby's promotion")
+
     def _check_running(self) -> None:
         for name, process in self._processes.items():
             if process.poll() is not None:

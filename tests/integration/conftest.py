@@ -82,10 +82,14 @@ async def user_stub(
 
 @pytest.fixture(scope="session")
 def ledger_conninfo(postgres: PostgresServer) -> str:
-    """The ledger's database at the head revision, for the tests of its SQL."""
+    """The ledger's database at the head revision, holding every logical shard (as
+    `migrate` has a ledger of one database), for the tests of its SQL."""
     postgres.create_database(LEDGER_DB)
     upgrade_to_head(LEDGER_MIGRATIONS, postgres.dsn(LEDGER_DB))
-    return postgres.conninfo(LEDGER_DB)
+    conninfo = postgres.conninfo(LEDGER_DB)
+    with psycopg.connect(conninfo, autocommit=True) as connection:
+        connection.execute("SELECT ledger_claim_shards(ARRAY(SELECT generate_series(0, 255)::smallint))")
+    return conninfo
 
 
 @pytest.fixture

@@ -35,11 +35,10 @@ Result = dict[str, Any]
 
 
 def empty_ledger(conninfo: str) -> None:
-    """No rows and no shards claimed (a database just migrated). TRUNCATE is refused by
-    triggers; a superuser in replica mode fires none."""
+    """TRUNCATE is refused by triggers; a superuser in replica mode fires none."""
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute("SET session_replication_role = replica")
-        conn.execute("TRUNCATE ledger_shards, " + ", ".join(TABLES))
+        conn.execute("TRUNCATE " + ", ".join(TABLES))
 
 
 def request_hash(*parts: object) -> str:

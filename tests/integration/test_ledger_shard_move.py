@@ -20,12 +20,13 @@ from services.localmesh.postgres import PostgresServer
 from services.localmesh.processes import free_port
 from services.runtime import db
 from services.runtime.db import is_database_fault
+from services.runtime.migrations import upgrade_to_head
 from services.runtime.money import Money
 from services.transaction import __main__ as commands
 from services.transaction import server
 from services.transaction.adapters.ledger_store import SqlLedgerStore
 from services.transaction.adapters.saga import LegSettings
-from services.transaction.adapters.shard_move import move_shard
+from services.transaction.adapters.shard_move import MoveReport, ShardMoveError, move_shard
 from services.transaction.adapters.shards import ShardConfig, ShardMap, ShardMapError
 from services.transaction.domain.model import (
     HistoryFilter,
@@ -47,6 +48,8 @@ OF_SHARD = {
     "postings": "ledger_shard_of(account_id)",
     "idempotency_keys": "shard",
     "ledger_outbox": "ledger_shard_of(transaction_id)",
+    "external_payments": "ledger_shard_of(transaction_id)",
+    "ledger_refused_legs": "ledger_shard_of(account_id)",
 }
 
 
@@ -233,7 +236,7 @@ async def test_a_shard_moves_to_an_added_database_under_load_with_legs_on_their_
     # reads the map again; the retry goes to the new database.
     request = key()
     # (Its wallet no longer there, the call finds that the database let shard 5 go.)
-    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="shards 5-6") as gone:
+    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="shards moved") as gone:
         await stale_writer.transfer(ada, request, a, c, Money("EUR", 1), "", {})
     assert is_database_fault(gone.value)
     retried = await answered(
@@ -307,7 +310,8 @@ async def test_a_move_stopped_part_way_is_finished_or_made_again_by_running_it_a
     # the shard as it is now.
     with psycopg.connect(db.driver_conninfo(ledger.first), autocommit=True) as connection:
         connection.execute("SET session_replication_role = replica")
-        connection.execute("INSERT INTO ledger_shards (shard, state) VALUES (9, 'arriving')")
+        # (It had the shard before: its record says it left.)
+        connection.execute("UPDATE ledger_shards SET state = 'arriving' WHERE shard = 9")
         connection.execute(
             "INSERT INTO accounts (id, kind, owner_id, currency, balance)"
             " VALUES (%s, 'user_wallet', %s, 'EUR', 500)",
@@ -320,6 +324,51 @@ async def test_a_move_stopped_part_way_is_finished_or_made_again_by_running_it_a
     assert ledger.count(ledger.first, "SELECT count(*) FROM accounts WHERE id = %s", e) == 1
     assert set(ledger.left_of(ledger.added, 9).values()) == {0}
     assert await store.audit() == []
+
+
+async def test_two_runs_of_one_move_at_once_move_it_once(
+    ledger: Ledger, stores: Callable[[], Awaitable[SqlLedgerStore]]
+) -> None:
+    store = await stores()
+    ivy = on_shard(40)
+    wallet = await funded(store, ivy, 250)
+    runs = await asyncio.gather(
+        *(asyncio.to_thread(move_shard, 40, ledger.first, ledger.added) for _ in range(2)),
+        return_exceptions=True,
+    )
+    copied = [r for r in runs if isinstance(r, MoveReport) and r.rows]
+    assert len(copied) == 1, runs
+    # The other found it running (or, after it, finished: nothing left to do).
+    for other in runs:
+        if other is not copied[0]:
+            assert (isinstance(other, ShardMoveError) and "another move" in str(other)) or (
+                isinstance(other, MoveReport) and other.resumed and not other.rows
+            ), other
+    await store.refresh_shards()
+    assert await balance(store, wallet) == 250
+    assert set(ledger.left_of(ledger.first, 40).values()) == {0}
+    assert await store.audit() == []
+
+
+def test_a_database_that_gave_away_its_last_shard_writes_for_none(
+    ledger: Ledger, postgres: PostgresServer
+) -> None:
+    """It keeps a record of what it let go: holding none, it serves none (not all)."""
+    postgres.create_database(f"{DATABASE}_spare")
+    spare = postgres.dsn(f"{DATABASE}_spare")
+    upgrade_to_head(server.MIGRATIONS, spare)  # holding nothing yet
+    assert ledger.held(spare) == []
+    # Shard 30 of the ledger goes there and back: the spare holds nothing again.
+    move_shard(30, ledger.first, spare)
+    assert ledger.held(spare) == [30]
+    move_shard(30, spare, ledger.first)
+    assert ledger.held(spare) == []
+    with (
+        psycopg.connect(db.driver_conninfo(spare), autocommit=True) as connection,
+        pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="shard 30 is not held"),
+    ):
+        connection.execute("SELECT ledger_create_wallet(%s, 'k', 'h', 'EUR')", (on_shard(30),))
+    assert 30 in ledger.held(ledger.first)
 
 
 def test_the_command_moves_a_range_of_shards_and_says_what_it_moved(

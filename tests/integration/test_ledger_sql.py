@@ -18,6 +18,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from services.localmesh.postgres import PostgresServer
+from services.runtime.migrations import upgrade_to_head
 from services.transaction.adapters.codec import HoldJson, TransactionJson, WalletJson
 from tests.integration.ledger_client import (
     OPERATOR,
@@ -97,13 +99,22 @@ def test_every_id_the_ledger_makes_names_its_shard(ledger: LedgerClient) -> None
     assert ledger.audit() == []
 
 
-def test_a_database_claims_its_shards_once(ledger: LedgerClient) -> None:
+def test_a_database_claims_its_shards_once(postgres: PostgresServer) -> None:
     """The first claim is what the database holds; a later, different one changes nothing
-    (moving a shard is another procedure)."""
-    assert ledger.scalar("SELECT ledger_held_shards()") == []
-    assert ledger.scalar("SELECT ledger_claim_shards('{0,1,2}')") == [0, 1, 2]
-    assert ledger.scalar("SELECT ledger_claim_shards('{9}')") == [0, 1, 2]
-    assert ledger.scalar("SELECT ledger_held_shards()") == [0, 1, 2]
+    (moving a shard is another procedure). One that holds none writes none."""
+    postgres.create_database("ledger_claims")
+    upgrade_to_head(MIGRATIONS, postgres.dsn("ledger_claims"))
+    with psycopg.connect(postgres.conninfo("ledger_claims"), autocommit=True) as connection:
+        ledger = LedgerClient(connection)
+        assert ledger.scalar("SELECT ledger_held_shards()") == []
+        with pytest.raises(
+            psycopg.errors.ObjectNotInPrerequisiteState, match="shard 1 is not held"
+        ):
+            ledger.create_wallet(uuid.UUID(int=1))
+        assert ledger.scalar("SELECT ledger_claim_shards('{0,1,2}')") == [0, 1, 2]
+        assert ledger.scalar("SELECT ledger_claim_shards('{9}')") == [0, 1, 2]
+        assert ledger.scalar("SELECT ledger_held_shards()") == [0, 1, 2]
+        assert ledger.create_wallet(uuid.UUID(int=1))["outcome"] == "ok"
 
 
 def test_transfer_moves_money_with_balanced_versioned_postings(ledger: LedgerClient) -> None:

@@ -23,7 +23,7 @@ from psycopg import AsyncConnection
 
 from services.runtime.db import DriverPool, RetryingPool
 from services.transaction.adapters.ledger_sql import fetch_one
-from services.transaction.adapters.shards import ShardMap, ShardMapError, format_ranges, shard_of
+from services.transaction.adapters.shards import ShardMap, ShardMapError, shard_of
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -100,20 +100,23 @@ class LedgerDatabases:
             raise ShardGone(f"no database holds logical shard {shard} just now")
         return await read(now)
 
-    def sent_to(self, database: ShardPool, ids: tuple[str, ...]) -> list[int]:
-        """The shards of these ids the map sends to `database` (taken before a call: the
-        map may change during it)."""
-        return sorted({shard_of(i) for i in ids if self.shards.for_id(i) is database})
+    def held_by(self, database: ShardPool) -> frozenset[int]:
+        """The shards the map gives `database` (taken when a call is routed: the map may
+        change during it)."""
+        return next(shards for each, shards in self.shards.held() if each is database)
 
-    async def confirm_held(self, database: ShardPool, shards: list[int], moves: int) -> None:
-        """A call to `database` found no row of some ids of these shards: ShardGone (once
-        the map is read again) unless it still holds them, and the map did not change
-        since the call was routed (`moves` then)."""
-        if moves == self.moves and await fetch_one(database, _HOLDS_ALL, {"shards": shards}):
-            return
+    async def confirm_held(self, database: ShardPool, routed: frozenset[int], moves: int) -> None:
+        """A call routed to `database` when the map gave it `routed` and `moves` shards
+        had moved found no wallet, hold or transaction there, or failed: ShardGone (once
+        the map is read again) unless the database holds exactly those shards and none
+        has moved since — its answer then stands."""
+        if moves == self.moves:
+            held = await fetch_one(database, "SELECT ledger_held_shards()", {})
+            if frozenset(held or ()) == routed:
+                return
         with contextlib.suppress(ShardMapError):
             await self.refresh()
-        raise ShardGone(f"logical shards {format_ranges(shards)} are moving just now")
+        raise ShardGone("the shards moved while the call was on its way: try again")
 
 
 _HOLDS_ALL = (

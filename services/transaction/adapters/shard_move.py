@@ -119,13 +119,15 @@ def _of_shard(table: str, shard: int) -> sql.Composed:
     )
 
 
-def _delete_shard(connection: psycopg.Connection[tuple[object, ...]], shard: int) -> None:
-    """The shard's rows and claim gone from this database, in the open transaction
-    (replica mode: the history guards would refuse the deletes, rightly, anywhere else)."""
+def _delete_rows(connection: psycopg.Connection[tuple[object, ...]], shard: int) -> int:
+    """The shard's rows gone from this database, in the open transaction (replica mode:
+    the history guards would refuse the deletes, rightly, anywhere else); how many."""
     connection.execute("SET LOCAL session_replication_role = replica")
+    deleted = 0
     for table in ROWS_OF_SHARD:
-        connection.execute(sql.SQL("DELETE FROM {}").format(_of_shard(table, shard)))
-    connection.execute("DELETE FROM ledger_shards WHERE shard = %s", (shard,))
+        cursor = connection.execute(sql.SQL("DELETE FROM {}").format(_of_shard(table, shard)))
+        deleted += cursor.rowcount
+    return deleted
 
 
 def _copy(
@@ -134,8 +136,9 @@ def _copy(
     shard: int,
 ) -> dict[str, int]:
     """The shard's rows from source's snapshot into target's open transaction, and the
-    shard claimed there as arriving; the number of rows of each table."""
-    target.execute("SET LOCAL session_replication_role = replica")
+    shard claimed there as arriving; the number of rows of each table. Rows the target
+    had of the shard (a copy an earlier move left, out of date) go first."""
+    _delete_rows(target, shard)
     counts: dict[str, int] = {}
     for table in ROWS_OF_SHARD:
         columns = sql.SQL(", ").join(map(sql.Identifier, _columns(source, table)))
@@ -146,9 +149,14 @@ def _copy(
         write = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
             sql.Identifier(table), columns
         )
-        with source.cursor().copy(read) as rows_out, target.cursor().copy(write) as rows_in:
-            for block in rows_out:
-                rows_in.write(block)
+        try:
+            with source.cursor().copy(read) as rows_out, target.cursor().copy(write) as rows_in:
+                for block in rows_out:
+                    rows_in.write(block)
+        except psycopg.errors.UniqueViolation as error:
+            # An idempotency key one owner used on two shards of two databases (say a
+            # merchant's capture here and there) cannot be in one: the move is refused.
+            raise ShardMoveError(f"{table}: a row the target has already: {error}") from error
         count = sql.SQL("SELECT count(*) FROM {}").format(_of_shard(table, shard))
         sent = source.execute(count).fetchone()
         arrived = target.execute(count).fetchone()
@@ -161,7 +169,11 @@ def _copy(
         " greatest(%s, (SELECT last_value FROM receipt_number_seq)))",
         (last,),
     )
-    target.execute("INSERT INTO ledger_shards (shard, state) VALUES (%s, 'arriving')", (shard,))
+    target.execute(
+        "INSERT INTO ledger_shards (shard, state) VALUES (%s, 'arriving')"
+        " ON CONFLICT (shard) DO UPDATE SET state = 'arriving', since = now()",
+        (shard,),
+    )
     return counts
 
 
@@ -183,12 +195,14 @@ def _purge(control: psycopg.Connection[tuple[object, ...]], shard: int) -> int:
     any: each checks that the database holds the shard. One still holding row locks
     it took before the pause, on its way to being refused, is waited for.)"""
     with control.transaction():
-        control.execute("SET LOCAL session_replication_role = replica")
-        deleted = 0
-        for table in ROWS_OF_SHARD:
-            cursor = control.execute(sql.SQL("DELETE FROM {}").format(_of_shard(table, shard)))
-            deleted += cursor.rowcount
-    return deleted
+        return _delete_rows(control, shard)
+
+
+def _lock_move(connection: psycopg.Connection[tuple[object, ...]], shard: int) -> None:
+    row = connection.execute("SELECT ledger_lock_shard_move(%s)", (shard,)).fetchone()
+    connection.commit()
+    if not row or not row[0]:
+        raise ShardMoveError(f"another move of shard {shard} is running")
 
 
 def move_shard(shard: int, source_url: str, target_url: str) -> MoveReport:
@@ -199,6 +213,9 @@ def move_shard(shard: int, source_url: str, target_url: str) -> MoveReport:
         _connect(source_url) as snapshot,
         _connect(target_url) as target,
     ):
+        # One run at a time (a second would throw away the first one's copy).
+        _lock_move(control, shard)
+        _lock_move(target, shard)
         at_source, at_target = _state(snapshot, shard), _state(target, shard)
         counts: dict[str, int] = {}
         resumed = at_source != "held" or at_target == "arriving"
@@ -206,13 +223,8 @@ def move_shard(shard: int, source_url: str, target_url: str) -> MoveReport:
             if at_target == "held":
                 raise ShardMoveError(f"both databases hold shard {shard}")
             _check_alike(snapshot, target)
-            if at_target == "arriving":
-                # An earlier move stopped before the source let the shard go, whose
-                # writes went on there: its copy is out of date.
-                _delete_shard(target, shard)
-                target.commit()
             counts = _copy_paused(control, snapshot, target, shard)
-        elif at_target is None:
+        elif at_target not in ("arriving", "held"):
             raise ShardMoveError(f"neither database holds shard {shard}")
         if at_target != "held":
             _hold(target, shard)
@@ -236,14 +248,21 @@ def _copy_paused(
         counts = _copy(snapshot, target, shard)
         snapshot.rollback()
         target.commit()
-        control.execute("DELETE FROM ledger_shards WHERE shard = %s", (shard,))
+        control.execute(
+            "UPDATE ledger_shards SET state = 'left', since = now() WHERE shard = %s", (shard,)
+        )
     finally:
         control.execute("SELECT ledger_resume_shard(%s)", (shard,))
     return counts
 
 
 def _hold(target: psycopg.Connection[tuple[object, ...]], shard: int) -> None:
-    target.execute(
-        "UPDATE ledger_shards SET state = 'held', since = now() WHERE shard = %s", (shard,)
+    held = target.execute(
+        "UPDATE ledger_shards SET state = 'held', since = now()"
+        " WHERE shard = %s AND state = 'arriving'",
+        (shard,),
     )
+    if held.rowcount != 1:
+        target.rollback()
+        raise ShardMoveError(f"the target database has no copy of shard {shard} arriving")
     target.commit()

@@ -84,6 +84,7 @@ ALTER TABLE accounts DROP COLUMN peer_shard;
 
 -- Shards.
 DROP FUNCTION ledger_settlement_account(text, smallint);
+DROP TRIGGER idempotency_keys_delete_on_shard ON idempotency_keys;
 DROP TRIGGER idempotency_keys_place_on_shard ON idempotency_keys;
 ALTER TABLE idempotency_keys DROP COLUMN shard;
 DROP TRIGGER holds_write_on_shard ON holds;
@@ -100,7 +101,9 @@ ALTER TABLE accounts ALTER COLUMN id SET DEFAULT gen_random_uuid();
 DROP TABLE ledger_shards;
 DROP FUNCTION ledger_held_shards();
 DROP FUNCTION ledger_claim_shards(smallint[]);
+DROP FUNCTION idempotency_keys_delete_on_shard();
 DROP FUNCTION idempotency_keys_place_on_shard();
+DROP FUNCTION ledger_lock_shard_move(smallint);
 DROP FUNCTION ledger_key_shard(uuid, jsonb);
 DROP FUNCTION ledger_refused_legs_write_on_shard();
 DROP FUNCTION ledger_write_on_shard();

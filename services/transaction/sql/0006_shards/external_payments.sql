@@ -168,6 +168,7 @@ LANGUAGE sql AS $$
     WITH due AS (
         SELECT e.transaction_id FROM external_payments AS e
          WHERE e.pending AND e.next_check_at <= p_now
+           AND ledger_shard_of(e.transaction_id) = ANY (ledger_held_shards())
          ORDER BY e.next_check_at
          LIMIT p_limit
            FOR UPDATE SKIP LOCKED

@@ -237,6 +237,8 @@ BEGIN
     SELECT array_agg(id) INTO v_ids
       FROM (SELECT id FROM holds
              WHERE status = 'active' AND expires_at <= p_now
+               -- (Rows of a shard this database let go, until they are deleted: not ours.)
+               AND ledger_shard_of(id) = ANY (ledger_held_shards())
              ORDER BY expires_at
              LIMIT p_limit
                FOR NO KEY UPDATE SKIP LOCKED) AS due;

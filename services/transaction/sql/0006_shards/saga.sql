@@ -187,6 +187,7 @@ BEGIN
     WITH due AS (
         SELECT o.transaction_id FROM ledger_outbox AS o
          WHERE o.next_attempt_at <= p_now
+           AND ledger_shard_of(o.transaction_id) = ANY (ledger_held_shards())
          ORDER BY o.next_attempt_at
          LIMIT p_limit
            FOR UPDATE SKIP LOCKED

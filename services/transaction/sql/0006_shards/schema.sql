@@ -3,15 +3,16 @@
 -- legs (legs.sql).
 
 -- A shard being copied here from another database (services/transaction/adapters/
--- shard_move.py) is 'arriving' until the other database has let it go: only a 'held'
--- one is written to, and is on the shard map.
+-- shard_move.py) is 'arriving' until the other database has let it go; one that moved
+-- away is 'left' (kept: a database that gave all its shards away holds none, not all).
+-- Only a 'held' one is written to, and is on the shard map.
 CREATE TABLE ledger_shards (
     shard smallint NOT NULL,
     since timestamptz NOT NULL DEFAULT now(),
     state text NOT NULL DEFAULT 'held',
     CONSTRAINT ledger_shards_pkey PRIMARY KEY (shard),
     CONSTRAINT ledger_shards_shard_check CHECK (shard BETWEEN 0 AND 255),
-    CONSTRAINT ledger_shards_state_check CHECK (state IN ('held', 'arriving'))
+    CONSTRAINT ledger_shards_state_check CHECK (state IN ('held', 'arriving', 'left'))
 );
 
 -- The triggers give ids (and receipt numbers) instead of the defaults.
@@ -45,6 +46,8 @@ UPDATE idempotency_keys SET shard = ledger_key_shard(owner_id, result);
 ALTER TABLE idempotency_keys ALTER COLUMN shard SET NOT NULL;
 CREATE OR REPLACE TRIGGER idempotency_keys_place_on_shard BEFORE INSERT ON idempotency_keys
 FOR EACH ROW EXECUTE FUNCTION idempotency_keys_place_on_shard();
+CREATE OR REPLACE TRIGGER idempotency_keys_delete_on_shard BEFORE DELETE ON idempotency_keys
+FOR EACH ROW EXECUTE FUNCTION idempotency_keys_delete_on_shard();
 
 -- A settlement account per currency and shard (accounts.sql) replaces the one per currency.
 DROP FUNCTION ledger_settlement_account(text);

@@ -85,13 +85,12 @@ BEGIN
 END
 $$;
 
--- Whether this database serves a shard's rows: it holds it, or it is a ledger whose
--- databases hold no shards yet (just migrated, before `migrate` has it claim its own).
+-- Whether this database serves a shard's rows: it holds it. (One that holds none, just
+-- migrated or emptied by moves, serves none: nothing is written where no map sends it.)
 CREATE OR REPLACE FUNCTION ledger_holds_shard(p_shard smallint) RETURNS boolean
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
-    RETURN EXISTS (SELECT FROM ledger_shards WHERE shard = p_shard AND state = 'held')
-        OR NOT EXISTS (SELECT FROM ledger_shards);
+    RETURN EXISTS (SELECT FROM ledger_shards WHERE shard = p_shard AND state = 'held');
 END
 $$;
 
@@ -114,6 +113,13 @@ LANGUAGE sql AS $$
     SELECT pg_advisory_unlock(ledger_shard_lock_space(), p_shard)
 $$;
 
+-- One move of a shard at a time: each run takes this on both databases for its session
+-- (another key of the same space: -1 - shard).
+CREATE OR REPLACE FUNCTION ledger_lock_shard_move(p_shard smallint) RETURNS boolean
+LANGUAGE sql AS $$
+    SELECT pg_try_advisory_lock(ledger_shard_lock_space(), -1 - p_shard)
+$$;
+
 -- Before a write of a shard's row: waits while the shard is paused, then refuses the
 -- write unless this database still holds it (SQLSTATE 55000, a fault: the service
 -- answers UNAVAILABLE and reads where the shards are again; a retry reaches the
@@ -124,7 +130,7 @@ BEGIN
     PERFORM pg_advisory_xact_lock_shared(ledger_shard_lock_space(), p_shard);
     -- (ledger_holds_shard, inlined: this runs for every row written.)
     PERFORM FROM ledger_shards WHERE shard = p_shard AND state = 'held';
-    IF NOT FOUND AND EXISTS (SELECT FROM ledger_shards) THEN
+    IF NOT FOUND THEN
         RAISE EXCEPTION 'logical shard % is not held by this database', p_shard
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'it moved to another database of the ledger';
@@ -166,5 +172,14 @@ BEGIN
     NEW.shard := ledger_key_shard(NEW.owner_id, NEW.result);
     PERFORM ledger_require_shard(NEW.shard);
     RETURN NEW;
+END
+$$;
+
+-- (A key is deleted when an external payment was never sent: ledger_release_unsent_external.)
+CREATE OR REPLACE FUNCTION idempotency_keys_delete_on_shard() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM ledger_require_shard(OLD.shard);
+    RETURN OLD;
 END
 $$;
