@@ -88,7 +88,9 @@ def ledger_conninfo(postgres: PostgresServer) -> str:
     upgrade_to_head(LEDGER_MIGRATIONS, postgres.dsn(LEDGER_DB))
     conninfo = postgres.conninfo(LEDGER_DB)
     with psycopg.connect(conninfo, autocommit=True) as connection:
-        connection.execute("SELECT ledger_claim_shards(ARRAY(SELECT generate_series(0, 255)::smallint))")
+        connection.execute(
+            "SELECT ledger_claim_shards(ARRAY(SELECT generate_series(0, 255)::smallint))"
+        )
     return conninfo
 
 
