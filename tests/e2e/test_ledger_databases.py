@@ -73,7 +73,10 @@ def delivered_within_calls(mesh: Mesh) -> float:
     )
 
 
-def transfer(edge: httpx.Client, payer: Person, source: str, destination: str) -> httpx.Response:
+def transfer(
+    edge: httpx.Client, payer: Person, source: str, destination: str, key: str = ""
+) -> httpx.Response:
+    """100 EUR cents from source to destination (a fresh idempotency key unless given)."""
     return edge.post(
         "/v1/transfers",
         json={
@@ -81,7 +84,7 @@ def transfer(edge: httpx.Client, payer: Person, source: str, destination: str) -
             "destination_wallet_id": destination,
             "amount": {"currency": "EUR", "amount": 100},
         },
-        headers={**payer.auth, "idempotency-key": str(uuid.uuid4())},
+        headers={**payer.auth, "idempotency-key": key or str(uuid.uuid4())},
     )
 
 
@@ -223,15 +226,7 @@ def test_a_shard_moves_to_the_other_database_while_the_mesh_serves(
     key = str(uuid.uuid4())
 
     def pay_again() -> httpx.Response:
-        return edge.post(
-            "/v1/transfers",
-            json={
-                "source_wallet_id": a,
-                "destination_wallet_id": c,
-                "amount": {"currency": "EUR", "amount": 100},
-            },
-            headers={**ada.auth, "idempotency-key": key},
-        )
+        return transfer(edge, ada, a, c, key)
 
     answers = [pay_again() for _ in range(2)]
     while answers[-1].status_code == 503 and len(answers) < 20:

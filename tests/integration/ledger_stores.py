@@ -1,9 +1,13 @@
 """What the tests of the ledger's store on several databases share: ids on a chosen
-logical shard, fresh idempotency keys, funded wallets."""
+logical shard, fresh idempotency keys, funded wallets, legs a crashed instance left."""
 
 from __future__ import annotations
 
+import json
 import uuid
+from datetime import datetime
+
+import psycopg
 
 from services.runtime.money import Money
 from services.transaction.adapters.ledger_store import SqlLedgerStore
@@ -30,3 +34,38 @@ async def funded(store: SqlLedgerStore, owner: str, amount: int) -> str:
         adjusted = await store.adjust(OPERATOR, key(), made.wallet.id, Money("EUR", amount), "")
         assert adjusted.outcome is LedgerOutcome.OK
     return made.wallet.id
+
+
+async def debit_legs_only(
+    store: SqlLedgerStore,
+    conninfo: str,
+    owner: str,
+    source: str,
+    target: str,
+    amounts: list[int],
+    first_attempt: datetime,
+) -> list[str]:
+    """Transfers to another database as an instance that dies right after booking them
+    leaves them: debit legs with their outbox rows in the payer's database (`conninfo`),
+    nothing delivered, the relay's first attempt at `first_attempt`. Their ids."""
+    payee = json.dumps(await store.legs.payee(target))
+    debits = []
+    with psycopg.connect(conninfo, autocommit=True) as connection:
+        for amount in amounts:
+            request = key()
+            row = connection.execute(
+                "SELECT ledger_transfer(%s, %s, %s, %s, %s, %s, 'EUR', '', '{}', %s, %s)",
+                (
+                    owner,
+                    request.key,
+                    request.request_hash,
+                    source,
+                    target,
+                    amount,
+                    payee,
+                    first_attempt,
+                ),
+            ).fetchone()
+            assert row is not None
+            debits.append(str(row[0]["transaction"]["id"]))
+    return debits

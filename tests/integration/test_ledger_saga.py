@@ -33,7 +33,7 @@ from services.transaction.domain.model import (
     TransactionStatus,
 )
 from services.transaction.domain.ports import TransferItem
-from tests.integration.ledger_stores import funded, key, on_shard
+from tests.integration.ledger_stores import debit_legs_only, funded, key, on_shard
 
 DATABASE = "ledger_saga"
 # Long enough that the relay never runs by itself in a test: each test calls it.
@@ -240,39 +240,6 @@ async def test_the_payee_server_stopped_under_load_leaves_transfers_pending_unti
     assert await store.audit() == []
 
 
-async def debit_legs_only(
-    store: SqlLedgerStore,
-    servers: Servers,
-    owner: str,
-    source: str,
-    target: str,
-    amounts: list[int],
-) -> list[str]:
-    """Transfers booked as an instance that dies right after does: the debit legs (and
-    their outbox rows) on the payer's server, nothing delivered. Their ids."""
-    payee_as_seen = await store.legs.payee(target)
-    debits = []
-    with psycopg.connect(servers.payers.conninfo(DATABASE), autocommit=True) as connection:
-        for amount in amounts:
-            request = key()
-            row = connection.execute(
-                "SELECT ledger_transfer(%s, %s, %s, %s, %s, %s, 'EUR', '', '{}', %s, %s)",
-                (
-                    owner,
-                    request.key,
-                    request.request_hash,
-                    source,
-                    target,
-                    amount,
-                    json.dumps(payee_as_seen),
-                    datetime.now(UTC) + LATER,
-                ),
-            ).fetchone()
-            assert row is not None
-            debits.append(row[0]["transaction"]["id"])
-    return debits
-
-
 async def credit_legs_only(servers: Servers, debits: list[str]) -> None:
     """Their credit legs booked on the payee's server, the debit legs left unsettled (an
     instance dying between the two)."""
@@ -295,7 +262,9 @@ async def test_legs_a_crashed_instance_left_are_delivered_once_by_two_relays(
     first = await started(instances, servers)
     ada, cat = payer(), payee()
     a, c = await funded(first, ada, 1_000), await funded(first, cat, 0)
-    debits = await debit_legs_only(first, servers, ada, a, c, [25] * 8)
+    debits = await debit_legs_only(
+        first, servers.payers.conninfo(DATABASE), ada, a, c, [25] * 8, datetime.now(UTC) + LATER
+    )
     await credit_legs_only(servers, debits[:3])
     assert credit_legs_of(servers, debits) == 3
     assert await balance(first, a) == 800
@@ -786,7 +755,9 @@ async def test_a_movement_credited_but_not_yet_settled_can_be_refunded(
     store = await started(instances, servers)
     ada, cat = payer(), payee()
     a, c = await funded(store, ada, 1_000), await funded(store, cat, 0)
-    received, on_its_way = await debit_legs_only(store, servers, ada, a, c, [400, 100])
+    received, on_its_way = await debit_legs_only(
+        store, servers.payers.conninfo(DATABASE), ada, a, c, [400, 100], datetime.now(UTC) + LATER
+    )
     await credit_legs_only(servers, [received])
     refunded = await store.refund(cat, key(), received, 150, "", False)
     assert refunded.outcome is LedgerOutcome.OK

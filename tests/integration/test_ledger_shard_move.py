@@ -8,7 +8,6 @@ a move stopped part-way is finished, or made again, by running it again."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -35,7 +34,7 @@ from services.transaction.domain.model import (
     LedgerResult,
     TransactionStatus,
 )
-from tests.integration.ledger_stores import funded, key, on_shard
+from tests.integration.ledger_stores import debit_legs_only, funded, key, on_shard
 
 DATABASE = "ledger_move"
 # The relay runs only when a test calls it.
@@ -139,34 +138,6 @@ async def answered(call: Callable[[], Awaitable[LedgerResult]], faults: list[str
             await asyncio.sleep(0.02)  # a client's backoff
 
 
-async def debit_legs_only(
-    store: SqlLedgerStore, url: str, owner: str, source: str, target: str, amounts: list[int]
-) -> list[str]:
-    """Transfers to another database as an instance that dies right after booking them
-    leaves them: debit legs with their outbox rows, nothing delivered. Their ids."""
-    payee = json.dumps(await store.legs.payee(target))
-    debits = []
-    with psycopg.connect(db.driver_conninfo(url), autocommit=True) as connection:
-        for amount in amounts:
-            request = key()
-            row = connection.execute(
-                "SELECT ledger_transfer(%s, %s, %s, %s, %s, %s, 'EUR', '', '{}', %s, %s)",
-                (
-                    owner,
-                    request.key,
-                    request.request_hash,
-                    source,
-                    target,
-                    amount,
-                    payee,
-                    datetime.now(UTC) + LATER,
-                ),
-            ).fetchone()
-            assert row is not None
-            debits.append(str(row[0]["transaction"]["id"]))
-    return debits
-
-
 async def balance(store: SqlLedgerStore, wallet_id: str) -> int:
     wallet = await store.wallet(wallet_id)
     assert wallet is not None
@@ -185,8 +156,12 @@ async def test_a_shard_moves_to_an_added_database_under_load_with_legs_on_their_
     )
     # On their way as the shard moves: legs from it (ada → bob: outbox rows on the first
     # database, moving with the shard) and to it (bob → ada, from the second database).
-    outgoing = await debit_legs_only(one, ledger.first, ada, a, b, [100, 200, 300])
-    incoming = await debit_legs_only(one, ledger.second, bob, b, a, [40, 60])
+    outgoing = await debit_legs_only(
+        one, db.driver_conninfo(ledger.first), ada, a, b, [100, 200, 300], datetime.now(UTC) + LATER
+    )
+    incoming = await debit_legs_only(
+        one, db.driver_conninfo(ledger.second), bob, b, a, [40, 60], datetime.now(UTC) + LATER
+    )
     soon = datetime.now(UTC) + timedelta(hours=1)
     hold = await one.create_hold(ada, key(), a, c, Money("EUR", 700), soon, "")
     assert hold.hold is not None
