@@ -21,8 +21,8 @@ import sys
 
 from services.runtime import db
 from services.runtime.server import run_service
-from services.transaction.adapters.ledger_store import SqlLedgerStore, held_shards
-from services.transaction.adapters.shard_move import ShardMoveError, move_shard
+from services.transaction.adapters.ledger_store import SqlLedgerStore
+from services.transaction.adapters.shard_move import ShardMoveError, claims, move_shard
 from services.transaction.adapters.shards import ShardConfig, ShardMap, parse_ranges
 from services.transaction.server import ENV_PREFIX, TransactionSettings, build_app, migrate
 
@@ -89,12 +89,32 @@ def move_shards(config: ShardConfig, shards: frozenset[int], to: int) -> int:
         print(f"--to {to}: the ledger has databases 1 to {len(urls)}", file=sys.stderr)
         return 2
     target = urls[to - 1]
-    held = [held_shards(url) for url in urls]
     for shard in sorted(shards):
-        holders = [url for url, its in zip(urls, held, strict=True) if shard in its]
-        # Held elsewhere: moved from there. Held nowhere, or here already: a move that
-        # stopped part-way, finished from whichever database it came from.
-        sources = [u for u in holders if u != target] or [u for u in urls if u != target]
+        found = {url: claims(url, shard) for url in urls}
+        holders = [url for url, claim in found.items() if claim.state == "held"]
+        arriving = found[target]
+        if holders and target not in holders:
+            # Held elsewhere: moved from there.
+            sources = holders
+        elif target in holders:
+            # Here already: what others keep of it is deleted.
+            sources = [u for u, c in found.items() if u != target and c.state is not None]
+        else:
+            # Held nowhere: a move that stopped between its two commits, finished from
+            # the database that let the shard go to this one's copy.
+            sources = [
+                u
+                for u, c in found.items()
+                if c.state == "left" and arriving.state == "arriving" and c.move == arriving.move
+            ]
+            if not sources:
+                print(
+                    f"shard {shard}: no database holds it, and database {to} has no copy"
+                    " of it from a move that stopped: finish that move (--to the database"
+                    " whose copy is arriving)",
+                    file=sys.stderr,
+                )
+                return 1
         try:
             reports = [move_shard(shard, source, target) for source in sources]
         except ShardMoveError as error:
@@ -105,8 +125,10 @@ def move_shards(config: ShardConfig, shards: frozenset[int], to: int) -> int:
         )
         if holders and target not in holders:
             print(f"shard {shard}: moved to database {to} ({rows or 'no rows'})")
-        else:
+        elif target in holders:
             print(f"shard {shard}: in database {to}")
+        else:
+            print(f"shard {shard}: in database {to} (a move that had stopped, finished)")
     return 0
 
 

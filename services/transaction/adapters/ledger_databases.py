@@ -38,7 +38,7 @@ class ShardPool(RetryingPool):
     """One database of the ledger: a retrying pool that tells when a write found its
     shard gone."""
 
-    def __init__(self, pool: DriverPool, on_shard_gone: Callable[[], None]) -> None:
+    def __init__(self, pool: DriverPool, on_shard_gone: Callable[[], object]) -> None:
         super().__init__(pool)
         self._on_shard_gone = on_shard_gone
 
@@ -71,11 +71,18 @@ class LedgerDatabases:
             self.moves += 1
             log.info("shard map read again: shards moved")
 
-    def _shard_gone(self) -> None:
-        # One refresh at a time: the writes refused together share it.
+    def _shard_gone(self) -> asyncio.Task[None]:
+        # One refresh at a time: the calls that meet a moved shard together share it.
         if self._refreshing is None or self._refreshing.done():
             self._refreshing = asyncio.ensure_future(self.refresh())
             self._refreshing.add_done_callback(_log_failure)
+        return self._refreshing
+
+    async def _refreshed(self) -> None:
+        """The map read again (shared with the calls doing so now); as it was if the
+        databases do not hold every shard once just now."""
+        with contextlib.suppress(ShardMapError):
+            await asyncio.shield(self._shard_gone())
 
     async def found(
         self,
@@ -94,10 +101,10 @@ class LedgerDatabases:
             database, "SELECT ledger_holds_shard(CAST(:s AS smallint))", {"s": shard}
         ):
             return found
-        await self.refresh()
+        await self._refreshed()
         now = self.shards.for_shard(shard)
         if now is database:
-            raise ShardGone(f"no database holds logical shard {shard} just now")
+            raise ShardGone(f"logical shard {shard} is moving just now")
         return await read(now)
 
     def held_by(self, database: ShardPool) -> frozenset[int]:
@@ -114,15 +121,8 @@ class LedgerDatabases:
             held = await fetch_one(database, "SELECT ledger_held_shards()", {})
             if frozenset(held or ()) == routed:
                 return
-        with contextlib.suppress(ShardMapError):
-            await self.refresh()
+        await self._refreshed()
         raise ShardGone("the shards moved while the call was on its way: try again")
-
-
-_HOLDS_ALL = (
-    "SELECT coalesce(bool_and(ledger_holds_shard(s)), TRUE)"
-    " FROM unnest(CAST(:shards AS smallint[])) AS s"
-)
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

@@ -25,7 +25,7 @@ import json
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 
@@ -43,7 +43,6 @@ from services.transaction.adapters.ledger_sql import (
     TRANSACTION_BY_ID,
     TRANSACTION_JSON_SQL,
     WALLET_JSON_SQL,
-    fetch_document,
     fetch_one,
     fetch_rows,
 )
@@ -152,6 +151,19 @@ _NOT_FOUND = frozenset(
 )
 
 
+def _document(answer: Any) -> dict[str, Any]:
+    """A ledger function's answer (jsonb: a dict already; json text: parsed)."""
+    assert answer is not None, "every ledger function returns a result"
+    return cast(dict[str, Any], answer if isinstance(answer, dict) else json.loads(answer))
+
+
+def _outcomes(document: Any) -> list[dict[str, Any]]:
+    """A batch's answer: one outcome per transfer."""
+    return cast(
+        list[dict[str, Any]], document if isinstance(document, list) else json.loads(document)
+    )
+
+
 # The movements that can be two legs in two databases (the others stay in one).
 _LEG_TYPES = frozenset({TransactionType.TRANSFER, TransactionType.PAYMENT, TransactionType.REFUND})
 
@@ -195,11 +207,31 @@ class SqlLedgerStore:
         database holds other shards than the map gave it, or shards moved since the call
         was `routed` (the count of moves when it decided which database each of its
         wallets is in), ShardGone: a fault the caller retries."""
+        document = await self._checked(
+            near_id,
+            sql,
+            params,
+            routed,
+            lambda document: _document(document).get("outcome") in _NOT_FOUND,
+        )
+        return _document(document)
+
+    async def _checked(
+        self,
+        near_id: str,
+        sql: str,
+        params: dict[str, Any],
+        routed: int | None,
+        found_nothing: Callable[[Any], bool],
+    ) -> Any:
+        """The first column of the statement's row, from the database of near_id's
+        shard; ShardGone if it `found_nothing` (or failed) while that database holds
+        other shards than the map gave it, or shards moved since the call was routed."""
         routed = self._databases.moves if routed is None else routed
         database = self._of(near_id)
         there = self._databases.held_by(database)
         try:
-            document = await fetch_document(database, sql, params)
+            answer = await fetch_one(database, sql, params)
         except psycopg.OperationalError:
             raise
         except psycopg.DatabaseError:
@@ -207,10 +239,9 @@ class SqlLedgerStore:
             # it would refuse: a fault then, not a bug.
             await self._databases.confirm_held(database, there, routed)
             raise
-        assert document is not None, "every ledger function returns a result"
-        if document.get("outcome") in _NOT_FOUND:
+        if found_nothing(answer):
             await self._databases.confirm_held(database, there, routed)
-        return document
+        return answer
 
     async def _call(
         self,
@@ -353,10 +384,8 @@ class SqlLedgerStore:
             )
             for item in items
         ]
-        database = self._of(owner_id)
-        there = self._databases.held_by(database)
-        document = await fetch_one(
-            database,
+        document = await self._checked(
+            owner_id,
             "SELECT ledger_transfer_batch(CAST(:owner AS uuid), CAST(:items AS jsonb),"
             " CAST(:first_attempt AS timestamptz))",
             {
@@ -364,10 +393,12 @@ class SqlLedgerStore:
                 "items": json.dumps(payload),
                 "first_attempt": self._legs.first_attempt_at(datetime.now(UTC)),
             },
+            routed,
+            lambda document: any(
+                outcome.get("outcome") in _NOT_FOUND for outcome in _outcomes(document)
+            ),
         )
-        outcomes = document if isinstance(document, list) else json.loads(document)
-        if any(outcome.get("outcome") in _NOT_FOUND for outcome in outcomes):
-            await self._databases.confirm_held(database, there, routed)
+        outcomes = _outcomes(document)
         # The legs to other databases delivered side by side, each within the wait.
         return list(await asyncio.gather(*(self._answered(outcome) for outcome in outcomes)))
 
@@ -569,10 +600,12 @@ class SqlLedgerStore:
     async def release_unsent_external(
         self, owner_id: str, key: IdempotencyKey, kind: TransactionType, wallet_id: str
     ) -> bool:
-        released = await fetch_one(
-            self._of(owner_id),
+        released = await self._checked(
+            owner_id,
             "SELECT ledger_release_unsent_external(CAST(:owner AS uuid), :key, :hash, :type)",
             {**_key_params(owner_id, key), "type": kind.value},
+            None,
+            lambda released: not released,
         )
         return bool(released)
 

@@ -14,15 +14,18 @@ from services.transaction.domain.audit_across import CreditLeg, DebitLeg, LegSam
 
 _TOTALS = "SELECT currency, sum(balance) FROM accounts GROUP BY currency"
 _TRANSIT = """SELECT ledger_shard_of(id), peer_shard, currency, balance FROM accounts
-    WHERE kind = 'in_transit' AND peer_shard <> ALL (ledger_held_shards())"""
+    WHERE kind = 'in_transit' AND peer_shard NOT IN (SELECT s.shard FROM ledger_shards AS s
+        WHERE s.state = 'held')"""
 _DEBITS = """SELECT id::text, ledger_shard_of(id), ledger_shard_of(counterpart_id),
     counterpart_id::text, amount, currency, status FROM transactions
     WHERE leg = 'debit'
-      AND ledger_shard_of(counterpart_id) <> ALL (ledger_held_shards())"""
+      AND ledger_shard_of(counterpart_id) NOT IN (SELECT s.shard FROM ledger_shards AS s
+        WHERE s.state = 'held')"""
 _CREDITS = """SELECT counterpart_id::text, ledger_shard_of(id),
     ledger_shard_of(counterpart_id), amount, currency FROM transactions
     WHERE leg = 'credit'
-      AND ledger_shard_of(counterpart_id) <> ALL (ledger_held_shards())"""
+      AND ledger_shard_of(counterpart_id) NOT IN (SELECT s.shard FROM ledger_shards AS s
+        WHERE s.state = 'held')"""
 _REFUSED = "SELECT transaction_id::text, ledger_shard_of(transaction_id) FROM ledger_refused_legs"
 _OUTBOX = "SELECT transaction_id::text, amount FROM ledger_outbox"
 

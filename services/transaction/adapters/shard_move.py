@@ -28,6 +28,7 @@ Needs a superuser (or a role allowed `session_replication_role`) on both databas
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 import psycopg
@@ -73,12 +74,26 @@ def _connect(
     return psycopg.connect(driver_conninfo(database_url), autocommit=autocommit)
 
 
-def _state(connection: psycopg.Connection[tuple[object, ...]], shard: int) -> str | None:
+@dataclass(frozen=True)
+class Claim:
+    """What a database records of a shard: 'held', 'arriving' or 'left' (None: never
+    had it), and the move that last changed it."""
+
+    state: str | None
+    move: str | None
+
+
+def _claim(connection: psycopg.Connection[tuple[object, ...]], shard: int) -> Claim:
     row = connection.execute(
-        "SELECT state FROM ledger_shards WHERE shard = %s", (shard,)
+        "SELECT state, move_id::text FROM ledger_shards WHERE shard = %s", (shard,)
     ).fetchone()
     connection.commit()
-    return str(row[0]) if row else None
+    return Claim(str(row[0]), str(row[1]) if row[1] else None) if row else Claim(None, None)
+
+
+def claims(database_url: str, shard: int) -> Claim:
+    with _connect(database_url) as connection:
+        return _claim(connection, shard)
 
 
 def _check_alike(
@@ -134,6 +149,7 @@ def _copy(
     source: psycopg.Connection[tuple[object, ...]],
     target: psycopg.Connection[tuple[object, ...]],
     shard: int,
+    move: str,
 ) -> dict[str, int]:
     """The shard's rows from source's snapshot into target's open transaction, and the
     shard claimed there as arriving; the number of rows of each table. Rows the target
@@ -170,9 +186,10 @@ def _copy(
         (last,),
     )
     target.execute(
-        "INSERT INTO ledger_shards (shard, state) VALUES (%s, 'arriving')"
-        " ON CONFLICT (shard) DO UPDATE SET state = 'arriving', since = now()",
-        (shard,),
+        "INSERT INTO ledger_shards (shard, state, move_id) VALUES (%s, 'arriving', %s)"
+        " ON CONFLICT (shard) DO UPDATE SET state = 'arriving', since = now(),"
+        " move_id = excluded.move_id WHERE ledger_shards.state <> 'held'",
+        (shard, move),
     )
     return counts
 
@@ -191,11 +208,19 @@ def _pause(control: psycopg.Connection[tuple[object, ...]], shard: int) -> None:
 
 
 def _purge(control: psycopg.Connection[tuple[object, ...]], shard: int) -> int:
-    """The rows a database keeps of a shard it let go; how many. (No writer can add
-    any: each checks that the database holds the shard. One still holding row locks
-    it took before the pause, on its way to being refused, is waited for.)"""
+    """The rows a database keeps of a shard it does not hold (it let the shard go, or
+    has an out-of-date copy of it), and a copy 'arriving' recorded as 'left', so that
+    it is never held; how many rows. (No writer can add any: each checks that the
+    database holds the shard. One still holding row locks it took before the pause, on
+    its way to being refused, is waited for.)"""
     with control.transaction():
-        return _delete_rows(control, shard)
+        deleted = _delete_rows(control, shard)
+        control.execute(
+            "UPDATE ledger_shards SET state = 'left', since = now()"
+            " WHERE shard = %s AND state = 'arriving'",
+            (shard,),
+        )
+    return deleted
 
 
 def _lock_move(connection: psycopg.Connection[tuple[object, ...]], shard: int) -> None:
@@ -207,7 +232,9 @@ def _lock_move(connection: psycopg.Connection[tuple[object, ...]], shard: int) -
 
 def move_shard(shard: int, source_url: str, target_url: str) -> MoveReport:
     """Moves one logical shard from the database that holds it to another (above); or
-    finishes a move of it from source to target that stopped part-way."""
+    finishes the move of it from source to target that stopped part-way (the target's
+    copy is the one the source let the shard go to); or, the target holding it,
+    deletes what the source keeps of it."""
     with (
         _connect(source_url, autocommit=True) as control,
         _connect(source_url) as snapshot,
@@ -216,19 +243,29 @@ def move_shard(shard: int, source_url: str, target_url: str) -> MoveReport:
         # One run at a time (a second would throw away the first one's copy).
         _lock_move(control, shard)
         _lock_move(target, shard)
-        at_source, at_target = _state(snapshot, shard), _state(target, shard)
+        at_source, at_target = _claim(snapshot, shard), _claim(target, shard)
         counts: dict[str, int] = {}
-        resumed = at_source != "held" or at_target == "arriving"
-        if at_source == "held":
-            if at_target == "held":
+        if at_source.state == "held":
+            if at_target.state == "held":
                 raise ShardMoveError(f"both databases hold shard {shard}")
             _check_alike(snapshot, target)
-            counts = _copy_paused(control, snapshot, target, shard)
-        elif at_target not in ("arriving", "held"):
+            if at_target.state is not None:
+                # What an earlier move left there goes before the pause (the copy
+                # deletes again, within its transaction, what might remain).
+                _purge(target, shard)
+            move = str(uuid.uuid4())
+            counts = _copy_paused(control, snapshot, target, shard, move)
+            _hold(target, shard, move)
+        elif at_target.state == "arriving":
+            if at_source.state != "left" or at_source.move != at_target.move:
+                raise ShardMoveError(
+                    f"the target's copy of shard {shard} is not what the source let go"
+                )
+            _hold(target, shard, at_source.move)
+        elif at_target.state != "held" or at_source.state is None:
             raise ShardMoveError(f"neither database holds shard {shard}")
-        if at_target != "held":
-            _hold(target, shard)
         _purge(control, shard)
+    resumed = at_source.state != "held" or at_target.state == "arriving"
     return MoveReport(shard, counts, resumed)
 
 
@@ -237,6 +274,7 @@ def _copy_paused(
     snapshot: psycopg.Connection[tuple[object, ...]],
     target: psycopg.Connection[tuple[object, ...]],
     shard: int,
+    move: str,
 ) -> dict[str, int]:
     """Steps 1 and 2 and the first of 3: paused, copied, and let go by the source (its
     claim deleted: the writes that waited are refused once the pause ends)."""
@@ -245,22 +283,24 @@ def _copy_paused(
         # The snapshot begins with its first statement: after the pause.
         snapshot.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         snapshot.read_only = True
-        counts = _copy(snapshot, target, shard)
+        counts = _copy(snapshot, target, shard, move)
         snapshot.rollback()
         target.commit()
         control.execute(
-            "UPDATE ledger_shards SET state = 'left', since = now() WHERE shard = %s", (shard,)
+            "UPDATE ledger_shards SET state = 'left', since = now(), move_id = %s WHERE shard = %s",
+            (move, shard),
         )
     finally:
         control.execute("SELECT ledger_resume_shard(%s)", (shard,))
     return counts
 
 
-def _hold(target: psycopg.Connection[tuple[object, ...]], shard: int) -> None:
+def _hold(target: psycopg.Connection[tuple[object, ...]], shard: int, move: str | None) -> None:
+    """The target holds the shard: its copy arriving from this move."""
     held = target.execute(
         "UPDATE ledger_shards SET state = 'held', since = now()"
-        " WHERE shard = %s AND state = 'arriving'",
-        (shard,),
+        " WHERE shard = %s AND state = 'arriving' AND move_id = %s",
+        (shard, move),
     )
     if held.rowcount != 1:
         target.rollback()

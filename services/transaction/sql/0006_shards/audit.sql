@@ -68,7 +68,7 @@ SELECT 'legs_paired', t.id::text,
                 'no other leg')
   FROM transactions AS t LEFT JOIN transactions AS c ON c.id = t.counterpart_id
  WHERE t.leg IS NOT NULL
-   AND (c.id IS NOT NULL OR NOT EXISTS (SELECT FROM ledger_shards)
+   AND (c.id IS NOT NULL
         OR ledger_shard_of(t.counterpart_id) IN (SELECT s.shard FROM ledger_shards AS s
                                                   WHERE s.state = 'held'))
    AND (c.id IS NULL OR c.counterpart_id <> t.id OR c.leg = t.leg OR c.amount <> t.amount
@@ -191,7 +191,7 @@ UNION ALL
 SELECT 'hold_merchant', h.id::text, h.currency || ' wallet of ' || h.merchant_owner_id,
        coalesce(a.currency || ' wallet of ' || a.owner_id, 'no wallet')
   FROM holds AS h LEFT JOIN accounts AS a ON a.id = h.merchant_account_id
- WHERE (a.id IS NOT NULL OR NOT EXISTS (SELECT FROM ledger_shards)
+ WHERE (a.id IS NOT NULL
         OR ledger_shard_of(h.merchant_account_id) IN (SELECT s.shard FROM ledger_shards AS s
                                                        WHERE s.state = 'held'))
    AND (a.id IS NULL OR a.currency <> h.currency OR a.owner_id <> h.merchant_owner_id)

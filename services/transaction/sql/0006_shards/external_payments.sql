@@ -168,7 +168,9 @@ LANGUAGE sql AS $$
     WITH due AS (
         SELECT e.transaction_id FROM external_payments AS e
          WHERE e.pending AND e.next_check_at <= p_now
-           AND ledger_shard_of(e.transaction_id) = ANY (ledger_held_shards())
+           AND ledger_shard_of(e.transaction_id) IN (
+               SELECT s.shard FROM ledger_shards AS s WHERE s.state = 'held'
+           )
          ORDER BY e.next_check_at
          LIMIT p_limit
            FOR UPDATE SKIP LOCKED

@@ -238,7 +238,9 @@ BEGIN
       FROM (SELECT id FROM holds
              WHERE status = 'active' AND expires_at <= p_now
                -- (Rows of a shard this database let go, until they are deleted: not ours.)
-               AND ledger_shard_of(id) = ANY (ledger_held_shards())
+               AND ledger_shard_of(id) IN (
+                   SELECT s.shard FROM ledger_shards AS s WHERE s.state = 'held'
+               )
              ORDER BY expires_at
              LIMIT p_limit
                FOR NO KEY UPDATE SKIP LOCKED) AS due;

@@ -187,7 +187,9 @@ BEGIN
     WITH due AS (
         SELECT o.transaction_id FROM ledger_outbox AS o
          WHERE o.next_attempt_at <= p_now
-           AND ledger_shard_of(o.transaction_id) = ANY (ledger_held_shards())
+           AND ledger_shard_of(o.transaction_id) IN (
+               SELECT s.shard FROM ledger_shards AS s WHERE s.state = 'held'
+           )
          ORDER BY o.next_attempt_at
          LIMIT p_limit
            FOR UPDATE SKIP LOCKED

@@ -10,6 +10,9 @@ CREATE TABLE ledger_shards (
     shard smallint NOT NULL,
     since timestamptz NOT NULL DEFAULT now(),
     state text NOT NULL DEFAULT 'held',
+    -- The move that last changed it: a copy arriving is held only from the database
+    -- that let the shard go to it, in that move.
+    move_id uuid,
     CONSTRAINT ledger_shards_pkey PRIMARY KEY (shard),
     CONSTRAINT ledger_shards_shard_check CHECK (shard BETWEEN 0 AND 255),
     CONSTRAINT ledger_shards_state_check CHECK (state IN ('held', 'arriving', 'left'))
