@@ -10,7 +10,7 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import ParamSpec, TypeVar
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 from services.runtime.errors import DomainError
 from services.transaction.domain.model import Posted, TransactionStatus, TransactionType
@@ -74,6 +74,14 @@ RELAY_PASSES = Counter(
 for _path in ("sync", "relay"):
     for _outcome in ("delivered", "refused", "error"):
         LEG_DELIVERIES.labels(_path, _outcome)
+
+
+TRANSFER_GROUP_SIZE = Histogram(
+    "ledger_transfer_group_size",
+    "Single transfers booked by one call to the database (group commit,"
+    " TRANSACTION_TRANSFER_GROUPS).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 100),
+)
 
 
 def observe_leg(path: str, outcome: str) -> None:

@@ -66,6 +66,9 @@ class TransactionSettings:
     # how often the relay tries again (adapters/saga.py).
     legs: LegSettings
     relay_interval_seconds: float
+    # Group commit (adapters/transfer_groups.py): group calls in flight per database; 0,
+    # each single transfer its own call.
+    transfer_groups: int = 0
 
     @classmethod
     def from_env(cls) -> TransactionSettings:
@@ -92,6 +95,7 @@ class TransactionSettings:
                 relay_max_backoff=env_int(p, "LEG_RELAY_MAX_BACKOFF_MS", 60_000) / 1000,
             ),
             relay_interval_seconds=env_int(p, "LEG_RELAY_INTERVAL_MS", 500) / 1000,
+            transfer_groups=env_int(p, "TRANSFER_GROUPS", 0),
         )
 
 
@@ -120,7 +124,13 @@ def build_app(settings: TransactionSettings) -> tuple[GrpcApp, Ledger]:
     redis = create_redis(runtime.redis_url)
     channel = user_service_channel(settings.user_service_target)
     users = GrpcUserDirectory(channel)
-    store = SqlLedgerStore(databases, settings.legs, metrics.observe_leg)
+    store = SqlLedgerStore(
+        databases,
+        settings.legs,
+        metrics.observe_leg,
+        transfer_groups=settings.transfer_groups,
+        observe_group=metrics.TRANSFER_GROUP_SIZE.observe,
+    )
     cache = RedisLedgerCache(redis)
     ledger = Ledger(store, cache, users, SystemClock())
     credential = ServiceCredential.from_env()

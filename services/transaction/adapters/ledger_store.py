@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -49,6 +49,11 @@ from services.transaction.adapters.ledger_sql import (
 from services.transaction.adapters.leg_samples import sample_legs
 from services.transaction.adapters.saga import LegCourier, LegSettings, ignore_leg
 from services.transaction.adapters.shards import ShardMap
+from services.transaction.adapters.transfer_groups import (
+    TRANSFER_SQL,
+    TransferGroups,
+    ignore_group,
+)
 from services.transaction.domain.audit_across import across_databases
 from services.transaction.domain.model import (
     HistoryCursor,
@@ -174,12 +179,24 @@ class SqlLedgerStore:
         databases: ShardMap[DriverPool],
         legs: LegSettings | None = None,
         observe_leg: Callable[[str, str], None] = ignore_leg,
+        transfer_groups: int = 0,
+        observe_group: Callable[[int], None] = ignore_group,
     ) -> None:
         # Autocommit connections: each ledger function commits by itself, with no
         # BEGIN/COMMIT round trips around it.
         self._databases = LedgerDatabases(databases)
         self._shards = self._databases.shards
         self._legs = LegCourier(self._databases, legs or LegSettings(), observe_leg)
+        # Single transfers in groups, `transfer_groups` calls in flight per database
+        # (0: each its own call).
+        self._groups = (
+            {
+                database: TransferGroups(database, transfer_groups, observe_group)
+                for database in self._shards.databases()
+            }
+            if transfer_groups
+            else {}
+        )
 
     @property
     def legs(self) -> LegCourier:
@@ -209,8 +226,7 @@ class SqlLedgerStore:
         wallets is in), ShardGone: a fault the caller retries."""
         document = await self._checked(
             near_id,
-            sql,
-            params,
+            lambda database: fetch_one(database, sql, params),
             routed,
             lambda document: _document(document).get("outcome") in _NOT_FOUND,
         )
@@ -219,19 +235,18 @@ class SqlLedgerStore:
     async def _checked(
         self,
         near_id: str,
-        sql: str,
-        params: dict[str, Any],
+        fetch: Callable[[ShardPool], Awaitable[Any]],
         routed: int | None,
         found_nothing: Callable[[Any], bool],
     ) -> Any:
-        """The first column of the statement's row, from the database of near_id's
-        shard; ShardGone if it `found_nothing` (or failed) while that database holds
-        other shards than the map gave it, or shards moved since the call was routed."""
+        """What `fetch` reads from the database of near_id's shard; ShardGone if it
+        `found_nothing` (or failed) while that database holds other shards than the map
+        gave it, or shards moved since the call was routed."""
         routed = self._databases.moves if routed is None else routed
         database = self._of(near_id)
         there = self._databases.held_by(database)
         try:
-            answer = await fetch_one(database, sql, params)
+            answer = await fetch(database)
         except psycopg.OperationalError:
             raise
         except psycopg.DatabaseError:
@@ -291,15 +306,21 @@ class SqlLedgerStore:
             "metadata": json.dumps(metadata),
             **leg,
         }
-        document = await self._ledger(
+        document = await self._checked(
             owner_id,
-            "SELECT ledger_transfer(CAST(:owner AS uuid), :key, :hash, CAST(:source AS uuid),"
-            " CAST(:destination AS uuid), :amount, :currency, :memo, CAST(:metadata AS jsonb),"
-            " CAST(:payee AS jsonb), CAST(:first_attempt AS timestamptz))",
-            params,
-            routed=routed,
+            lambda database: self._transfer_in(database, params),
+            routed,
+            lambda document: _document(document).get("outcome") in _NOT_FOUND,
         )
-        return await self._answered(document)
+        return await self._answered(_document(document))
+
+    async def _transfer_in(self, database: ShardPool, params: dict[str, Any]) -> Any:
+        """ledger_transfer's answer: in a group with the others waiting for that
+        database (adapters/transfer_groups.py), or alone."""
+        groups = self._groups.get(database)
+        if groups is None:
+            return await fetch_one(database, TRANSFER_SQL, params)
+        return await groups.transfer(params)
 
     async def _leg_to(self, near_id: str, wallet_id: str) -> dict[str, Any] | None:
         """The arguments for a movement from near_id's database to the wallet: for a
@@ -384,15 +405,19 @@ class SqlLedgerStore:
             )
             for item in items
         ]
+        batch = {
+            "owner": owner_id,
+            "items": json.dumps(payload),
+            "first_attempt": self._legs.first_attempt_at(datetime.now(UTC)),
+        }
         document = await self._checked(
             owner_id,
-            "SELECT ledger_transfer_batch(CAST(:owner AS uuid), CAST(:items AS jsonb),"
-            " CAST(:first_attempt AS timestamptz))",
-            {
-                "owner": owner_id,
-                "items": json.dumps(payload),
-                "first_attempt": self._legs.first_attempt_at(datetime.now(UTC)),
-            },
+            lambda database: fetch_one(
+                database,
+                "SELECT ledger_transfer_batch(CAST(:owner AS uuid), CAST(:items AS jsonb),"
+                " CAST(:first_attempt AS timestamptz))",
+                batch,
+            ),
             routed,
             lambda document: any(
                 outcome.get("outcome") in _NOT_FOUND for outcome in _outcomes(document)
@@ -602,8 +627,11 @@ class SqlLedgerStore:
     ) -> bool:
         released = await self._checked(
             owner_id,
-            "SELECT ledger_release_unsent_external(CAST(:owner AS uuid), :key, :hash, :type)",
-            {**_key_params(owner_id, key), "type": kind.value},
+            lambda database: fetch_one(
+                database,
+                "SELECT ledger_release_unsent_external(CAST(:owner AS uuid), :key, :hash, :type)",
+                {**_key_params(owner_id, key), "type": kind.value},
+            ),
             None,
             lambda released: not released,
         )
