@@ -3,26 +3,20 @@
 -- (services/transaction/adapters/transfer_groups.py), each exactly as ledger_transfer
 -- books it alone, in the order given.
 
--- p_items: [{"owner", "key", "hash", "source", "destination", "amount", "currency",
--- "memo", "metadata"[, "payee"]}, ...]; returns ledger_transfer's answer to each, in
--- order. As in ledger_transfer_batch, every wallet and in-transit account of the group
--- is locked up front, in one order: transfers in one transaction that locked one at a
--- time would deadlock with another group's.
-CREATE OR REPLACE FUNCTION ledger_transfer_group(
-    p_items jsonb, p_first_attempt_at timestamptz DEFAULT NULL
-) RETURNS jsonb
+-- Locks what the transfers p_items ([{"owner", "source", "destination"[, "payee"]}, ...])
+-- will lock, all up front, in one order: every wallet in one sorted pass, then the
+-- in-transit accounts of every pair of shards they move money between (legs.sql; to
+-- another database, the one here), those used for the first time created first, in one
+-- order (a new row's unique key is held until commit). Transfers in one transaction that
+-- locked one at a time would deadlock with another such transaction's, two batches in
+-- opposite directions, or to two shards in another order. (Sources not the owner's are
+-- locked too, and then refused: a lock only.)
+CREATE OR REPLACE FUNCTION ledger_lock_transfers(p_items jsonb) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_item jsonb;
-    v_results jsonb := '[]';
     v_pair record;
     v_transit uuid[] := '{}';
 BEGIN
-    IF p_items IS NULL OR jsonb_typeof(p_items) <> 'array'
-       OR jsonb_array_length(p_items) NOT BETWEEN 1 AND 100 THEN
-        RAISE EXCEPTION 'an array of 1 to 100 transfers is required'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
     PERFORM 1 FROM accounts
      WHERE kind = 'user_wallet'
        AND id IN (
@@ -55,6 +49,26 @@ BEGIN
                                                          v_pair.peer);
     END LOOP;
     PERFORM 1 FROM ledger_lock_accounts(VARIADIC v_transit);
+END
+$$;
+
+-- p_items: [{"owner", "key", "hash", "source", "destination", "amount", "currency",
+-- "memo", "metadata"[, "payee"]}, ...]; returns ledger_transfer's answer to each, in
+-- order.
+CREATE OR REPLACE FUNCTION ledger_transfer_group(
+    p_items jsonb, p_first_attempt_at timestamptz DEFAULT NULL
+) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_item jsonb;
+    v_results jsonb := '[]';
+BEGIN
+    IF p_items IS NULL OR jsonb_typeof(p_items) <> 'array'
+       OR jsonb_array_length(p_items) NOT BETWEEN 1 AND 100 THEN
+        RAISE EXCEPTION 'an array of 1 to 100 transfers is required'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM ledger_lock_transfers(p_items);
     FOR v_item IN SELECT value FROM jsonb_array_elements(p_items) LOOP
         v_results := v_results || jsonb_build_array(ledger_transfer(
             (v_item ->> 'owner')::uuid, v_item ->> 'key', v_item ->> 'hash',
