@@ -9,8 +9,11 @@ from datetime import datetime
 
 import psycopg
 
+from services.runtime import db
 from services.runtime.money import Money
 from services.transaction.adapters.ledger_store import SqlLedgerStore
+from services.transaction.adapters.saga import LegSettings
+from services.transaction.adapters.shards import ShardConfig, ShardMap
 from services.transaction.domain.model import IdempotencyKey, LedgerOutcome
 
 # The operator who funds the tests' wallets (adjustments need one).
@@ -69,3 +72,23 @@ async def debit_legs_only(
             assert row is not None
             debits.append(str(row[0]["transaction"]["id"]))
     return debits
+
+
+class Instance:
+    """One transaction-service instance's ledger store: its own pools and shard map."""
+
+    def __init__(self, config: ShardConfig, legs: LegSettings) -> None:
+        self.databases = ShardMap.of(config, lambda url: db.create_driver_pool(url, size=4))
+        self.store = SqlLedgerStore(self.databases, legs)
+
+    async def open(self) -> SqlLedgerStore:
+        """The store, its pools open and its map read from the databases."""
+        for pool in self.databases.databases():
+            await pool.open()
+        await self.store.refresh_shards()
+        return self.store
+
+    async def close(self) -> None:
+        await self.store.legs.drain()
+        for pool in self.databases.databases():
+            await pool.close()

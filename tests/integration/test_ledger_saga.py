@@ -20,20 +20,19 @@ from psycopg_pool import PoolTimeout
 
 from services.localmesh.postgres import PostgresServer
 from services.localmesh.processes import free_port
-from services.runtime import db
 from services.runtime.db import is_database_fault
 from services.runtime.money import Money
 from services.transaction import server
 from services.transaction.adapters.ledger_store import SqlLedgerStore
 from services.transaction.adapters.saga import LegSettings, RelayPass
-from services.transaction.adapters.shards import ShardConfig, ShardMap
+from services.transaction.adapters.shards import ShardConfig
 from services.transaction.domain.model import (
     HistoryFilter,
     LedgerOutcome,
     TransactionStatus,
 )
 from services.transaction.domain.ports import TransferItem
-from tests.integration.ledger_stores import debit_legs_only, funded, key, on_shard
+from tests.integration.ledger_stores import Instance, debit_legs_only, funded, key, on_shard
 
 DATABASE = "ledger_saga"
 # Long enough that the relay never runs by itself in a test: each test calls it.
@@ -68,24 +67,6 @@ def payer() -> str:
 
 def payee() -> str:
     return on_shard(128 + uuid.uuid4().bytes[0] % 128)
-
-
-class Instance:
-    """One transaction-service instance's ledger store: its own pools."""
-
-    def __init__(self, config: ShardConfig, legs: LegSettings) -> None:
-        self.databases = ShardMap.of(config, lambda url: db.create_driver_pool(url, size=4))
-        self.store = SqlLedgerStore(self.databases, legs)
-
-    async def open(self) -> SqlLedgerStore:
-        for pool in self.databases.databases():
-            await pool.open()
-        return self.store
-
-    async def close(self) -> None:
-        await self.store.legs.drain()
-        for pool in self.databases.databases():
-            await pool.close()
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from services.transaction import server
 from services.transaction.adapters.ledger_store import SqlLedgerStore
 from services.transaction.adapters.saga import LegSettings
 from services.transaction.adapters.shard_move import MoveReport, ShardMoveError, move_shard
-from services.transaction.adapters.shards import ShardConfig, ShardMap, ShardMapError
+from services.transaction.adapters.shards import ShardConfig, ShardMapError
 from services.transaction.domain.model import (
     HistoryFilter,
     IdempotencyKey,
@@ -34,7 +34,7 @@ from services.transaction.domain.model import (
     LedgerResult,
     TransactionStatus,
 )
-from tests.integration.ledger_stores import debit_legs_only, funded, key, on_shard
+from tests.integration.ledger_stores import Instance, debit_legs_only, funded, key, on_shard
 
 DATABASE = "ledger_move"
 # The relay runs only when a test calls it.
@@ -93,31 +93,12 @@ def ledger(postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -
     other.destroy()
 
 
-class Instance:
-    """One transaction-service instance's ledger store: its own pools and shard map."""
-
-    def __init__(self, config: ShardConfig) -> None:
-        self.databases = ShardMap.of(config, lambda url: db.create_driver_pool(url, size=4))
-        self.store = SqlLedgerStore(self.databases, LegSettings(relay_after=LATER.total_seconds()))
-
-    async def open(self) -> SqlLedgerStore:
-        for pool in self.databases.databases():
-            await pool.open()
-        await self.store.refresh_shards()
-        return self.store
-
-    async def close(self) -> None:
-        await self.store.legs.drain()
-        for pool in self.databases.databases():
-            await pool.close()
-
-
 @pytest.fixture
 async def stores(ledger: Ledger) -> AsyncIterator[Callable[[], Awaitable[SqlLedgerStore]]]:
     made: list[Instance] = []
 
     async def start() -> SqlLedgerStore:
-        made.append(Instance(ledger.config))
+        made.append(Instance(ledger.config, LegSettings(relay_after=LATER.total_seconds())))
         return await made[-1].open()
 
     yield start

@@ -107,17 +107,14 @@ class LedgerDatabases:
             raise ShardGone(f"logical shard {shard} is moving just now")
         return await read(now)
 
-    def held_by(self, database: ShardPool) -> frozenset[int]:
-        """The shards the map gives `database` (taken when a call is routed: the map may
-        change during it)."""
-        return next(shards for each, shards in self.shards.held() if each is database)
-
-    async def confirm_held(self, database: ShardPool, routed: frozenset[int], moves: int) -> None:
-        """A call routed to `database` when the map gave it `routed` and `moves` shards
-        had moved found no wallet, hold or transaction there, or failed: ShardGone (once
-        the map is read again) unless the database holds exactly those shards and none
-        has moved since — its answer then stands."""
+    async def confirm_held(self, database: ShardPool, moves: int) -> None:
+        """A call routed to `database` when `moves` shards had moved found no wallet,
+        hold or transaction there, or failed: ShardGone (once the map is read again)
+        unless no shard has moved since (so the map is the one it was routed by) and
+        the database holds exactly the shards that map gives it — its answer then
+        stands."""
         if moves == self.moves:
+            routed = next(shards for each, shards in self.shards.held() if each is database)
             held = await fetch_one(database, "SELECT ledger_held_shards()", {})
             if frozenset(held or ()) == routed:
                 return

@@ -244,7 +244,6 @@ class SqlLedgerStore:
         gave it, or shards moved since the call was routed."""
         routed = self._databases.moves if routed is None else routed
         database = self._of(near_id)
-        there = self._databases.held_by(database)
         try:
             answer = await fetch(database)
         except psycopg.OperationalError:
@@ -252,10 +251,10 @@ class SqlLedgerStore:
         except psycopg.DatabaseError:
             # A function that met rows of a shard half gone (a stale map) may fail where
             # it would refuse: a fault then, not a bug.
-            await self._databases.confirm_held(database, there, routed)
+            await self._databases.confirm_held(database, routed)
             raise
         if found_nothing(answer):
-            await self._databases.confirm_held(database, there, routed)
+            await self._databases.confirm_held(database, routed)
         return answer
 
     async def _call(
