@@ -10,10 +10,11 @@ ones' wallets, and the audit must see everything the load wrote):
 3. gRPC transfers through Envoy with ghz at each concurrency within the first database
    (uniform, then hot account), then from it to the second (cross: every transfer two
    legs through the saga), then batches of transfers (BatchCreateTransfers, --batch per
-   call, within the first) up to 32 clients;
+   call, within the first) up to 32 clients; each with the CPU every kind of process
+   spent per transfer (bench/cpu.py);
 4. REST transfers with wrk (skipped if wrk cannot be had);
-5. GetWallet direct to one instance with Redis up, through Envoy, and direct with Redis
-   stopped;
+5. GetWallet direct to one instance with Redis up, through Envoy; a history page
+   (ListTransactions, 50 items) direct with Redis up; both direct with Redis stopped;
 6. the ledger audit; then results.json, results.md, the chart, and the ratios.
 
 Exits 1 if the audit fails or an end-to-end workload had any non-OK answer (results are
@@ -26,10 +27,13 @@ import argparse
 import dataclasses
 import logging
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from bench import ghz, pgbench, report, seed, wrk
+from bench.cpu import CpuMeter, per_unit_ms
 from bench.measurement import Measurement
 from services.catalogue import TRANSACTION
 from services.localmesh.mesh import Mesh, MeshConfig
@@ -94,6 +98,7 @@ def run_all(seconds: int, concurrencies: list[int], wallet_count: int, batch: in
         )
         payees = seed.seed_wallets(other, wallet_count, second)
         machine = report.machine_info(pgbench.server_version(ledger))
+        meter = CpuMeter(mesh.process_families)
 
         def record(m: Measurement) -> None:
             measurements.append(m)
@@ -134,34 +139,44 @@ def run_all(seconds: int, concurrencies: list[int], wallet_count: int, batch: in
                 )
             for c in concurrencies:
                 record(
-                    _ghz(
-                        mesh.edge_grpc_target,
-                        "CreateTransfer",
-                        data,
-                        metadata,
-                        f"grpc-transfer-{shape}-c{c}",
-                        "grpc-transfer",
-                        shape,
-                        c,
-                        seconds,
-                        work_dir,
+                    metered(
+                        meter,
+                        1,
+                        partial(
+                            _ghz,
+                            mesh.edge_grpc_target,
+                            "CreateTransfer",
+                            data,
+                            metadata,
+                            f"grpc-transfer-{shape}-c{c}",
+                            "grpc-transfer",
+                            shape,
+                            c,
+                            seconds,
+                            work_dir,
+                        ),
                     )
                 )
 
         # 3b. Batches: BATCH transfers per call, counted in transfers (one commit each).
         data, metadata = ghz.batch_transfer_files(wallets, batch, work_dir)
         for c in [c for c in concurrencies if c <= COMPARE_AT] or [compare]:
-            measured = _ghz(
-                mesh.edge_grpc_target,
-                "BatchCreateTransfers",
-                data,
-                metadata,
-                f"grpc-transfer-batch{batch}-c{c}",
-                "grpc-transfer-batch",
-                f"batch{batch}",
-                c,
-                seconds,
-                work_dir,
+            measured = metered(
+                meter,
+                batch,
+                partial(
+                    _ghz,
+                    mesh.edge_grpc_target,
+                    "BatchCreateTransfers",
+                    data,
+                    metadata,
+                    f"grpc-transfer-batch{batch}-c{c}",
+                    "grpc-transfer-batch",
+                    f"batch{batch}",
+                    c,
+                    seconds,
+                    work_dir,
+                ),
             )
             record(
                 dataclasses.replace(
@@ -232,23 +247,53 @@ def run_all(seconds: int, concurrencies: list[int], wallet_count: int, batch: in
                 work_dir,
             )
         )
+        pages, page_metadata = ghz.list_transactions_files(wallets, work_dir)
+        _ghz(
+            direct,
+            "ListTransactions",
+            pages,
+            page_metadata,
+            "warm-up-history",
+            "grpc-list-transactions",
+            "cache-on",
+            8,
+            2,
+            work_dir,
+        )
+        record(
+            _ghz(
+                direct,
+                "ListTransactions",
+                pages,
+                page_metadata,
+                f"grpc-list-transactions-cache-on-c{compare}",
+                "grpc-list-transactions",
+                "cache-on",
+                compare,
+                seconds,
+                work_dir,
+            )
+        )
         say("stopping Redis for the uncached reads")
         mesh.stop_redis()
         try:
-            record(
-                _ghz(
-                    direct,
-                    "GetWallet",
-                    data,
-                    metadata,
-                    f"grpc-get-wallet-cache-off-c{compare}",
-                    "grpc-get-wallet",
-                    "cache-off",
-                    compare,
-                    seconds,
-                    work_dir,
+            for method, files, workload in (
+                ("GetWallet", (data, metadata), "grpc-get-wallet"),
+                ("ListTransactions", (pages, page_metadata), "grpc-list-transactions"),
+            ):
+                record(
+                    _ghz(
+                        direct,
+                        method,
+                        *files,
+                        f"{workload}-cache-off-c{compare}",
+                        workload,
+                        "cache-off",
+                        compare,
+                        seconds,
+                        work_dir,
+                    )
                 )
-            )
         finally:
             mesh.start_redis()
 
@@ -276,6 +321,17 @@ def run_all(seconds: int, concurrencies: list[int], wallet_count: int, batch: in
     if audit != "ledger audit: OK":
         say("FAILED: the ledger audit found differences")
     return 1 if failed or audit != "ledger audit: OK" else 0
+
+
+def metered(
+    meter: CpuMeter, transfers_per_call: int, run: Callable[[], Measurement]
+) -> Measurement:
+    """`run`'s measurement with the CPU each process family spent per transfer booked."""
+    meter.start()
+    measured = run()
+    spent = meter.stop()
+    booked = (measured.requests - measured.errors) * transfers_per_call
+    return dataclasses.replace(measured, cpu_ms=per_unit_ms(spent, booked))
 
 
 def _ghz(

@@ -4,16 +4,21 @@ ghz sends the messages of a JSON data array round robin (message i = request num
 K) and renders `{{newUUID}}` per call, so every transfer has a fresh idempotency key.
 Its metadata, though, is one JSON object in ghz v0.120.0 (the latest release; an array is
 refused), while the service wants the token of the source wallet's owner. So the metadata
-is a template choosing the token by the same request number: `index (list t0 t1 …)
-(mod .RequestNumber S)`, with S source owners and message i paid from owner i mod S (K a
-multiple of S). ghz parses that template on every call, which costs it CPU in proportion
-to S; S = 128 keeps concurrent calls (up to 128 in flight, consecutive numbers) on
-different source wallets, so source rows are not what transfers queue on.
+is a template choosing the token by the same request number, with S source owners and
+message i paid from owner i mod S (K a multiple of S). ghz parses that template on every
+call, so it must stay short: the tokens (S of ~450 bytes) are in ghz's environment,
+`BENCH_TOKEN_<i>`, and the template only names one, ``env (printf `BENCH_TOKEN_%d` (mod
+.RequestNumber S))`` (Sprig's `env`; a template listing the tokens themselves cost ghz
+about a third of the machine). A metadata file's tokens are in the JSON file beside it
+(`<name>.tokens.json`), which run_ghz passes on. S = 128 keeps concurrent calls (up to
+128 in flight, consecutive numbers) on different source wallets, so source rows are not
+what transfers queue on.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 from pathlib import Path
@@ -26,6 +31,7 @@ PROTOSET = Path(__file__).resolve().parent.parent / "gen" / "descriptors" / "wal
 SERVICE = "wallet.transaction.v1.TransactionService"
 SOURCES = 128  # source owners per data file (see the module docstring)
 MESSAGES = 512  # data array length, a multiple of SOURCES
+BATCH_SEED = 2  # the batch payers' sample (list_transactions_files reads their histories)
 _CLOSED_BY_GHZ = "use of closed network connection"
 
 
@@ -33,15 +39,25 @@ def ghz_path() -> Path:
     return Path(__file__).resolve().parent.parent / ".tools" / "ghz"
 
 
-def _token_template(tokens: list[str]) -> str:
-    listed = " ".join(f'"{token}"' for token in tokens)
-    return (
-        '{"authorization": "Bearer {{index (list '
-        + listed
-        + ") (mod .RequestNumber "
-        + str(len(tokens))
-        + ')}}"}'
-    )
+TOKEN_VARIABLE = "BENCH_TOKEN_"  # noqa: S105 (a variable name prefix)
+
+
+def write_metadata(path: Path, tokens: list[str]) -> Path:
+    """A metadata template choosing token (request number mod len(tokens)), and the
+    tokens beside it (module docstring)."""
+    chosen = f"env (printf `{TOKEN_VARIABLE}%d` (mod .RequestNumber {len(tokens)}))"
+    path.write_text(json.dumps({"authorization": f"Bearer {{{{{chosen}}}}}"}))
+    _tokens_file(path).write_text(json.dumps(tokens))
+    return path
+
+
+def _tokens_file(metadata: Path) -> Path:
+    return metadata.with_suffix(".tokens.json")
+
+
+def _token_environment(metadata: Path) -> dict[str, str]:
+    tokens = json.loads(_tokens_file(metadata).read_text())
+    return {f"{TOKEN_VARIABLE}{i}": token for i, token in enumerate(tokens)}
 
 
 def transfer_files(
@@ -79,18 +95,18 @@ def transfer_files(
         )
     data = work_dir / f"ghz-transfer-{shape}.json"
     data.write_text(json.dumps(messages))
-    metadata = work_dir / f"ghz-transfer-{shape}-metadata.json"
-    metadata.write_text(_token_template([s.token for s in sources]))
-    return data, metadata
+    return data, write_metadata(
+        work_dir / f"ghz-transfer-{shape}-metadata.json", [s.token for s in sources]
+    )
 
 
 def batch_transfer_files(
-    wallets: list[SeededWallet], batch: int, work_dir: Path, seed: int = 2
+    wallets: list[SeededWallet], batch: int, work_dir: Path, seed: int = BATCH_SEED
 ) -> tuple[Path, Path]:
     """(data, metadata) files for BatchCreateTransfers: each message is `batch` transfers
     from one owner's wallet to random others, each item with its own fresh key."""
     rng = random.Random(seed)  # noqa: S311 - reproducible load, not secrets
-    sources = rng.sample(wallets, SOURCES)
+    sources = batch_sources(wallets, rng)
     messages = []
     for i in range(MESSAGES):
         source = sources[i % SOURCES]
@@ -110,9 +126,29 @@ def batch_transfer_files(
         messages.append({"requests": items})
     data = work_dir / f"ghz-transfer-batch{batch}.json"
     data.write_text(json.dumps(messages))
-    metadata = work_dir / f"ghz-transfer-batch{batch}-metadata.json"
-    metadata.write_text(_token_template([s.token for s in sources]))
-    return data, metadata
+    return data, write_metadata(
+        work_dir / f"ghz-transfer-batch{batch}-metadata.json", [s.token for s in sources]
+    )
+
+
+def batch_sources(
+    wallets: list[SeededWallet], rng: random.Random | None = None
+) -> list[SeededWallet]:
+    """The owners who pay in batches: they have the longest histories after the run."""
+    return (rng or random.Random(BATCH_SEED)).sample(wallets, SOURCES)  # noqa: S311
+
+
+def list_transactions_files(
+    wallets: list[SeededWallet], work_dir: Path, page_size: int = 50
+) -> tuple[Path, Path]:
+    """(data, metadata) files for ListTransactions: each batch payer reads the first
+    page of their history (`page_size` items: each has booked more than that by then)."""
+    readers = batch_sources(wallets)
+    data = work_dir / "ghz-list-transactions.json"
+    data.write_text(json.dumps([{"page_size": page_size} for _ in readers]))
+    return data, write_metadata(
+        work_dir / "ghz-list-transactions-metadata.json", [w.token for w in readers]
+    )
 
 
 def get_wallet_files(wallets: list[SeededWallet], work_dir: Path) -> tuple[Path, Path]:
@@ -120,9 +156,9 @@ def get_wallet_files(wallets: list[SeededWallet], work_dir: Path) -> tuple[Path,
     readers = wallets[:SOURCES]
     data = work_dir / "ghz-get-wallet.json"
     data.write_text(json.dumps([{"wallet_id": w.wallet_id} for w in readers]))
-    metadata = work_dir / "ghz-get-wallet-metadata.json"
-    metadata.write_text(_token_template([w.token for w in readers]))
-    return data, metadata
+    return data, write_metadata(
+        work_dir / "ghz-get-wallet-metadata.json", [w.token for w in readers]
+    )
 
 
 def run_ghz(
@@ -157,7 +193,12 @@ def run_ghz(
         target,
     ]
     result = subprocess.run(
-        command, capture_output=True, text=True, timeout=seconds + 120, check=False
+        command,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 120,
+        check=False,
+        env={**os.environ, **_token_environment(metadata)},
     )
     if not report.exists():
         raise RuntimeError(f"ghz failed ({result.returncode}): {result.stderr.strip()}")

@@ -24,6 +24,9 @@ class Measurement:
     mean_ms: float | None = None
     statuses: dict[str, int] = field(default_factory=dict)
     notes: str = ""
+    # Milliseconds of CPU per transfer booked, by process family and in total (bench/cpu.py);
+    # empty where not measured (the floor, reads).
+    cpu_ms: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)

@@ -522,6 +522,22 @@ class Mesh:
             timeout=self.config.ready_timeout * 5,
         )
 
+    def process_families(self) -> dict[str, list[int]]:
+        """The root pids of each kind of process now running (a service's instances,
+        Envoy, Redis, PostgreSQL's postmasters): what the bench measures CPU by; a
+        family's other processes are their descendants (PostgreSQL's backends)."""
+        families: dict[str, list[int]] = {
+            name: [p.pid for p in group if p.pid is not None and p.is_running]
+            for name, group in self._instances.items()
+        }
+        if self._envoy is not None and self._envoy.pid is not None:
+            families[ENVOY_NAME] = [self._envoy.pid]
+        if self.redis.pid is not None and self.redis.is_running:
+            families[REDIS_NAME] = [self.redis.pid]
+        postmasters = [s.postmaster_pid() for s in [self.postgres, *self.shard_servers]]
+        families[POSTGRES_NAME] = [pid for pid in postmasters if pid is not None]
+        return {name: pids for name, pids in families.items() if pids}
+
     # --- failures, for tests ----------------------------------------------------------
 
     def instance(self, service: str, index: int) -> ManagedProcess:
