@@ -59,7 +59,8 @@ class CacheStats:
 
 
 class JsonCache:
-    """Cache-aside storage of JSON documents under one key namespace.
+    """Cache-aside storage of JSON documents under one key namespace (or of documents
+    already rendered, as bytes: `get_bytes`, `put_bytes`).
 
     Every method swallows Redis failures (counted in `stats`, logged) so the
     caller falls back to PostgreSQL. After a failure Redis is left alone for
@@ -107,6 +108,14 @@ class JsonCache:
         )
 
     async def get(self, key: str) -> Any | None:
+        raw = await self.get_bytes(key)
+        return json.loads(raw) if raw is not None else None
+
+    async def put(self, key: str, value: Any) -> None:
+        await self.put_bytes(key, json.dumps(value).encode())
+
+    async def get_bytes(self, key: str) -> bytes | None:
+        """The entry as stored (a document already rendered: nothing to decode)."""
         if not self.available():
             return None
         try:
@@ -120,13 +129,13 @@ class JsonCache:
             return None
         self.stats.hits += 1
         self._hit.inc()
-        return json.loads(raw)
+        return raw if isinstance(raw, bytes) else raw.encode()
 
-    async def put(self, key: str, value: Any) -> None:
+    async def put_bytes(self, key: str, value: bytes) -> None:
         if not self.available():
             return
         try:
-            await self._redis.set(self._key(key), json.dumps(value), ex=self._ttl)
+            await self._redis.set(self._key(key), value, ex=self._ttl)
         except (RedisError, OSError) as error:
             self.failed("put", error)
 

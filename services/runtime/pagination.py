@@ -74,7 +74,7 @@ class PageTokens:
         cursor = page_pb2.PageCursor(
             after_sort_key=(created_at - _EPOCH) // _MICROSECOND,
             after_id=item_id,
-            filter_hash=self._filter_hash(query, caller_id),
+            filter_hash=self.query_hash(query, caller_id),
         ).SerializeToString(deterministic=True)
         return base64.urlsafe_b64encode(cursor + self._tag(cursor)).decode().rstrip("=")
 
@@ -85,7 +85,7 @@ class PageTokens:
         if not token:
             return None
         cursor = self._verified_cursor(token)
-        if not hmac.compare_digest(cursor.filter_hash, self._filter_hash(query, caller_id)):
+        if not hmac.compare_digest(cursor.filter_hash, self.query_hash(query, caller_id)):
             raise InvalidArgument.single(FIELD, _OTHER_QUERY)
         try:
             item_id = str(uuid.UUID(cursor.after_id))
@@ -110,7 +110,9 @@ class PageTokens:
     def _tag(self, cursor: bytes) -> bytes:
         return hmac.digest(self._key, b"page-cursor\0" + cursor, "sha256")
 
-    def _filter_hash(self, query: Message, caller_id: str) -> str:
+    def query_hash(self, query: Message, caller_id: str) -> str:
+        """What identifies the query `caller_id` sent, whichever page it asks for (its
+        filters, not its page size or token): what each of its page tokens carries."""
         filters = type(query)()
         filters.CopyFrom(query)
         for name in ("page_token", "page_size"):

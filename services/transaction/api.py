@@ -407,14 +407,25 @@ class TransactionApi(transaction_service_pb2_grpc.TransactionServiceServicer):
         )
         caller = current_caller()
         after = self._page_tokens.decode(request.page_token, request, caller.user_id)
-        page, cursor = await self._ledger.history(
-            caller, filters, request.page_size, HistoryCursor(*after) if after else None
+
+        def render(page: list[Transaction], cursor: HistoryCursor | None) -> bytes:
+            last = (cursor.created_at, cursor.transaction_id) if cursor else None
+            return pb.ListTransactionsResponse(
+                transactions=[transaction_message(t) for t in page],
+                next_page_token=self._page_tokens.encode(last, request, caller.user_id),
+            ).SerializeToString()
+
+        # A cached page is answered as rendered (parsing it back is C, building it is not);
+        # its next page token depends on the request's own filters as sent, hence the variant.
+        rendered = await self._ledger.history_page(
+            caller,
+            filters,
+            request.page_size,
+            HistoryCursor(*after) if after else None,
+            render,
+            variant=self._page_tokens.query_hash(request, caller.user_id),
         )
-        last = (cursor.created_at, cursor.transaction_id) if cursor else None
-        return pb.ListTransactionsResponse(
-            transactions=[transaction_message(t) for t in page],
-            next_page_token=self._page_tokens.encode(last, request, caller.user_id),
-        )
+        return pb.ListTransactionsResponse.FromString(rendered)
 
     async def GetTransaction(
         self, request: pb.GetTransactionRequest, context: Context

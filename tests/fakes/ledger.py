@@ -80,6 +80,7 @@ class RecordingCache:
     def __init__(self) -> None:
         self.invalidated: list[tuple[set[str], set[str]]] = []
         self.wallets: dict[str, Wallet] = {}
+        self.pages: dict[tuple[str, str], bytes] = {}
 
     async def wallet(self, wallet_id: str) -> Wallet | None:
         return self.wallets.get(wallet_id)
@@ -87,14 +88,15 @@ class RecordingCache:
     async def put_wallet(self, wallet: Wallet) -> None:
         self.wallets[wallet.id] = wallet
 
-    async def history_page(self, owner_id: str, query: str) -> None:
-        return None
+    async def history_page(self, owner_id: str, query: str) -> bytes | None:
+        return self.pages.get((owner_id, query))
 
-    async def put_history_page(self, owner_id: str, query: str, page: Any) -> None:
-        return None
+    async def put_history_page(self, owner_id: str, query: str, rendered: bytes) -> None:
+        self.pages[(owner_id, query)] = rendered
 
     async def invalidate(self, wallet_ids: set[str], owner_ids: set[str]) -> None:
         self.invalidated.append((wallet_ids, owner_ids))
+        self.pages = {k: v for k, v in self.pages.items() if k[0] not in owner_ids}
 
 
 class Directory:

@@ -20,10 +20,12 @@ from services.runtime.errors import (
 from services.transaction.domain.commands import AdjustmentRequest, AmountInput, TransferRequest
 from services.transaction.domain.ledger import Ledger, request_hash
 from services.transaction.domain.model import (
+    HistoryCursor,
     HistoryFilter,
     IdempotencyKey,
     LedgerOutcome,
     LedgerResult,
+    Transaction,
 )
 from tests.fakes.ledger import (
     ADA,
@@ -202,6 +204,40 @@ async def test_adjust_needs_admin_and_a_reason(ledger: Ledger, store: ScriptedSt
         ada("admin"), AdjustmentRequest(key(), ADA_EUR, AmountInput("EUR", -100, ""), "fix")
     )
     assert [name for name, _ in store.calls] == ["adjust"]
+
+
+def _receipts(page: list[Transaction], cursor: HistoryCursor | None) -> bytes:
+    """A page rendered as the receipt numbers in it, and whether there is more."""
+    return (",".join(t.receipt_number for t in page) + ("+" if cursor else "")).encode()
+
+
+async def test_a_history_page_is_rendered_once_and_then_answered_from_the_cache(
+    ledger: Ledger, store: ScriptedStore, cache: RecordingCache
+) -> None:
+    store.rows = [transaction(i, NOW - timedelta(minutes=i)) for i in range(3)]
+    first = await ledger.history_page(ada(), HistoryFilter(), 2, None, _receipts)
+    assert first == b"R-00000000000,R-00000000001+"
+    renders: list[int] = []
+
+    def counting(page: list[Transaction], cursor: HistoryCursor | None) -> bytes:
+        renders.append(len(page))
+        return _receipts(page, cursor)
+
+    again = await ledger.history_page(ada(), HistoryFilter(), 2, None, counting)
+    assert again == first
+    assert renders == []  # a hit renders nothing
+    assert [name for name, _ in store.calls] == ["history"]  # and reads no SQL
+    # Another variant (the request's own filters as sent) is another page.
+    await ledger.history_page(ada(), HistoryFilter(), 2, None, counting, variant="other")
+    assert renders == [2]
+    # A write of the owner's drops their pages: the next read sees it.
+    store.rows = [transaction(9, NOW), *store.rows]
+    await cache.invalidate(set(), {ADA})
+    fresh = await ledger.history_page(ada(), HistoryFilter(), 2, None, counting)
+    assert fresh == b"R-00000000009,R-00000000000+"
+    # The filters are checked before the cache is asked.
+    with pytest.raises(InvalidArgument):
+        await ledger.history_page(ada(), HistoryFilter(start=NOW, end=NOW), 2, None, counting)
 
 
 async def test_history_pages_by_cursor_and_checks_filters(

@@ -128,32 +128,6 @@ def transaction_from_json(data: dict[str, Any]) -> Transaction:
     )
 
 
-def transaction_to_json(transaction: Transaction) -> TransactionJson:
-    return {
-        "id": transaction.id,
-        "type": transaction.type.value,
-        "status": transaction.status.value,
-        "amount": transaction.amount,
-        "currency": transaction.currency,
-        "fee": transaction.fee,
-        "source_account_id": transaction.source_wallet_id,
-        "destination_account_id": transaction.destination_wallet_id,
-        "source_owner_id": transaction.source_owner_id,
-        "destination_owner_id": transaction.destination_owner_id,
-        "memo": transaction.memo,
-        "metadata": transaction.metadata,
-        "receipt_number": transaction.receipt_number,
-        "refunded_amount": transaction.refunded_amount,
-        "refund_of": transaction.refund_of,
-        "hold_id": transaction.hold_id,
-        "initiated_by": transaction.initiated_by,
-        "created_at": transaction.created_at.isoformat(),
-        "payment_provider": transaction.payment_provider,
-        "failure_code": transaction.failure_code,
-        "failure_message": transaction.failure_message,
-    }
-
-
 def hold_from_json(data: dict[str, Any]) -> Hold:
     return Hold(
         id=data["id"],

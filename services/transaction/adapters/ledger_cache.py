@@ -1,4 +1,5 @@
-"""Wallets and history pages in Redis, cache-aside.
+"""Wallets and history pages in Redis, cache-aside: wallets as JSON, history pages as
+the API rendered them (bytes it answers as they are).
 
 Entries are keyed by a *generation* (per wallet, and per owner for history):
 a committed write bumps the generation, which makes every older entry
@@ -16,13 +17,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.runtime.cache import JsonCache
-from services.transaction.adapters.codec import (
-    transaction_from_json,
-    transaction_to_json,
-    wallet_from_json,
-    wallet_to_json,
-)
-from services.transaction.domain.model import Transaction, Wallet
+from services.transaction.adapters.codec import wallet_from_json, wallet_to_json
+from services.transaction.domain.model import Wallet
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +30,7 @@ class RedisLedgerCache:
     def __init__(self, redis: Redis, *, wallet_ttl: int = 60, history_ttl: int = 30) -> None:
         self._redis = redis
         self.wallets = JsonCache(redis, "txn:wallet:v1", ttl_seconds=wallet_ttl)
-        self.history = JsonCache(redis, "txn:history:v1", ttl_seconds=history_ttl)
+        self.history = JsonCache(redis, "txn:history:v2", ttl_seconds=history_ttl)
 
     async def _generation(self, key: str) -> str | None:
         """The current generation, or None when Redis is unreachable (the
@@ -67,18 +63,16 @@ class RedisLedgerCache:
         digest = hashlib.sha256(query.encode()).hexdigest()[:32]
         return f"{owner_id}:{generation}:{digest}"
 
-    async def history_page(self, owner_id: str, query: str) -> list[Transaction] | None:
+    async def history_page(self, owner_id: str, query: str) -> bytes | None:
         generation = await self._generation(_HISTORY_GENERATION + owner_id)
         if generation is None:
             return None
-        data = await self.history.get(self._page_key(owner_id, generation, query))
-        return [transaction_from_json(item) for item in data] if data is not None else None
+        return await self.history.get_bytes(self._page_key(owner_id, generation, query))
 
-    async def put_history_page(self, owner_id: str, query: str, page: list[Transaction]) -> None:
+    async def put_history_page(self, owner_id: str, query: str, rendered: bytes) -> None:
         generation = await self._generation(_HISTORY_GENERATION + owner_id)
         if generation is not None:
-            key = self._page_key(owner_id, generation, query)
-            await self.history.put(key, [transaction_to_json(item) for item in page])
+            await self.history.put_bytes(self._page_key(owner_id, generation, query), rendered)
 
     async def invalidate(self, wallet_ids: set[str], owner_ids: set[str]) -> None:
         keys = [_WALLET_GENERATION + w for w in wallet_ids]

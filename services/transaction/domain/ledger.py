@@ -55,6 +55,7 @@ from services.transaction.domain.ports import (
     Directory,
     LedgerCache,
     LedgerStore,
+    PageRenderer,
     TransferItem,
 )
 
@@ -157,6 +158,14 @@ def accepted(result: LedgerResult) -> LedgerResult:
         raise RuntimeError(f"unexpected ledger outcome {result.outcome!r}")
     # A fresh instance each time: exceptions carry tracebacks.
     raise _copy(refusal)
+
+
+def _paged(rows: list[Transaction], limit: int) -> tuple[list[Transaction], HistoryCursor | None]:
+    """The first `limit` of rows read `limit + 1` at a time, and the cursor after them if
+    there is more."""
+    page = rows[:limit]
+    more = len(rows) > limit
+    return page, HistoryCursor(page[-1].created_at, page[-1].id) if more else None
 
 
 def _posted(result: LedgerResult) -> Posted:
@@ -534,6 +543,39 @@ class Ledger:
         page_size: int,
         after: HistoryCursor | None,
     ) -> tuple[list[Transaction], HistoryCursor | None]:
+        """One page of the caller's history, newest first, and the cursor of the next."""
+        limit = await self._history_limit(caller, filters, page_size)
+        return _paged(await self._store.history(caller.user_id, filters, after, limit + 1), limit)
+
+    async def history_page(
+        self,
+        caller: Caller,
+        filters: HistoryFilter,
+        page_size: int,
+        after: HistoryCursor | None,
+        render: PageRenderer,
+        variant: str = "",
+    ) -> bytes:
+        """`history`'s page as `render` makes it, from the cache when it holds it: a hit
+        reads no SQL and renders nothing. `variant` names whatever else `render` puts in
+        the page (a cached rendering is only answered to a request of the same one)."""
+        limit = await self._history_limit(caller, filters, page_size)
+        query = json.dumps(
+            [asdict(filters), limit, asdict(after) if after else None, variant], default=str
+        )
+        cached = await self._cache.history_page(caller.user_id, query)
+        if cached is not None:
+            return cached
+        page, cursor = _paged(
+            await self._store.history(caller.user_id, filters, after, limit + 1), limit
+        )
+        rendered = render(page, cursor)
+        await self._cache.put_history_page(caller.user_id, query, rendered)
+        return rendered
+
+    async def _history_limit(self, caller: Caller, filters: HistoryFilter, page_size: int) -> int:
+        """The page's length, once the filters are checked and a wallet filter is the
+        caller's."""
         errors = ViolationCollector()
         if not 0 <= page_size <= MAX_PAGE_SIZE:
             errors.add("page_size", f"must be between 0 and {MAX_PAGE_SIZE}")
@@ -544,15 +586,7 @@ class Ledger:
         errors.raise_if_any()
         if filters.wallet_id:
             await self.wallet(caller, filters.wallet_id)  # NotFound unless the caller's
-        limit = page_size or DEFAULT_PAGE_SIZE
-        query = json.dumps([asdict(filters), limit, asdict(after) if after else None], default=str)
-        rows = await self._cache.history_page(caller.user_id, query)
-        if rows is None:
-            rows = await self._store.history(caller.user_id, filters, after, limit + 1)
-            await self._cache.put_history_page(caller.user_id, query, rows)
-        page = rows[:limit]
-        next_cursor = HistoryCursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
-        return page, next_cursor
+        return page_size or DEFAULT_PAGE_SIZE
 
     async def transaction(self, caller: Caller, transaction_id: str) -> Transaction:
         errors = ViolationCollector()

@@ -3,6 +3,7 @@ the user service, and a clock."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -233,6 +234,10 @@ class LedgerStore(Protocol):
     async def audit(self) -> list[AuditFinding]: ...
 
 
+# Renders a page of history, and the cursor of the next, as the API answers it.
+PageRenderer = Callable[[list[Transaction], HistoryCursor | None], bytes]
+
+
 class LedgerCache(Protocol):
     """Cache-aside copies of wallets and history pages (never the source of truth)."""
 
@@ -240,11 +245,12 @@ class LedgerCache(Protocol):
 
     async def put_wallet(self, wallet: Wallet) -> None: ...
 
-    async def history_page(self, owner_id: str, query: str) -> list[Transaction] | None: ...
+    async def history_page(self, owner_id: str, query: str) -> bytes | None:
+        """A history page as the API rendered it for `query` (the ledger never looks
+        inside: a hit is answered as it is, with no decoding and no rebuilding)."""
+        ...
 
-    async def put_history_page(
-        self, owner_id: str, query: str, page: list[Transaction]
-    ) -> None: ...
+    async def put_history_page(self, owner_id: str, query: str, rendered: bytes) -> None: ...
 
     async def invalidate(self, wallet_ids: set[str], owner_ids: set[str]) -> None:
         """Drops what a committed write changed; called before answering."""
