@@ -87,8 +87,18 @@ class JsonCache:
             for result in ("hit", "miss", "error", "bypassed")
         )
 
-    def _key(self, key: str) -> str:
+    def key(self, key: str) -> str:
+        """The Redis key of an entry."""
         return f"{self._namespace}:{key}"
+
+    def counted(self, *, hit: bool) -> None:
+        """Counts a look made elsewhere (a script reading the entry with its generation)."""
+        if hit:
+            self.stats.hits += 1
+            self._hit.inc()
+        else:
+            self.stats.misses += 1
+            self._miss.inc()
 
     def available(self) -> bool:
         if self._cooldown.active():
@@ -119,23 +129,20 @@ class JsonCache:
         if not self.available():
             return None
         try:
-            raw = await self._redis.get(self._key(key))
+            raw = await self._redis.get(self.key(key))
         except (RedisError, OSError) as error:
             self.failed("get", error)
             return None
+        self.counted(hit=raw is not None)
         if raw is None:
-            self.stats.misses += 1
-            self._miss.inc()
             return None
-        self.stats.hits += 1
-        self._hit.inc()
         return raw if isinstance(raw, bytes) else raw.encode()
 
     async def put_bytes(self, key: str, value: bytes) -> None:
         if not self.available():
             return
         try:
-            await self._redis.set(self._key(key), value, ex=self._ttl)
+            await self._redis.set(self.key(key), value, ex=self._ttl)
         except (RedisError, OSError) as error:
             self.failed("put", error)
 
@@ -147,6 +154,6 @@ class JsonCache:
         bounds the damage when Redis is reachable again but missed a delete.
         """
         try:
-            await self._redis.delete(*(self._key(key) for key in keys))
+            await self._redis.delete(*(self.key(key) for key in keys))
         except (RedisError, OSError) as error:
             self.failed("invalidate", error)

@@ -4,6 +4,7 @@ invalidations, a user directory of two people, a fixed clock."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -82,17 +83,22 @@ class RecordingCache:
         self.wallets: dict[str, Wallet] = {}
         self.pages: dict[tuple[str, str], bytes] = {}
 
-    async def wallet(self, wallet_id: str) -> Wallet | None:
-        return self.wallets.get(wallet_id)
+    async def wallet(
+        self, wallet_id: str, load: Callable[[], Awaitable[Wallet | None]]
+    ) -> Wallet | None:
+        if wallet_id not in self.wallets:
+            loaded = await load()
+            if loaded is None:
+                return None
+            self.wallets[wallet_id] = loaded
+        return self.wallets[wallet_id]
 
-    async def put_wallet(self, wallet: Wallet) -> None:
-        self.wallets[wallet.id] = wallet
-
-    async def history_page(self, owner_id: str, query: str) -> bytes | None:
-        return self.pages.get((owner_id, query))
-
-    async def put_history_page(self, owner_id: str, query: str, rendered: bytes) -> None:
-        self.pages[(owner_id, query)] = rendered
+    async def history_page(
+        self, owner_id: str, query: str, load: Callable[[], Awaitable[bytes]]
+    ) -> bytes:
+        if (owner_id, query) not in self.pages:
+            self.pages[(owner_id, query)] = await load()
+        return self.pages[(owner_id, query)]
 
     async def invalidate(self, wallet_ids: set[str], owner_ids: set[str]) -> None:
         self.invalidated.append((wallet_ids, owner_ids))

@@ -27,18 +27,52 @@ async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
+class Loads:
+    """A loader that counts its calls (each one a read the database would answer)."""
+
+    def __init__(self, value: bytes) -> None:
+        self.value = value
+        self.calls = 0
+
+    async def __call__(self) -> bytes:
+        self.calls += 1
+        return self.value
+
+
 async def test_a_history_page_is_kept_as_rendered_until_its_owner_writes(redis: Redis) -> None:
     cache = RedisLedgerCache(redis)
     owner, other = str(uuid.uuid4()), str(uuid.uuid4())
-    assert await cache.history_page(owner, "q1") is None
-    await cache.put_history_page(owner, "q1", RENDERED)
-    await cache.put_history_page(other, "q1", b"other's")
-    assert await cache.history_page(owner, "q1") == RENDERED
-    assert await cache.history_page(owner, "q2") is None  # another query
-    assert cache.history.stats.hits == 1
+    page, others = Loads(RENDERED), Loads(b"other's")
+    assert await cache.history_page(owner, "q1", page) == RENDERED
+    assert await cache.history_page(other, "q1", others) == b"other's"
+    assert await cache.history_page(owner, "q1", page) == RENDERED
+    assert page.calls == 1  # the second read was a hit: nothing loaded
+    assert (cache.history.stats.hits, cache.history.stats.misses) == (1, 2)
+    assert await cache.history_page(owner, "q2", page) == RENDERED  # another query
+    assert page.calls == 2
     await cache.invalidate(set(), {owner})
-    assert await cache.history_page(owner, "q1") is None
-    assert await cache.history_page(other, "q1") == b"other's"  # not theirs to drop
+    await cache.history_page(owner, "q1", page)
+    assert page.calls == 3
+    await cache.history_page(other, "q1", others)
+    assert others.calls == 1  # not theirs to drop
+
+
+async def test_a_value_loaded_across_a_write_is_not_kept(redis: Redis) -> None:
+    """The race of cache-aside: a reader misses, reads the database, a writer commits
+    and invalidates, then the reader stores what it read before the write. It must not be
+    what the next reader gets."""
+    cache = RedisLedgerCache(redis)
+    owner = str(uuid.uuid4())
+
+    async def read_then_someone_writes() -> bytes:
+        stale = b"before the write"
+        await cache.invalidate(set(), {owner})  # the write commits and invalidates
+        return stale
+
+    assert await cache.history_page(owner, "q", read_then_someone_writes) == b"before the write"
+    after = Loads(b"after the write")
+    assert await cache.history_page(owner, "q", after) == b"after the write"
+    assert after.calls == 1
 
 
 async def test_a_wallet_is_kept_until_it_is_written(redis: Redis) -> None:
@@ -53,7 +87,27 @@ async def test_a_wallet_is_kept_until_it_is_written(redis: Redis) -> None:
         WalletStatus.ACTIVE,
         datetime(2026, 12, 4, tzinfo=UTC),
     )
-    await cache.put_wallet(wallet)
-    assert await cache.wallet(wallet.id) == wallet
+    loads: list[str] = []
+
+    async def load() -> Wallet:
+        loads.append(wallet.id)
+        return wallet
+
+    assert await cache.wallet(wallet.id, load) == wallet
+    assert await cache.wallet(wallet.id, load) == wallet
+    assert len(loads) == 1
     await cache.invalidate({wallet.id}, set())
-    assert await cache.wallet(wallet.id) is None
+    assert await cache.wallet(wallet.id, load) == wallet
+    assert len(loads) == 2
+
+
+async def test_no_wallet_is_not_kept(redis: Redis) -> None:
+    cache = RedisLedgerCache(redis)
+    missing = str(uuid.uuid4())
+
+    async def none() -> Wallet | None:
+        return None
+
+    assert await cache.wallet(missing, none) is None
+    assert cache.wallets.stats.misses == 1
+    assert await redis.keys(cache.wallets.key(f"{missing}:*")) == []

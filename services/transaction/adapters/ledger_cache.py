@@ -11,7 +11,9 @@ invalidation: the reader stores it under the old generation, where nobody looks.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -26,53 +28,67 @@ _WALLET_GENERATION = "txn:gen:wallet:v1:"
 _HISTORY_GENERATION = "txn:gen:history:v1:"
 
 
+# One round trip for a look: the generation, and the entry under it. (The entry's key is
+# made here from the generation: on one Redis, not a cluster, where both would need one slot.)
+_LOOK = """
+local generation = redis.call('GET', KEYS[1]) or '0'
+return {generation, redis.call('GET', ARGV[1] .. generation)}
+"""
+
+Load = Callable[[], Awaitable[bytes | None]]
+
+
 class RedisLedgerCache:
     def __init__(self, redis: Redis, *, wallet_ttl: int = 60, history_ttl: int = 30) -> None:
         self._redis = redis
         self.wallets = JsonCache(redis, "txn:wallet:v1", ttl_seconds=wallet_ttl)
-        self.history = JsonCache(redis, "txn:history:v2", ttl_seconds=history_ttl)
+        self.history = JsonCache(redis, "txn:history:v3", ttl_seconds=history_ttl)
+        self._look = redis.register_script(_LOOK)
 
-    async def _generation(self, key: str) -> str | None:
-        """The current generation, or None when Redis is unreachable (the
-        JsonCache's cooldown applies: no second timeout during an outage)."""
-        if not self.wallets.available():
-            return None
+    async def _read_through(
+        self, cache: JsonCache, generation_key: str, entry: str, load: Load
+    ) -> bytes | None:
+        """The entry `entry:<generation>` if Redis has it, else what `load` reads, kept
+        under the generation seen *before* loading: a write committed meanwhile has
+        bumped it, so a value read before that write is kept where nobody looks. Redis
+        failing is a miss (the JsonCache's cooldown applies: one timeout per outage)."""
+        if not cache.available():
+            return await load()
         try:
-            raw = await self._redis.get(key)
+            generation, found = await self._look(keys=[generation_key], args=[cache.key(entry)])
         except (RedisError, OSError) as error:
-            self.wallets.failed("generation", error)
-            return None
-        if raw is None:
-            return "0"
-        return raw.decode() if isinstance(raw, bytes) else str(raw)
+            cache.failed("get", error)
+            return await load()
+        cache.counted(hit=found is not None)
+        if found is not None:
+            return bytes(found)
+        loaded = await load()
+        if loaded is not None:
+            seen = generation.decode() if isinstance(generation, bytes) else str(generation)
+            await cache.put_bytes(f"{entry}{seen}", loaded)
+        return loaded
 
-    async def wallet(self, wallet_id: str) -> Wallet | None:
-        generation = await self._generation(_WALLET_GENERATION + wallet_id)
-        if generation is None:
-            return None
-        data = await self.wallets.get(f"{wallet_id}:{generation}")
-        return wallet_from_json(data) if data is not None else None
+    async def wallet(
+        self, wallet_id: str, load: Callable[[], Awaitable[Wallet | None]]
+    ) -> Wallet | None:
+        async def load_json() -> bytes | None:
+            wallet = await load()
+            return json.dumps(wallet_to_json(wallet)).encode() if wallet is not None else None
 
-    async def put_wallet(self, wallet: Wallet) -> None:
-        generation = await self._generation(_WALLET_GENERATION + wallet.id)
-        if generation is not None:
-            await self.wallets.put(f"{wallet.id}:{generation}", wallet_to_json(wallet))
+        found = await self._read_through(
+            self.wallets, _WALLET_GENERATION + wallet_id, f"{wallet_id}:", load_json
+        )
+        return wallet_from_json(json.loads(found)) if found is not None else None
 
-    @staticmethod
-    def _page_key(owner_id: str, generation: str, query: str) -> str:
+    async def history_page(
+        self, owner_id: str, query: str, load: Callable[[], Awaitable[bytes]]
+    ) -> bytes:
         digest = hashlib.sha256(query.encode()).hexdigest()[:32]
-        return f"{owner_id}:{generation}:{digest}"
-
-    async def history_page(self, owner_id: str, query: str) -> bytes | None:
-        generation = await self._generation(_HISTORY_GENERATION + owner_id)
-        if generation is None:
-            return None
-        return await self.history.get_bytes(self._page_key(owner_id, generation, query))
-
-    async def put_history_page(self, owner_id: str, query: str, rendered: bytes) -> None:
-        generation = await self._generation(_HISTORY_GENERATION + owner_id)
-        if generation is not None:
-            await self.history.put_bytes(self._page_key(owner_id, generation, query), rendered)
+        found = await self._read_through(
+            self.history, _HISTORY_GENERATION + owner_id, f"{owner_id}:{digest}:", load
+        )
+        assert found is not None  # load always gives a page
+        return found
 
     async def invalidate(self, wallet_ids: set[str], owner_ids: set[str]) -> None:
         keys = [_WALLET_GENERATION + w for w in wallet_ids]

@@ -256,11 +256,7 @@ class Ledger:
         errors = ViolationCollector()
         wallet_id = errors.uuid(wallet_id, "wallet_id")
         errors.raise_if_any()
-        wallet = await self._cache.wallet(wallet_id)
-        if wallet is None:
-            wallet = await self._store.wallet(wallet_id)
-            if wallet is not None:
-                await self._cache.put_wallet(wallet)
+        wallet = await self._cache.wallet(wallet_id, lambda: self._store.wallet(wallet_id))
         # Someone else's wallet does not exist, as far as the caller can tell.
         if wallet is None or (wallet.owner_id != caller.user_id and not caller.is_admin):
             raise NotFound("no such wallet", reason="WALLET_NOT_FOUND")
@@ -563,15 +559,12 @@ class Ledger:
         query = json.dumps(
             [asdict(filters), limit, asdict(after) if after else None, variant], default=str
         )
-        cached = await self._cache.history_page(caller.user_id, query)
-        if cached is not None:
-            return cached
-        page, cursor = _paged(
-            await self._store.history(caller.user_id, filters, after, limit + 1), limit
-        )
-        rendered = render(page, cursor)
-        await self._cache.put_history_page(caller.user_id, query, rendered)
-        return rendered
+
+        async def load() -> bytes:
+            rows = await self._store.history(caller.user_id, filters, after, limit + 1)
+            return render(*_paged(rows, limit))
+
+        return await self._cache.history_page(caller.user_id, query, load)
 
     async def _history_limit(self, caller: Caller, filters: HistoryFilter, page_size: int) -> int:
         """The page's length, once the filters are checked and a wallet filter is the

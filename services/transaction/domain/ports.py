@@ -3,7 +3,7 @@ the user service, and a clock."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -241,16 +241,21 @@ PageRenderer = Callable[[list[Transaction], HistoryCursor | None], bytes]
 class LedgerCache(Protocol):
     """Cache-aside copies of wallets and history pages (never the source of truth)."""
 
-    async def wallet(self, wallet_id: str) -> Wallet | None: ...
-
-    async def put_wallet(self, wallet: Wallet) -> None: ...
-
-    async def history_page(self, owner_id: str, query: str) -> bytes | None:
-        """A history page as the API rendered it for `query` (the ledger never looks
-        inside: a hit is answered as it is, with no decoding and no rebuilding)."""
+    async def wallet(
+        self, wallet_id: str, load: Callable[[], Awaitable[Wallet | None]]
+    ) -> Wallet | None:
+        """The wallet from the cache, or as `load` reads it (then kept, unless a write of
+        the wallet's came in between: a value read before a write is never kept after
+        it)."""
         ...
 
-    async def put_history_page(self, owner_id: str, query: str, rendered: bytes) -> None: ...
+    async def history_page(
+        self, owner_id: str, query: str, load: Callable[[], Awaitable[bytes]]
+    ) -> bytes:
+        """A history page as the API rendered it for `query`, from the cache (the ledger
+        never looks inside: a hit is answered as it is, with no SQL, no decoding and no
+        rebuilding), or as `load` renders it (then kept, as a wallet is)."""
+        ...
 
     async def invalidate(self, wallet_ids: set[str], owner_ids: set[str]) -> None:
         """Drops what a committed write changed; called before answering."""
