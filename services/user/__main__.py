@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
 async def _grant_admin(email: str) -> int:
     # Imported here: only this command needs a bare repository.
     from services.runtime import db
-    from services.runtime.cache import JsonCache, create_redis
-    from services.user.adapters.profile_cache import NAMESPACE, RedisProfileCache
+    from services.runtime.cache import create_redis
+    from services.user.adapters.profile_cache import RedisProfileCache
     from services.user.adapters.repository import SqlUserRepository
     from services.user.domain.model import Role
 
@@ -61,7 +61,7 @@ async def _grant_admin(email: str) -> int:
         return 1
     redis = create_redis(env(ENV_PREFIX, "REDIS_URL"))
     # The cached profile would show the old roles until it expires.
-    await RedisProfileCache(JsonCache(redis, NAMESPACE, ttl_seconds=1)).invalidate(user_id)
+    await RedisProfileCache(redis, ttl_seconds=1).invalidate(user_id)
     await redis.aclose()
     print(f"{email} is now an admin (effective from their next login or token refresh)")
     return 0

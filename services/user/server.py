@@ -9,7 +9,7 @@ from pathlib import Path
 
 from services.runtime import db
 from services.runtime.auth import RevokedTokens, ServiceCredential, TokenVerifier
-from services.runtime.cache import JsonCache, create_redis
+from services.runtime.cache import create_redis
 from services.runtime.clock import SystemClock
 from services.runtime.config import RuntimeSettings, env, env_int
 from services.runtime.metrics import watch_pool
@@ -17,7 +17,6 @@ from services.runtime.pagination import PageTokens
 from services.runtime.server import GrpcApp, service_interceptors
 from services.user.adapters.login_throttle import RedisLoginThrottle
 from services.user.adapters.passwords import Argon2Passwords
-from services.user.adapters.profile_cache import NAMESPACE as PROFILE_CACHE
 from services.user.adapters.profile_cache import RedisProfileCache
 from services.user.adapters.repository import SqlRefreshTokenRepository, SqlUserRepository
 from services.user.adapters.tokens import JwtIssuer, LocalPublicKeys, SigningKey
@@ -76,9 +75,7 @@ def build_app(settings: UserSettings) -> tuple[GrpcApp, Accounts]:
             lifetime_seconds=settings.access_token_seconds,
         ),
         revoked_access_tokens=revoked,
-        profiles=RedisProfileCache(
-            JsonCache(redis, PROFILE_CACHE, ttl_seconds=settings.profile_cache_seconds)
-        ),
+        profiles=RedisProfileCache(redis, ttl_seconds=settings.profile_cache_seconds),
         clock=SystemClock(),
         login_throttle=RedisLoginThrottle(
             redis,

@@ -4,6 +4,7 @@ them its use cases run in: `World` wires them into `Accounts`."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -235,13 +236,16 @@ class FakeProfileCache:
         self.entries: dict[str, User] = {}
         self.hits = 0
 
-    async def get(self, user_id: str) -> User | None:
+    async def profile(
+        self, user_id: str, load: Callable[[], Awaitable[User | None]]
+    ) -> User | None:
         user = self.entries.get(user_id)
         self.hits += user is not None
+        if user is None:
+            user = await load()
+            if user is not None:
+                self.entries[user_id] = user
         return user
-
-    async def put(self, user: User) -> None:
-        self.entries[user.id] = user
 
     async def invalidate(self, user_id: str) -> None:
         self.entries.pop(user_id, None)

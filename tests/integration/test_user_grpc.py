@@ -106,10 +106,10 @@ async def test_profile_cache_is_filled_and_invalidated_before_the_answer(
     login = await register_and_login(user_stub)
     auth = bearer(login.access_token)
     redis = Redis.from_url(redis_server.url)
-    key = f"user:profile:v1:{login.user_id}"
-    redis.delete(key)
+    generation = f"user:gen:profile:v1:{login.user_id}"
+    before = int(redis.get(generation) or 0)
     await user_stub.GetUser(pb.GetUserRequest(user_id="me"), metadata=auth)
-    assert redis.exists(key)
+    assert redis.exists(f"user:profile:v2:{login.user_id}:{before}")
     await user_stub.UpdateUser(
         pb.UpdateUserRequest(
             user=pb.User(user_id="me", display_name="Ada Lovelace"),
@@ -117,9 +117,11 @@ async def test_profile_cache_is_filled_and_invalidated_before_the_answer(
         ),
         metadata=auth,
     )
-    assert not redis.exists(key)
+    # Bumped before the answer: the entry read before the change is no one's any more.
+    assert int(redis.get(generation) or 0) == before + 1
     me = await user_stub.GetUser(pb.GetUserRequest(user_id="me"), metadata=auth)
     assert me.user.display_name == "Ada Lovelace"
+    assert redis.exists(f"user:profile:v2:{login.user_id}:{before + 1}")
     redis.close()
 
 

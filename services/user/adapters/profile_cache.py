@@ -1,16 +1,22 @@
-"""User profiles in Redis, cache-aside (the domain decides when to read,
-fill and invalidate; this only stores)."""
+"""User profiles in Redis, read through, keyed by a generation per user that every
+committed change of the profile bumps (runtime/cache.py, Generations): a read that
+straddles a change never keeps the profile from before it."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from services.runtime.cache import JsonCache
+from redis.asyncio import Redis
+
+from services.runtime.cache import Generations, JsonCache
 from services.user.domain.model import Role, User
 
 # The Redis namespace of cached profiles (bump the version when their shape changes).
-NAMESPACE = "user:profile:v1"
+NAMESPACE = "user:profile:v2"
+GENERATION = "user:gen:profile:v1:"
 
 
 def _to_json(user: User) -> dict[str, Any]:
@@ -38,15 +44,21 @@ def _from_json(data: dict[str, Any]) -> User:
 
 
 class RedisProfileCache:
-    def __init__(self, cache: JsonCache) -> None:
-        self.cache = cache
+    def __init__(self, redis: Redis, *, ttl_seconds: int) -> None:
+        self.cache = JsonCache(redis, NAMESPACE, ttl_seconds=ttl_seconds)
+        self._generations = Generations(redis)
 
-    async def get(self, user_id: str) -> User | None:
-        data = await self.cache.get(user_id)
-        return _from_json(data) if data is not None else None
+    async def profile(
+        self, user_id: str, load: Callable[[], Awaitable[User | None]]
+    ) -> User | None:
+        async def load_json() -> bytes | None:
+            user = await load()
+            return json.dumps(_to_json(user)).encode() if user is not None else None
 
-    async def put(self, user: User) -> None:
-        await self.cache.put(user.id, _to_json(user))
+        found = await self._generations.read_through(
+            self.cache, GENERATION + user_id, f"{user_id}:", load_json
+        )
+        return _from_json(json.loads(found)) if found is not None else None
 
     async def invalidate(self, user_id: str) -> None:
-        await self.cache.invalidate(user_id)
+        await self._generations.bump(self.cache, [GENERATION + user_id])

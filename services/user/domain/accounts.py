@@ -135,13 +135,9 @@ class Accounts:
         target = self._resolve_target(caller, user_id, "user_id")
         if target != caller.user_id and not caller.is_admin:
             raise PermissionDenied("you may read only your own profile", reason="NOT_OWNER")
-        cached = await self._profiles.get(target)
-        if cached is not None:
-            return cached
-        user = await self._users.get(target)
+        user = await self._profiles.profile(target, lambda: self._users.get(target))
         if user is None:
             raise NotFound("no such user", reason="USER_NOT_FOUND")
-        await self._profiles.put(user)
         return user
 
     async def lookup(self, caller: Caller, email: str, user_id: str) -> User:

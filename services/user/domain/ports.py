@@ -3,6 +3,7 @@ implement them with PostgreSQL, Redis, argon2 and JWTs; unit tests with fakes.""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Protocol
 
@@ -105,11 +106,16 @@ class LoginThrottle(Protocol):
 
 
 class ProfileCache(Protocol):
-    async def get(self, user_id: str) -> User | None: ...
+    async def profile(
+        self, user_id: str, load: Callable[[], Awaitable[User | None]]
+    ) -> User | None:
+        """The profile from the cache, or as `load` reads it (then kept, unless a change
+        of the profile came in between)."""
+        ...
 
-    async def put(self, user: User) -> None: ...
-
-    async def invalidate(self, user_id: str) -> None: ...
+    async def invalidate(self, user_id: str) -> None:
+        """After a committed change of the profile, before answering."""
+        ...
 
 
 class Clock(Protocol):
