@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -179,6 +179,7 @@ return #KEYS
 GENERATION_SECONDS = 86_400
 
 Load = Callable[[], Awaitable[bytes | None]]
+T = TypeVar("T")
 
 
 class Generations:
@@ -217,6 +218,24 @@ class Generations:
             seen = generation.decode() if isinstance(generation, bytes) else str(generation)
             await cache.put_bytes(f"{entry}{seen}", loaded)
         return loaded
+
+    async def read_through_json(
+        self,
+        cache: JsonCache,
+        generation_key: str,
+        entry: str,
+        load: Callable[[], Awaitable[T | None]],
+        to_json: Callable[[T], Any],
+        from_json: Callable[[Any], T],
+    ) -> T | None:
+        """`read_through` of a value kept as the JSON document `to_json` makes of it."""
+
+        async def load_json() -> bytes | None:
+            value = await load()
+            return json.dumps(to_json(value)).encode() if value is not None else None
+
+        found = await self.read_through(cache, generation_key, entry, load_json)
+        return from_json(json.loads(found)) if found is not None else None
 
     async def bump(self, cache: JsonCache, generation_keys: list[str]) -> None:
         """A committed write's invalidation. Not skipped during a cooldown: a stale entry

@@ -7,7 +7,6 @@ Generations).
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
@@ -29,14 +28,14 @@ class RedisLedgerCache:
     async def wallet(
         self, wallet_id: str, load: Callable[[], Awaitable[Wallet | None]]
     ) -> Wallet | None:
-        async def load_json() -> bytes | None:
-            wallet = await load()
-            return json.dumps(wallet_to_json(wallet)).encode() if wallet is not None else None
-
-        found = await self._generations.read_through(
-            self.wallets, _WALLET_GENERATION + wallet_id, f"{wallet_id}:", load_json
+        return await self._generations.read_through_json(
+            self.wallets,
+            _WALLET_GENERATION + wallet_id,
+            f"{wallet_id}:",
+            load,
+            wallet_to_json,
+            wallet_from_json,
         )
-        return wallet_from_json(json.loads(found)) if found is not None else None
 
     async def history_page(
         self, owner_id: str, query: str, load: Callable[[], Awaitable[bytes]]

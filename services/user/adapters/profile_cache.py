@@ -4,7 +4,6 @@ straddles a change never keeps the profile from before it."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -51,14 +50,9 @@ class RedisProfileCache:
     async def profile(
         self, user_id: str, load: Callable[[], Awaitable[User | None]]
     ) -> User | None:
-        async def load_json() -> bytes | None:
-            user = await load()
-            return json.dumps(_to_json(user)).encode() if user is not None else None
-
-        found = await self._generations.read_through(
-            self.cache, GENERATION + user_id, f"{user_id}:", load_json
+        return await self._generations.read_through_json(
+            self.cache, GENERATION + user_id, f"{user_id}:", load, _to_json, _from_json
         )
-        return _from_json(json.loads(found)) if found is not None else None
 
     async def invalidate(self, user_id: str) -> None:
         await self._generations.bump(self.cache, [GENERATION + user_id])
