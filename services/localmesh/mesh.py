@@ -155,15 +155,18 @@ class MeshConfig:
             raise MeshError(
                 f"WALLET_LEDGER_SERVERS must be 1 to WALLET_LEDGER_DATABASES, got {servers!r}"
             )
-        postgres_port = _env_port(variables["postgres_port"], 55432)
+        # Below Linux's ephemeral range (32768-60999 by default): a port in it can be taken
+        # by the source port of an outgoing connection (a pool reconnecting, say) while an
+        # instance restarts, and the instance could not listen again until that connection
+        # closed. Not Debian's 5432 / 6379 either: the system's own servers may be running.
+        postgres_port = _env_port(variables["postgres_port"], 15432)
         return cls(
             run_dir=Path(os.environ.get("WALLET_RUN_DIR") or repo_root / ".run"),
             envoy_port=_env_port(variables["envoy_port"], 8080),
             envoy_admin_port=_env_port(variables["envoy_admin_port"], 9901),
-            # Not Debian's 5432 / 6379: the system's own servers may be running.
             postgres_port=postgres_port,
-            redis_port=_env_port(variables["redis_port"], 56379),
-            base_grpc_port=_env_port(variables["base_grpc_port"], 50051),
+            redis_port=_env_port(variables["redis_port"], 16379),
+            base_grpc_port=_env_port(variables["base_grpc_port"], 15051),
             instances=int(instances) if instances else None,
             repo_root=repo_root,
             port_variables=variables,
@@ -790,7 +793,7 @@ class Mesh:
         return ports
 
     def _assign_metrics_ports(self) -> dict[str, tuple[int, ...]]:
-        """Each instance's gRPC port + 1000 in development (50051 → 51051), free ports
+        """Each instance's gRPC port + 1000 in development (15051 → 16051), free ports
         in tests."""
         if self.config.base_grpc_port is None:
             return {
