@@ -234,6 +234,21 @@ class TransactionApi(transaction_service_pb2_grpc.TransactionServiceServicer):
         wallet = await self._ledger.wallet(current_caller(), request.wallet_id)
         return pb.GetWalletResponse(wallet=wallet_message(wallet))
 
+    async def GetBalance(
+        self, request: pb.GetBalanceRequest, context: Context
+    ) -> pb.GetBalanceResponse:
+        found = await self._ledger.balance_at(
+            current_caller(), request.wallet_id, _time_filter(request, "at")
+        )
+        currency = found.wallet.currency
+        return pb.GetBalanceResponse(
+            wallet_id=found.wallet.id,
+            at=timestamp(found.at),
+            balance=money(found.balance, currency),
+            held=money(found.held, currency),
+            available_balance=money(found.available, currency),
+        )
+
     async def CloseWallet(
         self, request: pb.CloseWalletRequest, context: Context
     ) -> pb.CloseWalletResponse:

@@ -6,6 +6,7 @@ import uuid
 
 import grpc
 import pytest
+from google.protobuf import timestamp_pb2
 
 from services.localmesh.mesh import Mesh
 from tests.e2e.people import Bank
@@ -101,3 +102,32 @@ async def test_wallets_transfer_hold_capture_refund_and_receipt_over_grpc(
                 metadata=as_ada,
             )
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_balance_at_an_instant_over_grpc(bank: Bank, mesh: Mesh) -> None:
+    ada, ada_wallet = bank.funded_person("grpchistorian", 3_000)
+    _, bob_wallet = bank.funded_person("grpcheir", 0)
+    as_ada = (("authorization", f"Bearer {ada.access_token}"),)
+    async with grpc.aio.insecure_channel(mesh.edge_grpc_target) as channel:
+        ledger = transaction_service_pb2_grpc.TransactionServiceStub(channel)
+        before = timestamp_pb2.Timestamp()
+        before.GetCurrentTime()
+        await ledger.CreateTransfer(
+            pb.CreateTransferRequest(
+                request_id=str(uuid.uuid4()),
+                source_wallet_id=ada_wallet,
+                destination_wallet_id=bob_wallet,
+                amount=eur(1_000),
+            ),
+            metadata=as_ada,
+        )
+        then = await ledger.GetBalance(
+            pb.GetBalanceRequest(wallet_id=ada_wallet, at=before), metadata=as_ada
+        )
+        assert (then.balance.amount, then.available_balance.amount) == (3_000, 3_000)
+        assert then.at == before
+        now = await ledger.GetBalance(pb.GetBalanceRequest(wallet_id=ada_wallet), metadata=as_ada)
+        assert now.balance.amount == 2_000
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await ledger.GetBalance(pb.GetBalanceRequest(wallet_id=bob_wallet), metadata=as_ada)
+        assert refused.value.code() == grpc.StatusCode.NOT_FOUND

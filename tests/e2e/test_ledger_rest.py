@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import httpx
 
 from services.localmesh.mesh import Mesh
-from tests.e2e.people import Bank, audit_ledger
+from tests.e2e.people import Bank, Person, audit_ledger
 from tests.eventually import eventually
 
 
@@ -352,3 +353,54 @@ def test_grpc_client_lists_wallets_through_the_edge(bank: Bank, mesh: Mesh) -> N
             pb.ListWalletsRequest(), metadata=(("authorization", f"Bearer {ada.access_token}"),)
         )
     assert [(w.wallet_id, w.balance.amount) for w in wallets.wallets] == [(ada_wallet, 700)]
+
+
+def test_balance_at_an_instant(bank: Bank, rest: httpx.Client) -> None:
+    ada, ada_wallet = bank.funded_person("historian", 5_000)
+    shop, shop_wallet = bank.funded_person("antiques", 0)
+    before = datetime.now(UTC)
+    hold = rest.post(
+        "/v1/holds",
+        json={"wallet_id": ada_wallet, "merchant_wallet_id": shop_wallet, "amount": eur(2_000)},
+        headers={**ada.auth, **key()},
+    )
+    assert hold.status_code == 200, hold.text
+    holding = datetime.now(UTC)
+    captured = rest.post(
+        f"/v1/holds/{hold.json()['hold']['hold_id']}:capture",
+        json={"amount": eur(1_500)},
+        headers={**shop.auth, **key()},
+    )
+    assert captured.status_code == 200, captured.text
+
+    def balance_at(at: datetime | None, who: Person = ada) -> httpx.Response:
+        query = {"at": at.isoformat().replace("+00:00", "Z")} if at else {}
+        return rest.get(f"/v1/wallets/{ada_wallet}/balance", params=query, headers=who.auth)
+
+    amounts = {}
+    for name, at in (("before", before), ("holding", holding), ("now", None)):
+        answer = balance_at(at)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["wallet_id"] == ada_wallet
+        amounts[name] = tuple(
+            int(body[field]["amount"]) for field in ("balance", "held", "available_balance")
+        )
+    assert amounts == {
+        "before": (5_000, 0, 5_000),
+        "holding": (5_000, 2_000, 3_000),
+        "now": (3_500, 0, 3_500),
+    }
+    # Not another's, not the future, not before the wallet was opened: which field, why.
+    assert balance_at(None, shop).status_code == 404
+    future = balance_at(datetime.now(UTC) + timedelta(days=1))
+    assert future.status_code == 400
+    assert "at" in future.text
+    assert "future" in future.text
+    early = balance_at(before - timedelta(days=365))
+    assert early.status_code == 400
+    assert "before the wallet was opened" in early.text
+    garbled = rest.get(
+        f"/v1/wallets/{ada_wallet}/balance", params={"at": "yesterday"}, headers=ada.auth
+    )
+    assert garbled.status_code == 400

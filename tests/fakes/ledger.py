@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.transaction.domain.model import (
+    BalanceAt,
     IdempotencyKey,
     LedgerOutcome,
     LedgerResult,
@@ -68,6 +69,11 @@ class ScriptedStore:
 
     async def wallet(self, wallet_id: str) -> Wallet | None:
         return self.wallets.get(wallet_id)
+
+    async def balance_at(self, wallet_id: str, at: datetime) -> BalanceAt | None:
+        self.calls.append(("balance_at", (wallet_id, at)))
+        wallet = self.wallets.get(wallet_id)
+        return BalanceAt(wallet, at, wallet.balance, wallet.held) if wallet else None
 
     async def wallet_of(self, owner_id: str, currency: str) -> Wallet | None:
         return next((w for w in self.wallets.values() if w.owner_id == owner_id), None)

@@ -21,7 +21,7 @@ from services.runtime.migrations import alembic_config, previous_version
 ROOT = Path(__file__).resolve().parents[2] / "services" / "transaction"
 MIGRATIONS = ROOT / "migrations"
 SQL = ROOT / "sql"
-REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007")
+REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008")
 
 # What PostgreSQL named the CHECK constraints that the revisions of before the SQL files
 # (SQL in Python strings, until 0005) left unnamed, and the names 0005 gives them.

@@ -206,6 +206,26 @@ async def test_adjust_needs_admin_and_a_reason(ledger: Ledger, store: ScriptedSt
     assert [name for name, _ in store.calls] == ["adjust"]
 
 
+async def test_a_balance_at_an_instant_is_the_owners_and_between_opening_and_now(
+    ledger: Ledger, store: ScriptedStore
+) -> None:
+    wallet = store.wallets[ADA_EUR]
+    found = await ledger.balance_at(ada(), ADA_EUR, None)
+    assert (found.at, found.balance) == (NOW, wallet.balance)  # no instant: now
+    assert (await ledger.balance_at(ada(), ADA_EUR, wallet.created_at)).at == NOW  # opening
+    with pytest.raises(InvalidArgument) as future:
+        await ledger.balance_at(ada(), ADA_EUR, NOW + timedelta(seconds=1))
+    assert [v.field for v in future.value.violations] == ["at"]
+    with pytest.raises(InvalidArgument) as early:
+        await ledger.balance_at(ada(), ADA_EUR, wallet.created_at - timedelta(seconds=1))
+    assert "before the wallet was opened" in early.value.violations[0].description
+    with pytest.raises(NotFound):  # another's wallet: as if there were none
+        await ledger.balance_at(ada(), BOB_EUR, None)
+    assert (await ledger.balance_at(ada("admin"), BOB_EUR, None)).wallet.id == BOB_EUR
+    with pytest.raises(InvalidArgument):
+        await ledger.balance_at(ada(), "not-a-uuid", None)
+
+
 def _receipts(page: list[Transaction], cursor: HistoryCursor | None) -> bytes:
     """A page rendered as the receipt numbers in it, and whether there is more."""
     return (",".join(t.receipt_number for t in page) + ("+" if cursor else "")).encode()

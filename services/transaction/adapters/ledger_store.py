@@ -56,6 +56,7 @@ from services.transaction.adapters.transfer_groups import (
 )
 from services.transaction.domain.audit_across import across_databases
 from services.transaction.domain.model import (
+    BalanceAt,
     HistoryCursor,
     HistoryFilter,
     Hold,
@@ -105,6 +106,19 @@ _HISTORY = f"""
 
 
 _WALLET_BY_ID = f"SELECT {WALLET_JSON_SQL} FROM accounts a WHERE a.id = CAST(:id AS uuid)"
+# A wallet's balance at an instant: its last posting made by then (one lookup of
+# postings_account_created_idx, revision 0008), and the holds active then (a hold's row
+# changes once, when it ends: its updated_at is when it stopped holding).
+BALANCE_AT_SQL = (
+    f"SELECT json_build_object('wallet', {WALLET_JSON_SQL},"
+    " 'balance', coalesce((SELECT p.balance_after FROM postings AS p"
+    "   WHERE p.account_id = a.id AND p.created_at <= CAST(:at AS timestamptz)"
+    "   ORDER BY p.created_at DESC, p.account_version DESC LIMIT 1), 0),"
+    " 'held', coalesce((SELECT sum(h.amount) FROM holds AS h"
+    "   WHERE h.account_id = a.id AND h.created_at <= CAST(:at AS timestamptz)"
+    "     AND (h.status = 'active' OR h.updated_at > CAST(:at AS timestamptz))), 0))"
+    " FROM accounts a WHERE a.id = CAST(:id AS uuid) AND a.kind = 'user_wallet'"
+)
 _WALLETS_OF_OWNER = (
     f"SELECT {WALLET_JSON_SQL} FROM accounts a"
     " WHERE a.owner_id = CAST(:owner AS uuid) ORDER BY a.created_at, a.id"
@@ -720,6 +734,20 @@ class SqlLedgerStore:
             wallet_id, lambda database: fetch_one(database, _WALLET_BY_ID, {"id": wallet_id})
         )
         return wallet_from_json(document) if document else None
+
+    async def balance_at(self, wallet_id: str, at: datetime) -> BalanceAt | None:
+        document = await self._databases.found(
+            wallet_id,
+            lambda database: fetch_one(database, BALANCE_AT_SQL, {"id": wallet_id, "at": at}),
+        )
+        if not document:
+            return None
+        return BalanceAt(
+            wallet_from_json(document["wallet"]),
+            at,
+            int(document["balance"]),
+            int(document["held"]),
+        )
 
     async def wallets_of(self, owner_id: str) -> list[Wallet]:
         rows = await self._databases.found(

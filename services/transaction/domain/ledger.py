@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from services.runtime.auth import Caller
 from services.runtime.errors import (
@@ -37,6 +37,7 @@ from services.transaction.domain.commands import (
 )
 from services.transaction.domain.model import (
     ACCEPTED_OUTCOMES,
+    BalanceAt,
     HistoryCursor,
     HistoryFilter,
     Hold,
@@ -248,6 +249,25 @@ class Ledger:
         assert result.wallet is not None
         await self._cache.invalidate({result.wallet.id}, {caller.user_id})
         return result.wallet
+
+    async def balance_at(self, caller: Caller, wallet_id: str, at: datetime | None) -> BalanceAt:
+        """One of the caller's wallets' balance as it was at `at` (now if None)."""
+        errors = ViolationCollector()
+        wallet_id = errors.uuid(wallet_id, "wallet_id")
+        now = self._clock.now()
+        if at is not None and at > now:
+            errors.add("at", "is in the future: a balance is known up to now")
+        errors.raise_if_any()
+        instant = at or now
+        found = await self._store.balance_at(wallet_id, instant)
+        # Someone else's wallet does not exist, as far as the caller can tell.
+        if found is None or (found.wallet.owner_id != caller.user_id and not caller.is_admin):
+            raise NotFound("no such wallet", reason="WALLET_NOT_FOUND")
+        if instant < found.wallet.created_at:
+            raise InvalidArgument.single(
+                "at", f"is before the wallet was opened ({found.wallet.created_at.isoformat()})"
+            )
+        return found
 
     async def wallets(self, caller: Caller) -> list[Wallet]:
         return await self._store.wallets_of(caller.user_id)

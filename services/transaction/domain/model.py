@@ -60,6 +60,20 @@ class Wallet:
 
 
 @dataclass(frozen=True)
+class BalanceAt:
+    """A wallet's balance as it was at an instant (the wallet as it is now)."""
+
+    wallet: Wallet
+    at: datetime
+    balance: int  # after the wallet's last posting made at or before `at`
+    held: int  # by the holds active at `at`
+
+    @property
+    def available(self) -> int:
+        return self.balance - self.held
+
+
+@dataclass(frozen=True)
 class Transaction:
     id: str
     type: TransactionType

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from services.runtime.money import Money
 from services.transaction.domain.model import (
+    BalanceAt,
     HistoryCursor,
     HistoryFilter,
     Hold,
@@ -214,6 +215,10 @@ class LedgerStore(Protocol):
         ...
 
     async def wallet(self, wallet_id: str) -> Wallet | None: ...
+
+    async def balance_at(self, wallet_id: str, at: datetime) -> BalanceAt | None:
+        """The wallet's balance and held amount at `at`; None if there is no such wallet."""
+        ...
 
     async def wallets_of(self, owner_id: str) -> list[Wallet]: ...
 

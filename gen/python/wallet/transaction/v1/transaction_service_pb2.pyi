@@ -527,6 +527,82 @@ class GetWalletRequest(_message.Message):
 Global___GetWalletRequest: _TypeAlias = GetWalletRequest  # noqa: Y015
 
 @_typing.final
+class GetBalanceRequest(_message.Message):
+    """Names a wallet and an instant."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WALLET_ID_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    wallet_id: _builtins.str
+    """The wallet id."""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """The instant (RFC 3339 in REST: `?at=2026-12-01T00:00:00Z`); not in the
+        future, not before the wallet was opened. Unset: now.
+        """
+
+    def __init__(
+        self,
+        *,
+        wallet_id: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "wallet_id", b"wallet_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBalanceRequest: _TypeAlias = GetBalanceRequest  # noqa: Y015
+
+@_typing.final
+class GetBalanceResponse(_message.Message):
+    """A wallet's balance at an instant."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WALLET_ID_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    BALANCE_FIELD_NUMBER: _builtins.int
+    HELD_FIELD_NUMBER: _builtins.int
+    AVAILABLE_BALANCE_FIELD_NUMBER: _builtins.int
+    wallet_id: _builtins.str
+    """The wallet id."""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """The instant the balances are of."""
+
+    @_builtins.property
+    def balance(self) -> _money_pb2.Money:
+        """The balance after the wallet's last posting made at or before `at`."""
+
+    @_builtins.property
+    def held(self) -> _money_pb2.Money:
+        """What the holds active at `at` held."""
+
+    @_builtins.property
+    def available_balance(self) -> _money_pb2.Money:
+        """Balance minus held: what could be spent then (before any overdraft)."""
+
+    def __init__(
+        self,
+        *,
+        wallet_id: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        balance: _money_pb2.Money | None = ...,
+        held: _money_pb2.Money | None = ...,
+        available_balance: _money_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "available_balance", b"available_balance", "balance", b"balance", "held", b"held"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "available_balance", b"available_balance", "balance", b"balance", "held", b"held", "wallet_id", b"wallet_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBalanceResponse: _TypeAlias = GetBalanceResponse  # noqa: Y015
+
+@_typing.final
 class GetWalletResponse(_message.Message):
     """The wallet."""
 

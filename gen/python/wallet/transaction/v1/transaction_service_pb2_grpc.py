@@ -59,6 +59,11 @@ class TransactionServiceStub:
                 request_serializer=wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.GetWalletRequest.SerializeToString,
                 response_deserializer=wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.GetWalletResponse.FromString,
                 _registered_method=True)
+        self.GetBalance = channel.unary_unary(
+                '/wallet.transaction.v1.TransactionService/GetBalance',
+                request_serializer=wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.GetBalanceRequest.SerializeToString,
+                response_deserializer=wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.GetBalanceResponse.FromString,
+                _registered_method=True)
         self.CloseWallet = channel.unary_unary(
                 '/wallet.transaction.v1.TransactionService/CloseWallet',
                 request_serializer=wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.CloseWalletRequest.SerializeToString,
@@ -175,6 +180,15 @@ class TransactionServiceServicer:
 
     def GetWallet(self, request, context):
         """Returns one of the caller's wallets with its balance.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBalance(self, request, context):
+        """One of the caller's wallets' balance as it was at an instant (now if none
+        is given): the balance after its last posting made by then, what active
+        holds held, and what was available.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -335,6 +349,11 @@ def add_TransactionServiceServicer_to_server(servicer, server):
                     servicer.GetWallet,
                     request_deserializer=wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.GetWalletRequest.FromString,
                     response_serializer=wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.GetWalletResponse.SerializeToString,
+            ),
+            'GetBalance': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBalance,
+                    request_deserializer=wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.GetBalanceRequest.FromString,
+                    response_serializer=wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.GetBalanceResponse.SerializeToString,
             ),
             'CloseWallet': grpc.unary_unary_rpc_method_handler(
                     servicer.CloseWallet,
@@ -513,6 +532,33 @@ class TransactionService:
             '/wallet.transaction.v1.TransactionService/GetWallet',
             wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.GetWalletRequest.SerializeToString,
             wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.GetWalletResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBalance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wallet.transaction.v1.TransactionService/GetBalance',
+            wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.GetBalanceRequest.SerializeToString,
+            wallet_dot_transaction_dot_v1_dot_transaction__service__pb2.GetBalanceResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,6 +49,11 @@ class TransactionServiceStub:
     """Lists the caller's wallets with their balances."""
     GetWallet: _grpc.UnaryUnaryMultiCallable[_transaction_service_pb2.GetWalletRequest, _transaction_service_pb2.GetWalletResponse]
     """Returns one of the caller's wallets with its balance."""
+    GetBalance: _grpc.UnaryUnaryMultiCallable[_transaction_service_pb2.GetBalanceRequest, _transaction_service_pb2.GetBalanceResponse]
+    """One of the caller's wallets' balance as it was at an instant (now if none
+    is given): the balance after its last posting made by then, what active
+    holds held, and what was available.
+    """
     CloseWallet: _grpc.UnaryUnaryMultiCallable[_transaction_service_pb2.CloseWalletRequest, _transaction_service_pb2.CloseWalletResponse]
     """Closes one of the caller's wallets. Its balance must be zero and no hold
     may be active on it.
@@ -132,6 +137,11 @@ class TransactionServiceAsyncStub(TransactionServiceStub):
     """Lists the caller's wallets with their balances."""
     GetWallet: _aio.UnaryUnaryMultiCallable[_transaction_service_pb2.GetWalletRequest, _transaction_service_pb2.GetWalletResponse]  # type: ignore[assignment]
     """Returns one of the caller's wallets with its balance."""
+    GetBalance: _aio.UnaryUnaryMultiCallable[_transaction_service_pb2.GetBalanceRequest, _transaction_service_pb2.GetBalanceResponse]  # type: ignore[assignment]
+    """One of the caller's wallets' balance as it was at an instant (now if none
+    is given): the balance after its last posting made by then, what active
+    holds held, and what was available.
+    """
     CloseWallet: _aio.UnaryUnaryMultiCallable[_transaction_service_pb2.CloseWalletRequest, _transaction_service_pb2.CloseWalletResponse]  # type: ignore[assignment]
     """Closes one of the caller's wallets. Its balance must be zero and no hold
     may be active on it.
@@ -230,6 +240,17 @@ class TransactionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_transaction_service_pb2.GetWalletResponse, _abc.Awaitable[_transaction_service_pb2.GetWalletResponse]]:
         """Returns one of the caller's wallets with its balance."""
+
+    @_abc_1.abstractmethod
+    def GetBalance(
+        self,
+        request: _transaction_service_pb2.GetBalanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_transaction_service_pb2.GetBalanceResponse, _abc.Awaitable[_transaction_service_pb2.GetBalanceResponse]]:
+        """One of the caller's wallets' balance as it was at an instant (now if none
+        is given): the balance after its last posting made by then, what active
+        holds held, and what was available.
+        """
 
     @_abc_1.abstractmethod
     def CloseWallet(
