@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
+from typing import Any
 
 import psycopg
 
+from services.localmesh.postgres import PostgresServer
 from services.runtime import db
 from services.runtime.money import Money
+from services.transaction import server
 from services.transaction.adapters.ledger_store import SqlLedgerStore
 from services.transaction.adapters.saga import LegSettings
 from services.transaction.adapters.shards import ShardConfig, ShardMap
@@ -18,6 +23,29 @@ from services.transaction.domain.model import IdempotencyKey, LedgerOutcome
 
 # The operator who funds the tests' wallets (adjustments need one).
 OPERATOR = str(uuid.uuid4())
+
+
+def migrated(postgres: PostgresServer, database: str) -> ShardConfig:
+    """A new database of the session's server, at the ledger's latest revision."""
+    postgres.create_database(database)
+    config = ShardConfig.parse(postgres.dsn(database))
+    server.migrate(config)
+    return config
+
+
+@asynccontextmanager
+async def opened(config: ShardConfig, **options: Any) -> AsyncIterator[SqlLedgerStore]:
+    """A store on the databases of `config` (pools of 8), its shard map read."""
+    databases = ShardMap.of(config, lambda url: db.create_driver_pool(url, size=8))
+    for pool in databases.databases():
+        await pool.open()
+    try:
+        store = SqlLedgerStore(databases, **options)
+        await store.refresh_shards()
+        yield store
+    finally:
+        for pool in databases.databases():
+            await pool.close()
 
 
 def on_shard(shard: int) -> str:

@@ -13,35 +13,24 @@ import psycopg
 import pytest
 
 from services.localmesh.postgres import PostgresServer
-from services.runtime import db
 from services.runtime.money import Money
-from services.transaction import server
 from services.transaction.adapters.ledger_store import SqlLedgerStore
-from services.transaction.adapters.shards import ShardConfig, ShardMap
+from services.transaction.adapters.shards import ShardConfig
 from services.transaction.domain.model import LedgerOutcome
-from tests.integration.ledger_stores import OPERATOR, funded, key, on_shard
+from tests.integration.ledger_stores import OPERATOR, funded, key, migrated, on_shard, opened
 
 DATABASE = "ledger_balance_at"
 
 
 @pytest.fixture(scope="module")
 def config(postgres: PostgresServer) -> ShardConfig:
-    postgres.create_database(DATABASE)
-    made = ShardConfig.parse(postgres.dsn(DATABASE))
-    server.migrate(made)
-    return made
+    return migrated(postgres, DATABASE)
 
 
 @pytest.fixture
 async def store(config: ShardConfig) -> AsyncIterator[SqlLedgerStore]:
-    databases = ShardMap.of(config, lambda url: db.create_driver_pool(url, size=8))
-    for pool in databases.databases():
-        await pool.open()
-    made = SqlLedgerStore(databases)
-    await made.refresh_shards()
-    yield made
-    for pool in databases.databases():
-        await pool.close()
+    async with opened(config) as made:
+        yield made
 
 
 def now() -> datetime:

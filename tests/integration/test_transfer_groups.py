@@ -14,11 +14,10 @@ import pytest
 from services.localmesh.postgres import PostgresServer
 from services.runtime import db
 from services.runtime.money import Money
-from services.transaction import server
 from services.transaction.adapters.ledger_store import SqlLedgerStore
 from services.transaction.adapters.shards import ShardConfig, ShardMap
 from services.transaction.domain.model import IdempotencyKey, LedgerOutcome, LedgerResult
-from tests.integration.ledger_stores import funded, key, on_shard
+from tests.integration.ledger_stores import funded, key, migrated, on_shard
 
 DATABASE = "ledger_groups"
 
@@ -27,10 +26,7 @@ Start = Callable[[int], Awaitable[tuple[SqlLedgerStore, list[int]]]]
 
 @pytest.fixture(scope="module")
 def config(postgres: PostgresServer) -> ShardConfig:
-    postgres.create_database(DATABASE)
-    made = ShardConfig.parse(postgres.dsn(DATABASE))
-    server.migrate(made)
-    return made
+    return migrated(postgres, DATABASE)
 
 
 @pytest.fixture
