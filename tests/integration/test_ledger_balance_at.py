@@ -105,6 +105,12 @@ async def test_postings_are_stamped_in_the_order_of_their_account_versions(
             " WHERE account_id = %s ORDER BY account_version",
             (source,),
         ).fetchall()
+        # The lookup's index, built concurrently by the migration, is there and valid.
+        (valid,) = connection.execute(
+            "SELECT i.indisvalid FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid"
+            " WHERE c.relname = 'postings_account_created_idx'"
+        ).fetchone() or (False,)
+    assert valid
     times = [row[1] for row in rows]
     assert len(rows) == 41
     assert times == sorted(times)

@@ -10,6 +10,8 @@ Create Date: 2026-12-04
 
 from pathlib import Path
 
+from alembic import op
+
 from services.runtime.migrations import execute_sql_files
 
 revision = "0008"
@@ -22,7 +24,12 @@ SQL = Path(__file__).resolve().parents[2] / "sql" / "0008_balance_at"
 
 def upgrade() -> None:
     execute_sql_files(SQL, "schema.sql")
+    # CREATE INDEX CONCURRENTLY cannot run in a transaction: each file on its own, committed.
+    with op.get_context().autocommit_block():
+        execute_sql_files(SQL, "drop_invalid_index.sql", "index.sql")
 
 
 def downgrade() -> None:
+    with op.get_context().autocommit_block():
+        execute_sql_files(SQL, "drop_index.sql")
     execute_sql_files(SQL, "down.sql")

@@ -1,3 +1,2 @@
--- Undoes 0008.
-DROP INDEX postings_account_created_idx;
+-- Undoes 0008 (the index is dropped CONCURRENTLY before, outside the transaction).
 ALTER TABLE postings ALTER COLUMN created_at SET DEFAULT now();

@@ -1,5 +1,5 @@
 -- Balances at an instant (issue 16): a wallet's balance at time t is the balance_after of
--- its last posting made at or before t, one lookup of the index below.
+-- its last posting made at or before t, one lookup of the index of index.sql.
 --
 -- For "last by time" to be "last by version", a posting's time must follow its account's
 -- versions. now() does not: it is when its transaction began, and a transaction that began
@@ -9,5 +9,3 @@
 -- version of an account is always written later. (Postings from before this revision keep
 -- their now(); a lock wait could misorder two of them by a few milliseconds.)
 ALTER TABLE postings ALTER COLUMN created_at SET DEFAULT clock_timestamp();
-
-CREATE INDEX postings_account_created_idx ON postings (account_id, created_at, account_version);
