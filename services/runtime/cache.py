@@ -147,18 +147,6 @@ class JsonCache:
         except (RedisError, OSError) as error:
             self.failed("put", error)
 
-    async def invalidate(self, *keys: str) -> None:
-        """Deletes entries after a write commits, before the caller is answered.
-
-        Not skipped during a cooldown: a stale entry outliving an outage would
-        break read-your-writes, so every invalidation is attempted. The TTL
-        bounds the damage when Redis is reachable again but missed a delete.
-        """
-        try:
-            await self._redis.delete(*(self.key(key) for key in keys))
-        except (RedisError, OSError) as error:
-            self.failed("invalidate", error)
-
 
 # One round trip for a look: the generation, and the entry under it. (The entry's key is
 # made here from the generation: on one Redis, not a cluster, where both would need one slot.)
