@@ -119,6 +119,13 @@ class WrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         behavior = self.wrap(method, handler.unary_unary)  # type: ignore[arg-type]
         return handler if behavior is None else with_behavior(handler, behavior)
 
+    def serve_streaming(
+        self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        """The handler to answer for a streaming method (by default the same one: this
+        interceptor has nothing to wrap there)."""
+        return handler
+
     async def intercept_service(
         self,
         continuation: Callable[
@@ -127,9 +134,11 @@ class WrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None:
             return handler
         method: str = handler_call_details.method
+        if handler.unary_unary is None:
+            return self.serve_streaming(method, handler)
         found = self._wrapped.get(method)
         if found is not None and found[0] is handler:
             return found[1]  # type: ignore[no-any-return]
@@ -183,6 +192,19 @@ class ServiceBoundary(WrappingInterceptor):
         internal = method.startswith(self._internal_prefixes)
         needs_token = not internal and method not in self._public_methods
         return self._wrap(behavior, method, needs_token, internal)
+
+    def serve_streaming(
+        self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        """Fails closed: a streaming method of the service's own is refused, not served
+        unguarded, until the boundary can authenticate it and map its errors (health's
+        Watch and reflection, not the service's, pass as they are)."""
+        if not method.startswith(self._guarded_prefixes):
+            return handler
+        log.error(
+            "a streaming method of the service is refused: not guarded", extra={"rpc": method}
+        )
+        return _refusing(handler)
 
     def _wrap(self, behavior: Behavior, method: str, needs_token: bool, internal: bool) -> Behavior:
         verifier = self._verifier
@@ -243,3 +265,25 @@ class ServiceBoundary(WrappingInterceptor):
                     reset.var.reset(reset)
 
         return guarded
+
+
+STREAMING_UNGUARDED = "this method streams, and streaming methods are not served yet"
+
+
+def _refusing(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+    """A handler of the same kind and (de)serializers that answers UNIMPLEMENTED."""
+
+    async def refuse(request: Any, context: Context) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, STREAMING_UNGUARDED)
+
+    kinds = {
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }
+    make = kinds[(handler.request_streaming, handler.response_streaming)]
+    return make(
+        refuse,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
