@@ -61,7 +61,7 @@ class CacheStats:
 
 class JsonCache:
     """Cache-aside storage of JSON documents under one key namespace (or of documents
-    already rendered, as bytes: `get_bytes`, `put_bytes`).
+    already rendered, as bytes: `put_bytes`, read by `Generations`).
 
     Every method swallows Redis failures (counted in `stats`, logged) so the
     caller falls back to PostgreSQL. After a failure Redis is left alone for
@@ -119,14 +119,6 @@ class JsonCache:
         )
 
     async def get(self, key: str) -> Any | None:
-        raw = await self.get_bytes(key)
-        return json.loads(raw) if raw is not None else None
-
-    async def put(self, key: str, value: Any) -> None:
-        await self.put_bytes(key, json.dumps(value).encode())
-
-    async def get_bytes(self, key: str) -> bytes | None:
-        """The entry as stored (a document already rendered: nothing to decode)."""
         if not self.available():
             return None
         try:
@@ -135,9 +127,10 @@ class JsonCache:
             self.failed("get", error)
             return None
         self.counted(hit=raw is not None)
-        if raw is None:
-            return None
-        return raw if isinstance(raw, bytes) else raw.encode()
+        return json.loads(raw) if raw is not None else None
+
+    async def put(self, key: str, value: Any) -> None:
+        await self.put_bytes(key, json.dumps(value).encode())
 
     async def put_bytes(self, key: str, value: bytes) -> None:
         if not self.available():
